@@ -1,0 +1,31 @@
+# The two commands of the README:  `make reproduce`  (every notebook -> figures/ results/)  and  `make test`.
+# Both create the virtual environment .venv themselves (Python 3.11) on first use.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv reproduce test pretrain benchmark clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/torch.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH, or run: make PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/torch.txt
+	$(PY) -m pip install --quiet -c requirements/torch.txt -e ".[test]"
+	$(PY) -c "import nbhelpers, open_clip, torchattacks; print('environment ok: torch', __import__('torch').__version__, 'torchvision', __import__('torchvision').__version__)"
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(PY) scripts/run_notebooks.py
+
+test: $(STAMP)
+	TQDM_DISABLE=1 $(PY) -m pytest
+
+pretrain: $(STAMP)
+	$(PY) -m nbhelpers.pretrain
+
+clean-venv:
+	rm -rf $(VENV)

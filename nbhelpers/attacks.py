@@ -1,0 +1,113 @@
+"""L-inf PGD in pixel space with input-only gradients, and the torchattacks reference.
+
+All images are float tensors in [0, 1] of shape (N, 3, S, S); eps and step sizes are in the same pixel units
+(so 4/255 is ``4 / 255``). The classifier maps images to logits (N, C) and is typically a
+:class:`~nbhelpers.zeroshot.ZeroShotClassifier`, whose class text embeddings are computed once, outside the
+loop. During the attack the classifier's parameters are frozen (``requires_grad=False``) and gradients are
+taken with ``torch.autograd.grad`` w.r.t. the input only, so nothing leaks into ``.grad`` of the weights and
+no weight-gradient work is done.
+
+The attack objective is summed over the batch (not averaged): the sign step is unchanged, but per-sample
+gradients do not shrink with batch size, so low precision cannot underflow them (PMG-AFT issue #1).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LossName = Literal["ce", "cw"]
+ATTACK_LOSSES: tuple[str, ...] = ("ce", "cw")
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily set requires_grad=False on every parameter (restoring each flag afterwards)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CW margin per sample (N,): best other logit minus the true logit (positive = misclassified)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return other - true
+
+
+def attack_objective(logits: torch.Tensor, labels: torch.Tensor, loss: LossName) -> torch.Tensor:
+    """Scalar the attacker maximises: summed cross-entropy ('ce') or summed CW margin ('cw')."""
+    if loss == "ce":
+        return F.cross_entropy(logits.float(), labels, reduction="sum")
+    if loss == "cw":
+        return margin_loss(logits.float(), labels).sum()
+    raise ValueError(f"unknown attack loss {loss!r}; choose one of {ATTACK_LOSSES}")
+
+
+def pgd_attack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
+               alpha: float | None = None, steps: int = 10, loss: LossName = "ce", random_start: bool = True,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """L-inf PGD: adversarial images (N, 3, S, S) in [0, 1] with |x_adv - x|_inf <= eps (pixel units).
+
+    alpha defaults to 1/255 (the peers' step). eps == 0 or steps == 0 returns the clean images. The random
+    start is uniform in [-eps, eps]; pass a seeded CPU generator for reproducible starts.
+    """
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0 (pixel units, e.g. 4/255), got {eps}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if loss not in ATTACK_LOSSES:
+        raise ValueError(f"unknown attack loss {loss!r}; choose one of {ATTACK_LOSSES}")
+    alpha = 1 / 255 if alpha is None else alpha
+    x0 = images.detach()
+    if eps == 0 or steps == 0:
+        return x0.clone()
+    if random_start:
+        noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype, device="cpu").to(x0.device)
+        x = (x0 + (2 * noise - 1) * eps).clamp(0, 1)
+    else:
+        x = x0.clone()
+    was_training = classifier.training
+    classifier.eval()
+    with frozen(classifier), torch.enable_grad():
+        for _ in range(steps):
+            x.requires_grad_(True)
+            objective = attack_objective(classifier(x), labels, loss)
+            (grad,) = torch.autograd.grad(objective, x)
+            x = x.detach() + alpha * grad.sign()
+            x = torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(0, 1)
+    classifier.train(was_training)
+    return x.detach()
+
+
+def torchattacks_pgd(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
+                     alpha: float | None = None, steps: int = 10, random_start: bool = True,
+                     seed: int = 0) -> torch.Tensor:
+    """Reference PGD from torchattacks (cross-entropy, L-inf, pixel units) around the same classifier."""
+    import torchattacks
+
+    atk = torchattacks.PGD(classifier, eps=eps, alpha=1 / 255 if alpha is None else alpha, steps=steps,
+                           random_start=random_start)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with frozen(classifier):
+            return atk(images, labels).detach()
+
+
+def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
+               n_classes: int, seed: int = 0, version: str = "standard") -> torch.Tensor:
+    """AutoAttack (torchattacks, L-inf) adversarial images (N, 3, S, S); 'standard' is APGD-CE, APGD-T, FAB-T, Square."""
+    import torchattacks
+
+    atk = torchattacks.AutoAttack(classifier, norm="Linf", eps=eps, version=version, n_classes=n_classes, seed=seed)
+    with frozen(classifier):
+        return atk(images, labels).detach()

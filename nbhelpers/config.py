@@ -1,0 +1,172 @@
+"""Flat, typed, validated, frozen configs (one per notebook), built from the papermill parameters.
+
+Every field is checked against its annotation (an int is accepted for a float; a bool is never a number)
+and then against its allowed values, so a wrong ``papermill -p`` value stops the notebook in its validation
+cell, before any work and before anything is written, with a message naming the parameter and what it accepts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from nbhelpers import world
+from nbhelpers.models import PROFILES
+
+MAX_EPS = 64.0  # in 1/255 units; anything larger is almost surely a unit mistake (pixels vs /255)
+
+
+class ConfigError(ValueError):
+    """A notebook parameter has the wrong type or value."""
+
+
+def _type_ok(value: object, hint: object) -> bool:
+    """Whether value matches a simple annotation (int, float, str, bool, list[...])."""
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(hint) or (object,)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, inner) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint: object) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
+
+
+def valid_datasets(profile: str) -> list[str]:
+    """Zero-shot evaluation datasets of a profile."""
+    if profile == "mini":
+        return list(world.ZERO_SHOT_TASKS)
+    from nbhelpers.paper_data import list_paper_datasets
+
+    return list_paper_datasets()
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """Parameters every notebook has."""
+
+    profile: str = "mini"
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 256
+    checkpoint: str = ""
+    data_root: str = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _type_ok(value, hints[f.name]):
+                raise ConfigError(f"parameter {f.name!r} must be {_type_name(hints[f.name])}, "
+                                  f"got {type(value).__name__} {value!r}")
+            if isinstance(value, list):  # freeze lists
+                object.__setattr__(self, f.name, tuple(value))
+        self.check()
+
+    def check(self) -> None:
+        """Value checks; subclasses extend with super().check()."""
+        self._choice("profile", sorted(PROFILES))
+        if self.seed < 0:
+            raise ConfigError(f"parameter 'seed' must be >= 0, got {self.seed}")
+        if self.batch_size < 1:
+            raise ConfigError(f"parameter 'batch_size' must be >= 1, got {self.batch_size}")
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(f"parameter 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+    def _choice(self, name: str, allowed: list[str]) -> None:
+        value = getattr(self, name)
+        if value not in allowed:
+            raise ConfigError(f"parameter {name!r} = {value!r} is not allowed; choose one of {allowed}")
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"parameter {name!r} must be > 0, got {getattr(self, name)}")
+
+    def _eps(self, name: str) -> None:
+        values = getattr(self, name)
+        for v in values if isinstance(values, tuple) else (values,):
+            if v < 0 or v > MAX_EPS:
+                raise ConfigError(f"parameter {name!r} is in 1/255 units and must lie in [0, {MAX_EPS:g}], got {v}")
+
+    @classmethod
+    def from_params(cls, **params: object) -> "BaseConfig":
+        """Build from a dict of notebook parameters; unknown names are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
+        return cls(**params)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict:
+        """Plain dict (lists for tuples), for result rows and cache keys."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class AnalysisConfig(BaseConfig):
+    """Parameters of 02_margin_vs_similarity (and the base of 01's)."""
+
+    dataset: str = "objects"
+    eps: float = 4.0
+    n_samples: int = 1024
+    pgd_steps: int = 10
+    attack_loss: str = "ce"
+
+    def check(self) -> None:
+        super().check()
+        self._choice("dataset", valid_datasets(self.profile))
+        self._eps("eps")
+        self._positive("n_samples", "pgd_steps")
+        if self.profile == "mini" and self.n_samples > world.TEST_POOL:
+            raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL} on the mini profile "
+                              f"(the size of each test set), got {self.n_samples}")
+        self._choice("attack_loss", ["ce", "cw"])
+
+
+@dataclass(frozen=True)
+class MarginOffsetConfig(AnalysisConfig):
+    """Parameters of 01_margin_offset: eps is the large radius compared with the smallest of eps_list."""
+
+    eps_list: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+
+    def check(self) -> None:
+        super().check()
+        self._eps("eps_list")
+        if len(self.eps_list) < 2:
+            raise ConfigError("parameter 'eps_list' must name at least two eps (1/255 units) to compare")
+        if list(self.eps_list) != sorted(set(self.eps_list)):
+            raise ConfigError(f"parameter 'eps_list' must be strictly increasing, got {list(self.eps_list)}")
+        if self.eps not in self.eps_list or self.eps == self.eps_list[0]:
+            raise ConfigError(f"parameter 'eps' = {self.eps} must be one of eps_list {list(self.eps_list)} "
+                              "other than the smallest (it is the large radius of the headline comparison)")
+
+
+@dataclass(frozen=True)
+class MiniWorldConfig(BaseConfig):
+    """Parameters of 00_mini_world (the embedded default only)."""
+
+    n_samples: int = 512
+    eps_list: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0])
+    pgd_steps: int = 10
+    n_gallery: int = 18
+
+    def check(self) -> None:
+        super().check()
+        self._choice("profile", ["mini"])
+        self._positive("n_samples", "pgd_steps", "n_gallery")
+        self._eps("eps_list")
+        if list(self.eps_list) != sorted(set(self.eps_list)) or 0.0 not in self.eps_list or 4.0 not in self.eps_list:
+            raise ConfigError("parameter 'eps_list' must be strictly increasing and contain 0 (clean) and 4 "
+                              f"(the fragility target), got {list(self.eps_list)}")
+        if self.n_samples > world.TEST_POOL:
+            raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL}, got {self.n_samples}")

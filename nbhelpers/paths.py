@@ -1,0 +1,14 @@
+"""Project paths, resolved from the package location (never from the working directory)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+FIGURES_DIR = Path(os.environ.get("TIMA_FIGURES_DIR", PROJECT_ROOT / "figures"))
+RESULTS_DIR = Path(os.environ.get("TIMA_RESULTS_DIR", PROJECT_ROOT / "results"))
+CACHE_DIR = Path(os.environ.get("TIMA_CACHE_DIR", PROJECT_ROOT / "cache"))
+CHECKPOINT_DIR = PROJECT_ROOT / "checkpoints"
+MINI_CHECKPOINT = Path(os.environ.get("TIMA_MINI_CHECKPOINT", CHECKPOINT_DIR / "mini_clip.safetensors"))
+DATA_ROOT = Path(os.environ.get("TIMA_DATA_ROOT", PROJECT_ROOT / "data"))

@@ -1,0 +1,143 @@
+"""One figure style and one save helper: figures/NN_name.png and .pdf, written atomically."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+
+from nbhelpers import paths
+from nbhelpers.utils import atomic_path
+
+_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
+
+
+def use_style() -> None:
+    """Apply the project's shared figure style (seaborn whitegrid, colour-blind palette)."""
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight",
+                                "axes.titlesize": "medium", "figure.autolayout": False})
+
+
+def save_figure(fig: plt.Figure, name: str, *, directory: str | Path | None = None) -> list[Path]:
+    """Save fig as <figures>/<name>.png and .pdf (name like '01_margin_offset'); returns the paths."""
+    if not _NAME.match(name):
+        raise ValueError(f"figure name {name!r} must look like 'NN_lower_case_name' (notebook number first)")
+    out_dir = Path(directory) if directory is not None else paths.FIGURES_DIR
+    written = []
+    for ext in ("png", "pdf"):
+        target = out_dir / f"{name}.{ext}"
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=ext, metadata={"CreationDate": None} if ext == "pdf" else None)
+        written.append(target)
+    return written
+
+
+def _scatter_fit(ax: plt.Axes, x, y, *, label: str | None = None, s: float = 6) -> None:
+    """Scatter with a least-squares line (scipy.stats.linregress)."""
+    import numpy as np
+    from scipy import stats
+
+    ax.scatter(x, y, s=s, alpha=0.35, linewidths=0, label=label)
+    fit = stats.linregress(x, y)
+    xs = np.linspace(np.min(x), np.max(x), 50)
+    ax.plot(xs, fit.intercept + fit.slope * xs, color="black", lw=1.2,
+            label=f"fit: y = {fit.slope:.2f} x {fit.intercept:+.2f} (r = {fit.rvalue:.2f})")
+
+
+def plot_margin_offset(sweep, offsets, *, eps_small: float, eps_large: float) -> plt.Figure:
+    """Finding 1: margin distributions per eps, small-vs-large eps scatter with fit, offset per eps pair +- std."""
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    sns.kdeplot(data=sweep, x="margin", hue="eps", palette="viridis", common_norm=False, ax=axes[0], warn_singular=False)
+    axes[0].axvline(0, color="grey", lw=0.8)
+    axes[0].set(title="logit margin per eps (1/255)", xlabel="margin = true logit - best other")
+    wide = sweep.pivot(index="sample", columns="eps", values="margin")
+    _scatter_fit(axes[1], wide[eps_small].to_numpy(), wide[eps_large].to_numpy())
+    lo, hi = float(wide[[eps_small, eps_large]].min().min()), float(wide[[eps_small, eps_large]].max().max())
+    axes[1].plot([lo, hi], [lo, hi], ls=":", color="grey", lw=1, label="y = x")
+    axes[1].set(title=f"per-sample margin: eps {eps_small:g} vs {eps_large:g}",
+                xlabel=f"margin at eps {eps_small:g}/255", ylabel=f"margin at eps {eps_large:g}/255")
+    axes[1].legend(fontsize="small")
+    base = offsets[offsets.eps_small == offsets.eps_small.min()]
+    axes[2].errorbar(base.eps_large, base.offset_mean, yerr=base.offset_std, marker="o", capsize=4,
+                     label=f"offset from eps {offsets.eps_small.min():g} (mean +- std)")
+    axes[2].set(title="margin offset vs eps", xlabel="large eps (1/255)", ylabel="margin(large) - margin(small)")
+    axes[2].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_margin_similarity(table, corr: dict, *, title: str, paper: tuple[float, float] | None = None) -> plt.Figure:
+    """Finding 2: per class pair, adversarial margin vs text cosine similarity, with fit and correlations."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    _scatter_fit(ax, table["similarity"].to_numpy(), table["margin"].to_numpy(), s=8)
+    text = f"ours: Pearson {corr['pearson_r']:.3f}, Spearman {corr['spearman_rho']:.3f} (n = {corr['n']} pairs)"
+    if paper is not None:
+        text += f"\npaper (CLIP): Pearson {paper[0]:.3f}, Spearman {paper[1]:.3f}"
+    ax.text(0.02, 0.02, text, transform=ax.transAxes, fontsize="small", va="bottom",
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    ax.set(title=title, xlabel="cosine similarity of the two class text embeddings",
+           ylabel="mean adversarial margin z_true - z_other")
+    ax.legend(fontsize="small", loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def offset_explorer(sweep):
+    """ipywidgets slider over the larger eps: redraws the small-vs-large scatter (a static figure under papermill)."""
+    import ipywidgets as widgets
+
+    eps_values = sorted(sweep["eps"].unique())
+    small = eps_values[0] if eps_values[0] > 0 else eps_values[1]
+    choices = [e for e in eps_values if e > small]
+    wide = sweep.pivot(index="sample", columns="eps", values="margin")
+
+    def draw(eps: float) -> None:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        _scatter_fit(ax, wide[small].to_numpy(), wide[eps].to_numpy())
+        ax.set(xlabel=f"margin at eps {small:g}/255", ylabel=f"margin at eps {eps:g}/255")
+        ax.legend(fontsize="small")
+        plt.show()
+
+    return widgets.interactive(draw, eps=widgets.SelectionSlider(options=choices, value=choices[-1],
+                                                                 description="eps (/255)"))
+
+
+def plot_samples(images, captions: list[str], *, ncol: int = 6) -> plt.Figure:
+    """Grid of images (N, 3, S, S) in [0, 1] with their captions as titles."""
+    n = len(captions)
+    nrow = (n + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.3 * ncol, 2.5 * nrow))
+    for ax, img, cap in zip(axes.flat, images, captions):
+        ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title("\n".join(_wrap(cap, 24)), fontsize=7.5)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
+
+
+def plot_accuracy_vs_eps(grid, *, hue: str = "task", title: str = "") -> plt.Figure:
+    """Accuracy (%) against eps (1/255) per group, with each group's chance level dotted."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    data = grid.assign(accuracy_pct=100 * grid["accuracy"])
+    sns.lineplot(data=data, x="eps", y="accuracy_pct", hue=hue, marker="o", ax=ax)
+    if "chance" in grid:
+        for _, c in grid.groupby(hue)["chance"].first().items():
+            ax.axhline(100 * c, ls=":", lw=0.8, color="grey")
+    ax.set(title=title, xlabel="eps (1/255), PGD", ylabel="accuracy (%)", ylim=(0, 100))
+    fig.tight_layout()
+    return fig

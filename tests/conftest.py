@@ -1,0 +1,34 @@
+"""Shared fixtures: quiet progress bars, a small thread count, the committed mini CLIP."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from nbhelpers import paths  # noqa: E402
+from nbhelpers.models import create_model_and_transforms  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mini_model():
+    """The committed, trained mini CLIP (eval mode, CPU)."""
+    assert paths.MINI_CHECKPOINT.is_file(), "checkpoints/mini_clip.safetensors is missing: run `make pretrain`"
+    model, _ = create_model_and_transforms("mini", device="cpu", train_if_missing=False)
+    return model
+
+
+@pytest.fixture(scope="session")
+def objects_head(mini_model):
+    """Zero-shot head of the mini CLIP on the 64-class 'objects' task."""
+    from nbhelpers.zeroshot import ZeroShotClassifier
+
+    return ZeroShotClassifier.for_task(mini_model, "objects")
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)

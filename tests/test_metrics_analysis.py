@@ -1,0 +1,49 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from nbhelpers import analysis, metrics
+
+
+def test_logit_margin_hand_case():
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0], [2.0, 2.5, 0.0]])
+    labels = torch.tensor([0, 2, 0])
+    assert metrics.logit_margin(logits, labels).tolist() == pytest.approx([1.0, -4.0, -0.5])
+    assert metrics.accuracy(logits, labels) == pytest.approx(1 / 3)
+
+
+def test_pair_margins_hand_case():
+    logits = torch.tensor([[3.0, 1.0, 2.0], [1.0, 1.0, 4.0], [0.0, 2.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    pm = metrics.pair_margins(logits, labels)
+    assert pm[0, 1] == pytest.approx(((3 - 1) + (1 - 1)) / 2)
+    assert pm[0, 2] == pytest.approx(((3 - 2) + (1 - 4)) / 2)
+    assert pm[1, 0] == pytest.approx(2.0) and pm[1, 2] == pytest.approx(1.0)
+    assert torch.isnan(pm[2]).all() and torch.isnan(pm.diagonal()).all()
+
+
+def test_margin_offsets_recovers_a_constant_offset():
+    rng = np.random.default_rng(0)
+    small = rng.normal(2, 1, 200)
+    rows = [pd.DataFrame({"sample": range(200), "eps": e, "margin": small - 0.5 * e}) for e in (1.0, 2.0, 4.0)]
+    off = analysis.margin_offsets(pd.concat(rows))
+    row = off[(off.eps_small == 1.0) & (off.eps_large == 4.0)].iloc[0]
+    assert row.offset_mean == pytest.approx(-1.5)
+    assert row.offset_std == pytest.approx(0.0, abs=1e-9)
+    assert row.slope == pytest.approx(1.0) and row.pearson_r == pytest.approx(1.0)
+    assert len(off) == 3
+
+
+def test_correlate_matches_scipy_and_pair_table_shapes():
+    x = np.linspace(0, 1, 50)
+    y = -2 * x + np.sin(7 * x)
+    c = analysis.correlate(x, y)
+    assert c["pearson_r"] == pytest.approx(stats.pearsonr(x, y).statistic)
+    assert c["spearman_rho"] == pytest.approx(stats.spearmanr(x, y).statistic)
+    emb = torch.eye(3)
+    pm = torch.tensor([[float("nan"), 1.0, 2.0], [3.0, float("nan"), 4.0], [5.0, 6.0, float("nan")]])
+    table = analysis.pair_table(pm, emb, ["a", "b", "c"])
+    assert len(table) == 6 and set(table.similarity) == {0.0}
+    assert table[(table.true == "b") & (table.other == "c")].margin.item() == 4.0

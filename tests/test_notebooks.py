@@ -1,0 +1,63 @@
+"""Every numbered notebook is executed by nbval on small CI parameters, and rejects bad parameters early.
+
+papermill injects the CI parameters into a copy (prepare_only: nothing is executed by papermill), then nbval
+executes that copy as a test in a child pytest. Figures and results go to a temporary folder, so the test
+never overwrites the committed ones.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CI_PARAMETERS = {
+    "00_mini_world": {"n_samples": 96, "eps_list": [0.0, 1.0, 4.0], "pgd_steps": 3, "n_gallery": 6},
+    "01_margin_offset": {"n_samples": 128, "eps_list": [1.0, 4.0], "eps": 4.0, "pgd_steps": 3},
+    "02_margin_vs_similarity": {"n_samples": 320, "pgd_steps": 3},
+}
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, TIMA_FIGURES_DIR=str(tmp_path / "figures"), TIMA_RESULTS_DIR=str(tmp_path / "results"),
+               TQDM_DISABLE="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
+    return env
+
+
+def test_every_notebook_has_ci_parameters():
+    assert {nb.stem for nb in NOTEBOOKS} == set(CI_PARAMETERS)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_under_nbval(notebook, tmp_path):
+    prepared = tmp_path / notebook.name
+    pm.execute_notebook(str(notebook), str(prepared), parameters=CI_PARAMETERS[notebook.stem], prepare_only=True,
+                        kernel_name="python3")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
+                           "--nbval-cell-timeout=600", str(prepared)], cwd=tmp_path, env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    stem = notebook.stem
+    figures = list((tmp_path / "figures").glob(f"{stem[:2]}_*.png"))
+    tables = list((tmp_path / "results").glob(f"{stem[:2]}_*.csv"))
+    assert figures and tables, "a notebook must write its figures and results"
+
+
+def test_bad_parameter_stops_before_any_work_and_writes_nothing(tmp_path):
+    out = tmp_path / "out.ipynb"
+    env = _env(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "01_margin_offset.ipynb"),
+                           str(out), "-p", "eps", "-4", "--kernel", "python3"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "ConfigError" in proc.stderr and "'eps' is in 1/255 units" in proc.stderr
+    assert not (tmp_path / "figures").exists() and not (tmp_path / "results").exists()
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "02_margin_vs_similarity.ipynb"),
+                           str(out), "-p", "n_samples", "many", "--kernel", "python3"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "'n_samples' must be int, got str" in proc.stderr
