@@ -130,7 +130,7 @@ def pretrain_mini_clip(*, out: str | os.PathLike = paths.MINI_CHECKPOINT, device
     acc = quick_zero_shot(model, device=device)
     record = {"hyperparameters": hp, "train_seconds": round(train_s, 1), "final_loss": round(losses[-1], 4),
               "zero_shot_accuracy": {k: round(v, 4) for k, v in acc.items()},
-              "command": "python -m nbhelpers.pretrain " + " ".join(f"--{k} {v}" for k, v in overrides.items()),
+              "command": " ".join(["python -m nbhelpers.pretrain", *(f"--{k} {v}" for k, v in overrides.items())]),
               "torch": torch.__version__, "threads": torch.get_num_threads()}
     save_mini_clip(model, out, metadata=record)
     record["sha256"] = sha256_file(out)
