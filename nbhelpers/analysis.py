@@ -53,3 +53,39 @@ def robust_accuracy_table(sweep: pd.DataFrame) -> pd.DataFrame:
     g = sweep.groupby("eps")
     return pd.DataFrame({"accuracy": g["correct"].mean(), "margin_mean": g["margin"].mean(),
                          "margin_median": g["margin"].median()}).reset_index()
+
+
+def text_distance_stats(emb: torch.Tensor) -> dict[str, float]:
+    """Inter-class Euclidean distances of unit embeddings (C, D): min, mean, and mean cosine similarity."""
+    e = torch.nn.functional.normalize(emb.float().cpu(), dim=-1)
+    d = torch.cdist(e, e)
+    off = ~torch.eye(len(e), dtype=torch.bool)
+    return {"min_distance": float(d[off].min()), "mean_distance": float(d[off].mean()),
+            "mean_cosine": float((e @ e.T)[off].mean())}
+
+
+def semantic_consistency_rho(reference: torch.Tensor, tuned: torch.Tensor) -> float:
+    """Spearman rho between the off-diagonal pairwise cosine similarities of reference and tuned embeddings (C, D)."""
+    r = torch.nn.functional.normalize(reference.float().cpu(), dim=-1)
+    t = torch.nn.functional.normalize(tuned.float().cpu(), dim=-1)
+    iu = torch.triu_indices(len(r), len(r), offset=1)
+    return float(stats.spearmanr((r @ r.T)[iu[0], iu[1]].numpy(), (t @ t.T)[iu[0], iu[1]].numpy()).statistic)
+
+
+def pairwise_distances(emb: torch.Tensor) -> np.ndarray:
+    """Upper-triangle Euclidean distances of unit embeddings (C, D), as a flat array (for histograms)."""
+    e = torch.nn.functional.normalize(emb.float().cpu(), dim=-1)
+    iu = torch.triu_indices(len(e), len(e), offset=1)
+    return torch.cdist(e, e)[iu[0], iu[1]].numpy()
+
+
+def image_class_separation(model, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 256,
+                           device: torch.device | str = "cpu") -> dict[str, float]:
+    """Image-embedding inter-class structure: min and mean distance between unit class centroids of the images."""
+    with torch.no_grad():
+        feats = torch.cat([model.encode_image(images[i:i + batch_size].to(device)).cpu()
+                           for i in range(0, len(images), batch_size)])
+    classes = labels.unique()
+    centroids = torch.stack([feats[labels == c].mean(0) for c in classes])
+    return {k.replace("distance", "centroid_distance"): v for k, v in text_distance_stats(centroids).items()
+            if k != "mean_cosine"}

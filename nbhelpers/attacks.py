@@ -55,11 +55,12 @@ def attack_objective(logits: torch.Tensor, labels: torch.Tensor, loss: LossName)
 
 def pgd_attack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
                alpha: float | None = None, steps: int = 10, loss: LossName = "ce", random_start: bool = True,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, start_noise: torch.Tensor | None = None) -> torch.Tensor:
     """L-inf PGD: adversarial images (N, 3, S, S) in [0, 1] with |x_adv - x|_inf <= eps (pixel units).
 
     alpha defaults to 1/255 (the peers' step). eps == 0 or steps == 0 returns the clean images. The random
-    start is uniform in [-eps, eps]; pass a seeded CPU generator for reproducible starts.
+    start is uniform in [-eps, eps]; pass a seeded CPU generator for reproducible starts, or start_noise
+    (same shape as images, values in [-1, 1], scaled by eps) to fix it from outside (e.g. per global batch in DDP).
     """
     if eps < 0:
         raise ValueError(f"eps must be >= 0 (pixel units, e.g. 4/255), got {eps}")
@@ -71,7 +72,9 @@ def pgd_attack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     x0 = images.detach()
     if eps == 0 or steps == 0:
         return x0.clone()
-    if random_start:
+    if start_noise is not None:
+        x = (x0 + start_noise.to(x0.device, x0.dtype) * eps).clamp(0, 1)
+    elif random_start:
         noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype, device="cpu").to(x0.device)
         x = (x0 + (2 * noise - 1) * eps).clamp(0, 1)
     else:

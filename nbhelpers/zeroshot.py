@@ -56,6 +56,7 @@ class ZeroShotClassifier(nn.Module):
         self.register_buffer("class_embeddings", F.normalize(class_embeddings.detach().float(), dim=-1))
         self.logit_scale = float(model.logit_scale() if logit_scale is None else logit_scale)
         self.classnames = list(classnames) if classnames is not None else None
+        self.train(model.training)  # mirror the wrapped model: a fresh Module would default to train mode
 
     @classmethod
     def for_task(cls, model: ClipModel, task: str, *, device: torch.device | str = "cpu",

@@ -1,0 +1,394 @@
+"""One adversarial fine-tuning engine for every image-side method; objectives plug in by name.
+
+Per step: a batch of the fine-tuning task (a deterministic function of the step, so a resumed run sees the same
+data), a PGD attack on it against the current model (input-only gradients, class text embeddings fixed), then
+the method's objective, an SGD-momentum step and a cosine learning rate with linear warm-up. The image tower
+is tuned; the text side is frozen and enters only as fixed class embeddings (original, IAT-tuned, or
+LAAT-expanded). BatchNorm statistics (the mini CLIP's ResNet) stay frozen (eval mode), as usual for fine-tuning.
+
+Several processes: launched with torchrun, each rank takes its slice of every global batch and DDP averages
+the gradients, so 2 ranks give the weights of 1 rank with the same global batch (tested with gloo on CPU).
+Checkpoints are written atomically (temporary file + rename), hold weights, optimizer state, step and config,
+and are loaded with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from nbhelpers import losses, paths, world
+from nbhelpers.attacks import pgd_attack
+from nbhelpers.config import BaseConfig, ConfigError
+from nbhelpers.models import ClipModel, create_model_and_transforms
+from nbhelpers.utils import atomic_path, code_version, select_device
+from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, model_fingerprint
+
+METHODS: dict[str, str] = {
+    "ft_standard": "clean fine-tuning with cross-entropy over the zero-shot head (no attack)",
+    "tecoa": "TeCoA: PGD on image-text cross-entropy, train on the adversarial images with it",
+    "pmg_aft": "PMG-AFT: TeCoA + alpha KL(pre-trained(adv) || adv) + beta KL(clean || adv)",
+    "laat": "LAAT-style: TeCoA's objective against expanded text anchors (rotated to a pole, angles spread)",
+    "fare": "FARE: unsupervised, L2 between adversarial and frozen clean image embeddings (relative to their norm)",
+    "tai": "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + text-aware distillation",
+}
+MARGIN_KINDS = ("asam", "tam", "none")
+TEXT_SOURCES = ("original", "iat")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(BaseConfig):
+    """Flat, typed, validated configuration of one adversarial fine-tuning run (eps in 1/255 units)."""
+
+    method: str = "tecoa"
+    train_task: str = "pattern_shapes"
+    steps: int = 200
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    train_eps: float = 1.0
+    train_pgd_steps: int = 2
+    train_alpha: float = 1.0
+    pmg_alpha: float = 1.0
+    pmg_beta: float = 1.0
+    laat_spread: float = 1.5
+    margin_kind: str = "asam"
+    tam_threshold: float = 0.5
+    tam_margin: float = 0.1
+    asam_base: float = 0.02
+    asam_gain: float = 0.1
+    margin_offset: float = 0.0
+    offset_weight: float = 0.0
+    takd_weight: float = 1.0
+    kd_temperature: float = 1.0
+    text_source: str = "original"
+    iat_projection: str = ""
+    checkpoint_every: int = 50
+
+    def check(self) -> None:
+        super().check()
+        self._choice("method", sorted(METHODS))
+        self._choice("margin_kind", list(MARGIN_KINDS))
+        self._choice("text_source", list(TEXT_SOURCES))
+        if self.profile == "mini":
+            self._choice("train_task", [world.FINETUNE_TASK])
+        self._positive("steps", "lr", "train_pgd_steps", "checkpoint_every", "kd_temperature", "laat_spread")
+        self._eps("train_eps")
+        self._eps("train_alpha")
+        for name in ("pmg_alpha", "pmg_beta", "tam_margin", "asam_base", "asam_gain", "offset_weight", "takd_weight",
+                     "weight_decay", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"parameter 'momentum' must be in [0, 1), got {self.momentum}")
+        if self.text_source == "iat" and not self.iat_projection:
+            raise ConfigError("parameter 'text_source' = 'iat' needs 'iat_projection' (a file from notebook 03)")
+
+    def cache_key(self) -> str:
+        """Hash of everything that changes the trained weights (not device, batch order is in the seed)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("device", "checkpoint_every", "data_root")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class StepContext:
+    """What an objective may use at one step (all on the training device)."""
+
+    cfg: FinetuneConfig
+    images: torch.Tensor
+    adv: torch.Tensor | None
+    labels: torch.Tensor
+    logits: Callable[[torch.Tensor], torch.Tensor]
+    features: Callable[[torch.Tensor], torch.Tensor]
+    teacher: ZeroShotClassifier | None
+    class_embeddings: torch.Tensor
+    scale: float
+    margins: torch.Tensor | None
+
+
+def _ce(ctx: StepContext) -> torch.Tensor:
+    return F.cross_entropy(ctx.logits(ctx.images), ctx.labels)
+
+
+def _tecoa(ctx: StepContext) -> torch.Tensor:
+    return F.cross_entropy(ctx.logits(ctx.adv), ctx.labels)
+
+
+def _pmg_aft(ctx: StepContext) -> torch.Tensor:
+    adv_logits, clean_logits = ctx.logits(ctx.adv), ctx.logits(ctx.images)
+    with torch.no_grad():
+        pre_adv = ctx.teacher(ctx.adv)
+    return losses.pmg_aft_loss(adv_logits, clean_logits, pre_adv, ctx.labels, alpha=ctx.cfg.pmg_alpha,
+                               beta=ctx.cfg.pmg_beta)
+
+
+def _fare(ctx: StepContext) -> torch.Tensor:
+    with torch.no_grad():
+        target = ctx.teacher.model.encode_image(ctx.images, normalize=False)
+    return losses.fare_loss(ctx.features(ctx.adv), target, relative=True)
+
+
+def _tai(ctx: StepContext) -> torch.Tensor:
+    adv_logits = ctx.logits(ctx.adv)
+    if ctx.margins is not None:
+        adv_logits = losses.margin_logits(adv_logits, ctx.labels, ctx.margins, scale=ctx.scale)
+    loss = F.cross_entropy(adv_logits, ctx.labels)
+    if ctx.cfg.takd_weight > 0:
+        with torch.no_grad():
+            pre_clean = ctx.teacher(ctx.images)
+        loss = loss + ctx.cfg.takd_weight * losses.text_aware_kd(ctx.logits(ctx.adv), pre_clean,
+                                                                 temperature=ctx.cfg.kd_temperature)
+    return loss
+
+
+OBJECTIVES: dict[str, Callable[[StepContext], torch.Tensor]] = {
+    "ft_standard": _ce, "tecoa": _tecoa, "pmg_aft": _pmg_aft, "laat": _tecoa, "fare": _fare, "tai": _tai,
+}
+NEEDS_TEACHER = {"pmg_aft", "fare", "tai"}
+
+
+@dataclass
+class FinetuneResult:
+    """A fine-tuned model, its training history and where its weights are."""
+
+    model: ClipModel
+    history: pd.DataFrame
+    path: Path | None
+    config: FinetuneConfig
+    seconds: float
+    resumed_from: int = 0
+
+
+class TrainData:
+    """The fine-tuning set in memory; batch(step) is a pure function of (seed, step)."""
+
+    def __init__(self, cfg: FinetuneConfig, *, preprocess: Callable | None = None) -> None:
+        if cfg.profile == "mini":
+            self.images, self.labels = world.generate_task(cfg.train_task, split="train", seed=cfg.seed)
+            self.classnames = world.TASKS[cfg.train_task].classnames()
+            self.templates = [world.PROMPT_TEMPLATE]
+        else:  # paper scale: a local dataset (e.g. tinyimagenet), loaded lazily per batch
+            from nbhelpers import paper_data
+
+            self.dataset, self.classnames = paper_data.load_paper_dataset(
+                cfg.train_task, root=cfg.data_root or paths.DATA_ROOT, transform=preprocess, split="train")
+            self.templates = [paper_data.TEMPLATE]
+            self.images = None
+        self.n = len(self.labels) if self.images is not None else len(self.dataset)
+        self.seed = cfg.seed
+
+    def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global batch of `step`: images (B, 3, S, S) in [0, 1], labels (B,); epochs reshuffle by seed."""
+        per_epoch = self.n // batch_size
+        epoch, k = divmod(step, per_epoch)
+        g = torch.Generator().manual_seed(world.derive_seed(self.seed, "finetune-order", epoch))
+        idx = torch.randperm(self.n, generator=g)[k * batch_size:(k + 1) * batch_size]
+        if self.images is not None:
+            return self.images[idx], self.labels[idx]
+        items = [self.dataset[int(i)] for i in idx]
+        return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
+def _lr_at(step: int, cfg: FinetuneConfig) -> float:
+    """Cosine learning rate with linear warm-up."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def load_iat_projection(model: ClipModel, path: str | os.PathLike) -> None:
+    """Install an IAT-tuned text projection (from notebook 03) into the model, checking its shape."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    proj = state["text_projection"]
+    if proj.shape != model.clip.text_projection.shape:
+        raise ValueError(f"{path}: text_projection {tuple(proj.shape)} does not fit this model "
+                         f"{tuple(model.clip.text_projection.shape)}")
+    with torch.no_grad():
+        model.clip.text_projection.copy_(proj)
+
+
+def class_embeddings_for(cfg: FinetuneConfig, model: ClipModel, classnames: list[str], templates: list[str], *,
+                         device: torch.device) -> torch.Tensor:
+    """Fixed class embeddings the image side trains against: original, IAT-tuned or LAAT-expanded (C, D)."""
+    text_model = model
+    if cfg.text_source == "iat":
+        text_model = copy.deepcopy(model)
+        load_iat_projection(text_model, cfg.iat_projection)
+    emb = build_class_embeddings(text_model, classnames, templates, device=device)
+    if cfg.method == "laat":
+        emb = losses.laat_expand(emb, spread=cfg.laat_spread)
+    return emb
+
+
+def default_output(cfg: FinetuneConfig) -> Path:
+    """Cache location of a config's fine-tuned weights: cache/finetune/<method>-<hash>.pt."""
+    return paths.CACHE_DIR / "finetune" / f"{cfg.profile}-{cfg.method}-{cfg.cache_key()}.pt"
+
+
+def _save(path: Path, *, student: ClipModel, opt: torch.optim.Optimizer, step: int, cfg: FinetuneConfig,
+          history: list[dict], base_fingerprint: str) -> None:
+    """Atomic checkpoint: image-tower weights, optimizer state, next step, config, history, provenance."""
+    state = {"visual": {k: v.detach().cpu() for k, v in student.visual.state_dict().items()},
+             "optimizer": opt.state_dict(), "step": step, "config": json.dumps(cfg.to_dict()),
+             "history": json.dumps(history), "code_version": code_version(), "base_fingerprint": base_fingerprint,
+             "model_name": student.model_name}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None) -> dict:
+    """Read a fine-tuning checkpoint safely (weights_only=True); checks the architecture name if given."""
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if expect_model is not None and state.get("model_name") != expect_model:
+        raise ValueError(f"{path} holds a {state.get('model_name')!r} checkpoint, not {expect_model!r}")
+    return state
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: str | os.PathLike | None = None,
+             resume: bool = True, stop_after: int | None = None, progress: bool = True) -> FinetuneResult:
+    """Fine-tune the image tower with cfg.method; resumes from `out` if it holds an unfinished run.
+
+    stop_after: stop (after checkpointing) once this many total steps are done (for tests of resumption).
+    """
+    device = torch.device(device)
+    rank, world_size = _dist_info()
+    out_path = Path(out) if out is not None else default_output(cfg)
+    t0 = time.time()
+    base, preprocess = create_model_and_transforms(cfg.profile, checkpoint=cfg.checkpoint or None, device=device)
+    base_fp = model_fingerprint(base)
+    data = TrainData(cfg, preprocess=preprocess)
+    emb = class_embeddings_for(cfg, base, data.classnames, data.templates, device=device)
+    student = copy.deepcopy(base).eval()
+    for name, p in student.named_parameters():
+        p.requires_grad_(name.startswith("clip.visual."))
+    teacher = ZeroShotClassifier(base, emb).to(device).eval() if cfg.method in NEEDS_TEACHER else None
+    if teacher is not None:
+        for p in base.parameters():
+            p.requires_grad_(False)
+    scale = base.logit_scale()
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    history: list[dict] = []
+    start = 0
+    if resume and out_path.is_file():
+        state = load_checkpoint(out_path, expect_model=student.model_name)
+        if json.loads(state["config"]) != cfg.to_dict():
+            raise ValueError(f"{out_path} was written by another config; remove it or choose another output")
+        student.visual.load_state_dict(state["visual"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = int(state["step"]), json.loads(state["history"])
+    visual = student.visual
+    ddp_visual = torch.nn.parallel.DistributedDataParallel(visual) if world_size > 1 else visual
+    margins = None
+    if cfg.method == "tai" and cfg.margin_kind != "none":
+        margins = (losses.tam_margins(emb, threshold=cfg.tam_threshold, margin=cfg.tam_margin)
+                   if cfg.margin_kind == "tam" else
+                   losses.asam_margins(emb, base=cfg.asam_base, gain=cfg.asam_gain, offset=cfg.margin_offset,
+                                       offset_weight=cfg.offset_weight))
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return ddp_visual((x - student.mean) / student.std)
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        return scale * F.normalize(features(x), dim=-1) @ emb.T
+
+    attack_head = ZeroShotClassifier(student, emb, logit_scale=scale).to(device).eval()
+    bar = tqdm(range(start, cfg.steps), desc=f"finetune {cfg.method}", disable=not progress or rank != 0,
+               initial=start, total=cfg.steps, mininterval=2)
+    for step in bar:
+        x, y = data.batch(step, cfg.batch_size)
+        g = torch.Generator().manual_seed(world.derive_seed(cfg.seed, "train-attack", step))
+        noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
+        x, y, noise = (t[rank::world_size].to(device) for t in (x, y, noise))
+        adv = None
+        if cfg.method != "ft_standard":
+            adv = pgd_attack(attack_head, x, y, eps=cfg.train_eps / 255, alpha=cfg.train_alpha / 255,
+                             steps=cfg.train_pgd_steps, start_noise=noise)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        ctx = StepContext(cfg, x, adv, y, logits, features, teacher, emb, scale, margins)
+        loss = OBJECTIVES[cfg.method](ctx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append({"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"]})
+        done = step + 1
+        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_after):
+            _save(out_path, student=student, opt=opt, step=done, cfg=cfg, history=history, base_fingerprint=base_fp)
+        if stop_after is not None and done >= stop_after:
+            break
+    for p in student.parameters():
+        p.requires_grad_(False)
+    return FinetuneResult(student.eval(), pd.DataFrame(history), out_path if rank == 0 else None, cfg,
+                          time.time() - t0, start)
+
+
+def load_or_finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu",
+                     progress: bool = True) -> FinetuneResult:
+    """Fine-tuned model for cfg from the cache (keyed by the full config), training (or resuming) if needed."""
+    path = default_output(cfg)
+    if path.is_file():
+        state = load_checkpoint(path)
+        if int(state["step"]) >= cfg.steps:
+            base, _ = create_model_and_transforms(cfg.profile, checkpoint=cfg.checkpoint or None, device=device)
+            if state["model_name"] != base.model_name:
+                raise ValueError(f"{path} holds a {state['model_name']!r} checkpoint, not {base.model_name!r}")
+            base.visual.load_state_dict(state["visual"])
+            for p in base.parameters():
+                p.requires_grad_(False)
+            return FinetuneResult(base.eval(), pd.DataFrame(json.loads(state["history"])), path, cfg, 0.0,
+                                  int(state["step"]))
+    return finetune(cfg, device=device, out=path, progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI (also under torchrun): python -m nbhelpers.training --method tecoa --steps 200 --out run.pt"""
+    ap = argparse.ArgumentParser(description="adversarial fine-tuning (one engine, every method)")
+    for f in dataclasses.fields(FinetuneConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        ap.add_argument(f"--{f.name}", type=type(default), default=default)
+    ap.add_argument("--out", default="")
+    args = vars(ap.parse_args(argv))
+    out = args.pop("out") or None
+    cfg = FinetuneConfig.from_params(**args)
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+    device = select_device(cfg.device)
+    if device.type == "cuda" and dist.is_initialized():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    result = finetune(cfg, device=device, out=out)
+    if result.path is not None:
+        print(json.dumps({"out": str(result.path), "seconds": round(result.seconds, 1),
+                          "final_loss": float(result.history.loss.iloc[-1])}))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
