@@ -170,3 +170,110 @@ class MiniWorldConfig(BaseConfig):
                               f"(the fragility target), got {list(self.eps_list)}")
         if self.n_samples > world.TEST_POOL:
             raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL}, got {self.n_samples}")
+
+
+def _datasets_ok(cfg: BaseConfig, name: str) -> None:
+    allowed = valid_datasets(cfg.profile)
+    bad = [d for d in getattr(cfg, name) if d not in allowed]
+    if bad:
+        raise ConfigError(f"parameter {name!r} has unknown dataset(s) {bad}; choose from {allowed} (empty: all)")
+
+
+@dataclass(frozen=True)
+class MethodsConfig(BaseConfig):
+    """Shared parameters of 03_iat and 04_tai: evaluation, and the adversarial fine-tuning they pair with."""
+
+    eps: float = 4.0
+    n_samples: int = 512
+    pgd_steps: int = 10
+    datasets: list[str] = field(default_factory=list)
+    finetune_steps: int = 200
+    finetune_lr: float = 0.001
+    train_eps: float = 1.0
+
+    def check(self) -> None:
+        super().check()
+        self._eps("eps")
+        self._eps("train_eps")
+        self._positive("n_samples", "pgd_steps", "finetune_steps", "finetune_lr")
+        _datasets_ok(self, "datasets")
+        if self.profile == "mini" and self.n_samples > world.TEST_POOL:
+            raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL} on the mini profile")
+
+    def eval_datasets(self) -> list[str]:
+        """The datasets to evaluate (all zero-shot ones of the profile when the parameter is empty)."""
+        return list(self.datasets) or valid_datasets(self.profile)
+
+    def finetune_config(self, method: str, **overrides: object):
+        """The FinetuneConfig of `method` under these shared settings."""
+        from nbhelpers.training import FinetuneConfig
+
+        return FinetuneConfig.from_params(profile=self.profile, seed=self.seed, device=self.device,
+                                          batch_size=self.batch_size, checkpoint=self.checkpoint,
+                                          data_root=self.data_root, method=method, steps=self.finetune_steps,
+                                          lr=self.finetune_lr, train_eps=self.train_eps, **overrides)
+
+
+@dataclass(frozen=True)
+class IATNotebookConfig(MethodsConfig):
+    """Parameters of 03_iat."""
+
+    iat_steps: int = 150
+    iat_lr: float = 0.002
+    mhe_weight: float = 1.0
+    mhe_power: float = 2.0
+    mhe_bounded: bool = True
+    sc_weight: float = 5.0
+    kd_weight: float = 1.0
+    laat_spread: float = 1.5
+
+    def check(self) -> None:
+        super().check()
+        self._positive("iat_steps", "iat_lr", "mhe_power", "laat_spread")
+        for name in ("mhe_weight", "sc_weight", "kd_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(self, name)}")
+
+    def iat_variants(self) -> dict:
+        """IATConfig per text variant: MHE alone, SC-MHE (+ consistency), IAT (SC-MHE + image-aware KD)."""
+        from nbhelpers.text_tuning import IATConfig
+
+        common = dict(profile=self.profile, seed=self.seed, device=self.device, checkpoint=self.checkpoint,
+                      data_root=self.data_root, steps=self.iat_steps, lr=self.iat_lr, mhe_weight=self.mhe_weight,
+                      mhe_power=self.mhe_power, mhe_bounded=self.mhe_bounded)
+        return {"MHE": IATConfig.from_params(**common, sc_weight=0.0, kd_weight=0.0),
+                "SC-MHE": IATConfig.from_params(**common, sc_weight=self.sc_weight, kd_weight=0.0),
+                "IAT (SC-MHE + IAKD)": IATConfig.from_params(**common, sc_weight=self.sc_weight,
+                                                              kd_weight=self.kd_weight)}
+
+
+@dataclass(frozen=True)
+class TAINotebookConfig(MethodsConfig):
+    """Parameters of 04_tai."""
+
+    eval_eps_list: list[float] = field(default_factory=lambda: [1.0, 4.0])
+    baselines: list[str] = field(default_factory=lambda: ["tecoa", "pmg_aft"])
+    margin_kind: str = "asam"
+    asam_base: float = 0.0
+    asam_gain: float = 0.05
+    tam_threshold: float = 0.5
+    tam_margin: float = 0.1
+    offset_weight: float = 0.2
+    takd_weight: float = 1.0
+    with_iat: bool = True
+
+    def check(self) -> None:
+        super().check()
+        self._eps("eval_eps_list")
+        if list(self.eval_eps_list) != sorted(set(self.eval_eps_list)) or not self.eval_eps_list:
+            raise ConfigError(f"parameter 'eval_eps_list' must be non-empty and increasing, got {self.eval_eps_list}")
+        from nbhelpers.training import METHODS
+
+        bad = [m for m in self.baselines if m not in METHODS or m == "tai"]
+        if bad:
+            raise ConfigError(f"parameter 'baselines' has unknown method(s) {bad}; choose from "
+                              f"{sorted(set(METHODS) - {'tai'})}")
+        self._choice("margin_kind", ["asam", "tam", "none"])
+        for name in ("asam_base", "asam_gain", "tam_margin", "offset_weight", "takd_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(self, name)}")

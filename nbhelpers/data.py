@@ -47,3 +47,12 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
     images = torch.stack([x for x, _ in items])
     labels = torch.tensor([int(y) for _, y in items], dtype=torch.int64)
     return EvalSet(dataset, images, labels, classnames, [paper_data.TEMPLATE])
+
+
+def classnames_for(profile: str, dataset: str, *, data_root: str | os.PathLike = "") -> tuple[list[str], list[str]]:
+    """(class names, templates) of a dataset without loading its images."""
+    if profile == "mini":
+        return world.TASKS[dataset].classnames(), [world.PROMPT_TEMPLATE]
+    from nbhelpers import paper_data
+
+    return paper_data.get_classnames(dataset, root=data_root or paths.DATA_ROOT), [paper_data.TEMPLATE]

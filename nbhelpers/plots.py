@@ -141,3 +141,45 @@ def plot_accuracy_vs_eps(grid, *, hue: str = "task", title: str = "") -> plt.Fig
     ax.set(title=title, xlabel="eps (1/255), PGD", ylabel="accuracy (%)", ylim=(0, 100))
     fig.tight_layout()
     return fig
+
+
+def plot_text_structure(distances: dict, summary, *, dataset: str) -> plt.Figure:
+    """03: histogram of inter-class text distances per text side, and consistency rho vs mean distance."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    for name, d in distances.items():
+        axes[0].hist(d, bins=30, histtype="step", lw=1.6, label=name)
+    axes[0].set(title=f"inter-class text distances ({dataset})", xlabel="Euclidean distance of unit embeddings",
+                ylabel="class pairs")
+    axes[0].legend(fontsize="small")
+    for name, row in summary.iterrows():
+        axes[1].scatter(row["mean_distance"], row["consistency_rho"], s=70, label=name)
+    axes[1].legend(fontsize="small")
+    axes[1].set(title="spread vs semantic consistency (mean over datasets)", xlabel="mean inter-class distance",
+                ylabel="Spearman rho with pre-trained similarities")
+    fig.tight_layout()
+    return fig
+
+
+def plot_pairing_accuracy(grid, *, eps: float) -> plt.Figure:
+    """03: mean clean and robust zero-shot accuracy (%) per text side, one panel per image encoder."""
+    import seaborn as sns
+
+    mean = grid.groupby(["image", "text", "eps"], sort=False).accuracy.mean().reset_index()
+    mean["setting"] = mean["eps"].map(lambda e: "clean" if e == 0 else f"PGD eps {e:g}/255")
+    mean["accuracy (%)"] = 100 * mean["accuracy"]
+    g = sns.catplot(data=mean, x="text", y="accuracy (%)", hue="setting", col="image", kind="bar", height=4,
+                    aspect=1.4)
+    g.set_xticklabels(rotation=20, ha="right")
+    g.figure.suptitle(f"zero-shot accuracy, mean over datasets (eps {eps:g}/255)", y=1.03)
+    return g.figure
+
+
+def plot_training_curves(histories: dict, *, window: int = 10) -> plt.Figure:
+    """Training loss per step (rolling mean over `window` steps) for each method."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, h in histories.items():
+        ax.plot(h["step"], h["loss"].rolling(window, min_periods=1).mean(), label=name)
+    ax.set(title=f"training loss (rolling mean over {window} steps)", xlabel="step", ylabel="loss")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -102,3 +102,27 @@ def save_projection(model: ClipModel, path: str | os.PathLike, *, config: dict) 
                   metadata={"config": json.dumps(config), "code_version": code_version(),
                             "model_name": model.model_name})
     return Path(path)
+
+
+def default_projection_path(cfg: BaseConfig) -> Path:
+    """Cache path of a notebook config's IAT text projection: cache/iat/<profile>-<hash>.safetensors."""
+    import hashlib
+    import json
+
+    from nbhelpers import paths
+
+    d = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "data_root")}
+    key = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    return paths.CACHE_DIR / "iat" / f"{cfg.profile}-{key}.safetensors"
+
+
+def load_or_tune_projection(base: ClipModel, cfg: IATConfig, *, classnames: list[str], templates: list[str],
+                            images: torch.Tensor, device: torch.device | str = "cpu",
+                            progress: bool = True) -> tuple[Path, IATResult | None]:
+    """Path of the IAT text projection for cfg (cache keyed by the config), tuning it first if it is missing."""
+    path = default_projection_path(cfg)
+    if path.is_file():
+        return path, None
+    result = tune_text(base, cfg, classnames=classnames, templates=templates, images=images[:cfg.n_images],
+                       device=device, progress=progress)
+    return save_projection(result.model, path, config=cfg.to_dict()), result

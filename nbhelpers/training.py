@@ -8,7 +8,9 @@ LAAT-expanded). BatchNorm statistics (the mini CLIP's ResNet) stay frozen (eval 
 
 Several processes: launched with torchrun, each rank takes its slice of every global batch and DDP averages
 the gradients, so 2 ranks give the weights of 1 rank with the same global batch (tested with gloo on CPU).
-Checkpoints are written atomically (temporary file + rename), hold weights, optimizer state, step and config,
+Mixed precision (``amp=True``): the objective's forward passes run under bf16 autocast (bf16 keeps fp32's
+exponent range, so nothing underflows and no loss scaling is needed); the attack's objective is summed in
+fp32 (see attacks). Checkpoints are written atomically (temporary file + rename), hold weights, optimizer state, step and config,
 and are loaded with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -57,7 +60,7 @@ class FinetuneConfig(BaseConfig):
     method: str = "tecoa"
     train_task: str = "pattern_shapes"
     steps: int = 200
-    lr: float = 0.01
+    lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0
     warmup_steps: int = 20
@@ -79,6 +82,7 @@ class FinetuneConfig(BaseConfig):
     text_source: str = "original"
     iat_projection: str = ""
     checkpoint_every: int = 50
+    amp: bool = False
 
     def check(self) -> None:
         super().check()
@@ -174,12 +178,18 @@ class FinetuneResult:
     resumed_from: int = 0
 
 
+@functools.lru_cache(maxsize=2)
+def _mini_train_pool(task: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mini world's training split of a task, rendered once per process (about 200 MB)."""
+    return world.generate_task(task, split="train", seed=seed)
+
+
 class TrainData:
     """The fine-tuning set in memory; batch(step) is a pure function of (seed, step)."""
 
     def __init__(self, cfg: FinetuneConfig, *, preprocess: Callable | None = None) -> None:
         if cfg.profile == "mini":
-            self.images, self.labels = world.generate_task(cfg.train_task, split="train", seed=cfg.seed)
+            self.images, self.labels = _mini_train_pool(cfg.train_task, cfg.seed)
             self.classnames = world.TASKS[cfg.train_task].classnames()
             self.templates = [world.PROMPT_TEMPLATE]
         else:  # paper scale: a local dataset (e.g. tinyimagenet), loaded lazily per batch
@@ -331,7 +341,8 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         ctx = StepContext(cfg, x, adv, y, logits, features, teacher, emb, scale, margins)
-        loss = OBJECTIVES[cfg.method](ctx)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            loss = OBJECTIVES[cfg.method](ctx).float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -392,3 +403,20 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def measure_margin_offset(model: ClipModel, cfg: FinetuneConfig, *, eps_large: float, n: int = 256,
+                          steps: int = 10, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Notebook 01's offset on the fine-tuning task: mean margin(eps_large) - margin(train_eps), in logits and
+    in cosine units (divided by the logit scale: the unit of the ASAM margins)."""
+    from nbhelpers import analysis, metrics
+
+    data = TrainData(cfg)
+    emb = build_class_embeddings(model, data.classnames, data.templates, device=device)
+    head = ZeroShotClassifier(model, emb).to(device).eval()
+    x, y = data.images[:n], data.labels[:n]
+    sweep, _ = metrics.margin_sweep(head, x, y, eps_list=[cfg.train_eps, eps_large], steps=steps,
+                                    batch_size=cfg.batch_size, device=device, seed=cfg.seed)
+    off = analysis.margin_offsets(sweep).iloc[0]
+    return {"offset_logits": float(off.offset_mean), "offset_cosine": float(off.offset_mean) / head.logit_scale,
+            "logit_scale": head.logit_scale, "eps_small": cfg.train_eps, "eps_large": eps_large}

@@ -43,7 +43,7 @@ CAPTION_KEEP: dict[str, float] = {"size": 0.4, "colour": 0.75, "pattern": 0.6, "
 CAPTION_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
 PROMPT_TEMPLATE = "a photo of a {}."
 TEST_POOL = 4096  # images per task in the test split; first-N evaluation takes a prefix
-TRAIN_POOL = 32768  # images per task in the train split (fine-tuning)
+TRAIN_POOL = 16384  # images per task in the train split (fine-tuning)
 
 
 @dataclass(frozen=True)

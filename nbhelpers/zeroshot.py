@@ -15,10 +15,12 @@ from nbhelpers.models import ClipModel
 _CACHE: dict[tuple, torch.Tensor] = {}
 
 
-def model_fingerprint(module: nn.Module) -> str:
+def model_fingerprint(module: nn.Module, *, exclude_prefix: str | None = None) -> str:
     """Short sha256 of a module's parameters and buffers (names, shapes, values): identifies weights."""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
+        if exclude_prefix is not None and name.startswith(exclude_prefix):
+            continue
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
@@ -30,7 +32,8 @@ def build_class_embeddings(model: ClipModel, classnames: list[str], templates: l
                            device: torch.device | str = "cpu", batch_size: int = 256,
                            use_cache: bool = True) -> torch.Tensor:
     """Unit class embeddings (C, D): each class's prompts (one per template) encoded, averaged, renormalised."""
-    key = (model_fingerprint(model.clip.transformer), tuple(classnames), tuple(templates)) if use_cache else None
+    text_fp = model_fingerprint(model.clip, exclude_prefix="visual.")  # every text-side tensor, projection included
+    key = (text_fp, tuple(classnames), tuple(templates)) if use_cache else None
     if key is not None and key in _CACHE:
         return _CACHE[key].to(device)
     was_training = model.training

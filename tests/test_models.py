@@ -30,6 +30,18 @@ def test_zero_shot_head_uses_cached_text_embeddings(mini_model):
     assert e1.shape == (8, 128) and torch.allclose(e1.norm(dim=1), torch.ones(8), atol=1e-5)
 
 
+def test_text_embedding_cache_sees_a_changed_text_projection(mini_model):
+    import copy
+
+    names = world.TASKS["shapes"].classnames()
+    before = build_class_embeddings(mini_model, names, [world.PROMPT_TEMPLATE])
+    tuned = copy.deepcopy(mini_model)
+    with torch.no_grad():
+        tuned.clip.text_projection.mul_(-1.0)
+    after = build_class_embeddings(tuned, names, [world.PROMPT_TEMPLATE])
+    assert torch.allclose(after, -before, atol=1e-5)
+
+
 def test_committed_checkpoint_matches_its_sidecar():
     import json
 

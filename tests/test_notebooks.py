@@ -20,11 +20,16 @@ CI_PARAMETERS = {
     "00_mini_world": {"n_samples": 96, "eps_list": [0.0, 1.0, 4.0], "pgd_steps": 3, "n_gallery": 6},
     "01_margin_offset": {"n_samples": 128, "eps_list": [1.0, 4.0], "eps": 4.0, "pgd_steps": 3},
     "02_margin_vs_similarity": {"n_samples": 320, "pgd_steps": 3},
+    "03_iat": {"n_samples": 64, "pgd_steps": 2, "iat_steps": 20, "finetune_steps": 6, "batch_size": 32,
+               "datasets": ["shapes", "objects"]},
+    "04_tai": {"n_samples": 64, "pgd_steps": 2, "finetune_steps": 6, "batch_size": 32, "datasets": ["shapes", "objects"],
+               "eval_eps_list": [1.0, 4.0]},
 }
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ, TIMA_FIGURES_DIR=str(tmp_path / "figures"), TIMA_RESULTS_DIR=str(tmp_path / "results"),
+               TIMA_CACHE_DIR=str(tmp_path / "cache"),
                TQDM_DISABLE="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
     return env
 
@@ -46,6 +51,17 @@ def test_notebook_runs_under_nbval(notebook, tmp_path):
     figures = list((tmp_path / "figures").glob(f"{stem[:2]}_*.png"))
     tables = list((tmp_path / "results").glob(f"{stem[:2]}_*.csv"))
     assert figures and tables, "a notebook must write its figures and results"
+
+
+def test_users_exact_command_inside_notebooks_dir_validates(tmp_path):
+    """`papermill 03_iat.ipynb out.ipynb -p eps 4` run inside notebooks/: parameters parse and validate (the full
+    run is the nbval test above); a bad value for the same parameter stops at validation."""
+    out = tmp_path / "out.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "papermill", "03_iat.ipynb", str(out), "-p", "eps", "-1",
+                           "--kernel", "python3"], cwd=ROOT / "notebooks", env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "'eps' is in 1/255 units" in proc.stderr
+    assert not (tmp_path / "cache").exists()
 
 
 def test_bad_parameter_stops_before_any_work_and_writes_nothing(tmp_path):

@@ -77,3 +77,22 @@ def test_checkpoint_from_another_architecture_is_rejected(tmp_path):
     torch.save({"model_name": "ViT-B-32", "visual": {}, "step": 1, "config": "{}"}, path)
     with pytest.raises(ValueError, match="holds a 'ViT-B-32' checkpoint"):
         training.load_checkpoint(path, expect_model="mini-clip")
+
+
+def test_bf16_autocast_path_trains(tmp_path):
+    cfg = FinetuneConfig.from_params(method="tecoa", amp=True, **SMALL)
+    res = training.finetune(cfg, out=tmp_path / "amp.pt", progress=False)
+    assert res.history.loss.notna().all() and (res.history.loss < 20).all()
+
+
+def test_iat_tunes_only_the_text_projection(base_state):
+    from nbhelpers import text_tuning, world
+
+    model, _ = models.create_model_and_transforms("mini", train_if_missing=False)
+    x, _ = world.generate_task(world.FINETUNE_TASK, 64, split="train")
+    cfg = text_tuning.IATConfig(steps=5)
+    res = text_tuning.tune_text(model, cfg, classnames=world.TASKS[world.FINETUNE_TASK].classnames(),
+                                templates=[world.PROMPT_TEMPLATE], images=x, progress=False)
+    changed = {k for k, v in res.model.state_dict().items() if not torch.equal(v, base_state[k])}
+    assert changed == {"clip.text_projection"}
+    assert res.history.mhe.iloc[-1] < res.history.mhe.iloc[0]
