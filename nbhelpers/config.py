@@ -92,6 +92,11 @@ class BaseConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"parameter {name!r} must be > 0, got {getattr(self, name)}")
 
+    def _non_negative(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(self, name)}")
+
     def _eps(self, name: str) -> None:
         values = getattr(self, name)
         for v in values if isinstance(values, tuple) else (values,):
@@ -230,9 +235,7 @@ class IATNotebookConfig(MethodsConfig):
     def check(self) -> None:
         super().check()
         self._positive("iat_steps", "iat_lr", "mhe_power", "laat_spread")
-        for name in ("mhe_weight", "sc_weight", "kd_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(self, name)}")
+        self._non_negative("mhe_weight", "sc_weight", "kd_weight")
 
     def iat_variants(self) -> dict:
         """IATConfig per text variant: MHE alone, SC-MHE (+ consistency), IAT (SC-MHE + image-aware KD)."""
@@ -274,6 +277,4 @@ class TAINotebookConfig(MethodsConfig):
             raise ConfigError(f"parameter 'baselines' has unknown method(s) {bad}; choose from "
                               f"{sorted(set(METHODS) - {'tai'})}")
         self._choice("margin_kind", ["asam", "tam", "none"])
-        for name in ("asam_base", "asam_gain", "tam_margin", "offset_weight", "takd_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(self, name)}")
+        self._non_negative("asam_base", "asam_gain", "tam_margin", "offset_weight", "takd_weight")

@@ -11,15 +11,20 @@ from nbhelpers import paths
 from nbhelpers.utils import atomic_path, code_version
 
 
+PROVENANCE_COLUMNS = ("base_model", "model_fingerprint", "code_version", "config", "created")
+
+
 def annotate(df: pd.DataFrame, *, config: dict, model: str, fingerprint: str) -> pd.DataFrame:
-    """Copy of df with provenance columns: model, model_fingerprint, code_version, config (JSON), created (UTC)."""
-    out = df.copy()
-    out["model"] = model
-    out["model_fingerprint"] = fingerprint
-    out["code_version"] = code_version()
-    out["config"] = json.dumps(config, sort_keys=True)
-    out["created"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return out
+    """Copy of df with provenance columns: base_model, model_fingerprint, code_version, config (JSON), created (UTC).
+
+    Refuses to overwrite a column of df with the same name (a table's own columns are never clobbered).
+    """
+    clash = sorted(set(PROVENANCE_COLUMNS) & set(df.columns))
+    if clash:
+        raise ValueError(f"result table already has provenance column(s) {clash}; rename them")
+    values = (model, fingerprint, code_version(), json.dumps(config, sort_keys=True),
+              dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return df.assign(**dict(zip(PROVENANCE_COLUMNS, values)))
 
 
 def write_table(df: pd.DataFrame, name: str, *, config: dict, model: str, fingerprint: str,

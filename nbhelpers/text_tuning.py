@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from nbhelpers import losses, world
-from nbhelpers.config import BaseConfig, ConfigError
+from nbhelpers.config import BaseConfig
 from nbhelpers.models import ClipModel
 from nbhelpers.utils import atomic_path, code_version
 
@@ -44,9 +44,7 @@ class IATConfig(BaseConfig):
         if self.profile == "mini":
             self._choice("train_task", [world.FINETUNE_TASK])
         self._positive("steps", "lr", "mhe_power", "kd_temperature", "n_images")
-        for name in ("mhe_weight", "sc_weight", "kd_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(self, name)}")
+        self._non_negative("mhe_weight", "sc_weight", "kd_weight")
 
 
 @dataclass

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -94,10 +94,8 @@ class FinetuneConfig(BaseConfig):
         self._positive("steps", "lr", "train_pgd_steps", "checkpoint_every", "kd_temperature", "laat_spread")
         self._eps("train_eps")
         self._eps("train_alpha")
-        for name in ("pmg_alpha", "pmg_beta", "tam_margin", "asam_base", "asam_gain", "offset_weight", "takd_weight",
-                     "weight_decay", "warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"parameter {name!r} must be >= 0, got {getattr(self, name)}")
+        self._non_negative("pmg_alpha", "pmg_beta", "tam_margin", "asam_base", "asam_gain", "offset_weight",
+                           "takd_weight", "weight_decay", "warmup_steps")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"parameter 'momentum' must be in [0, 1), got {self.momentum}")
         if self.text_source == "iat" and not self.iat_projection:
