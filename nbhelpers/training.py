@@ -146,14 +146,15 @@ def _fare(ctx: StepContext) -> torch.Tensor:
 
 
 def _tai(ctx: StepContext) -> torch.Tensor:
-    adv_logits = ctx.logits(ctx.adv)
+    adv_logits = ctx.logits(ctx.adv)  # one forward serves the margin CE and the distillation
+    margin_logits = adv_logits
     if ctx.margins is not None:
-        adv_logits = losses.margin_logits(adv_logits, ctx.labels, ctx.margins, scale=ctx.scale)
-    loss = F.cross_entropy(adv_logits, ctx.labels)
+        margin_logits = losses.margin_logits(adv_logits, ctx.labels, ctx.margins, scale=ctx.scale)
+    loss = F.cross_entropy(margin_logits, ctx.labels)
     if ctx.cfg.takd_weight > 0:
         with torch.no_grad():
             pre_clean = ctx.teacher(ctx.images)
-        loss = loss + ctx.cfg.takd_weight * losses.text_aware_kd(ctx.logits(ctx.adv), pre_clean,
+        loss = loss + ctx.cfg.takd_weight * losses.text_aware_kd(adv_logits, pre_clean,
                                                                  temperature=ctx.cfg.kd_temperature)
     return loss
 
@@ -233,13 +234,17 @@ def load_iat_projection(model: ClipModel, path: str | os.PathLike) -> None:
         model.clip.text_projection.copy_(proj)
 
 
+def with_iat_projection(model: ClipModel, path: str | os.PathLike) -> ClipModel:
+    """A copy of model whose text side uses the IAT-tuned projection stored at path (the image side is shared)."""
+    text_model = copy.deepcopy(model, memo={id(model.clip.visual): model.clip.visual})  # share, don't copy, visual
+    load_iat_projection(text_model, path)
+    return text_model
+
+
 def class_embeddings_for(cfg: FinetuneConfig, model: ClipModel, classnames: list[str], templates: list[str], *,
                          device: torch.device) -> torch.Tensor:
     """Fixed class embeddings the image side trains against: original, IAT-tuned or LAAT-expanded (C, D)."""
-    text_model = model
-    if cfg.text_source == "iat":
-        text_model = copy.deepcopy(model)
-        load_iat_projection(text_model, cfg.iat_projection)
+    text_model = with_iat_projection(model, cfg.iat_projection) if cfg.text_source == "iat" else model
     emb = build_class_embeddings(text_model, classnames, templates, device=device)
     if cfg.method == "laat":
         emb = losses.laat_expand(emb, spread=cfg.laat_spread)

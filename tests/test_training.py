@@ -85,7 +85,7 @@ def test_bf16_autocast_path_trains(tmp_path):
     assert res.history.loss.notna().all() and (res.history.loss < 20).all()
 
 
-def test_iat_tunes_only_the_text_projection(base_state):
+def test_iat_tunes_only_the_text_projection(base_state, tmp_path):
     from nbhelpers import text_tuning, world
 
     model, _ = models.create_model_and_transforms("mini", train_if_missing=False)
@@ -96,3 +96,8 @@ def test_iat_tunes_only_the_text_projection(base_state):
     changed = {k for k, v in res.model.state_dict().items() if not torch.equal(v, base_state[k])}
     assert changed == {"clip.text_projection"}
     assert res.history.mhe.iloc[-1] < res.history.mhe.iloc[0]
+    path = text_tuning.save_projection(res.model, tmp_path / "iat.safetensors", config={})
+    text_model = training.with_iat_projection(model, path)
+    assert torch.equal(text_model.clip.text_projection, res.model.clip.text_projection)
+    assert torch.equal(model.clip.text_projection, base_state["clip.text_projection"])  # original untouched
+    assert text_model.clip.visual is model.clip.visual
