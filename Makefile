@@ -27,5 +27,8 @@ test: $(STAMP)
 pretrain: $(STAMP)
 	$(PY) -m nbhelpers.pretrain
 
+benchmark: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
 clean-venv:
 	rm -rf $(VENV)

@@ -55,12 +55,16 @@ def attack_objective(logits: torch.Tensor, labels: torch.Tensor, loss: LossName)
 
 def pgd_attack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
                alpha: float | None = None, steps: int = 10, loss: LossName = "ce", random_start: bool = True,
-               generator: torch.Generator | None = None, start_noise: torch.Tensor | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, start_noise: torch.Tensor | None = None,
+               fast: bool = False, amp: bool = False) -> torch.Tensor:
     """L-inf PGD: adversarial images (N, 3, S, S) in [0, 1] with |x_adv - x|_inf <= eps (pixel units).
 
     alpha defaults to 1/255 (the peers' step). eps == 0 or steps == 0 returns the clean images. The random
     start is uniform in [-eps, eps]; pass a seeded CPU generator for reproducible starts, or start_noise
     (same shape as images, values in [-1, 1], scaled by eps) to fix it from outside (e.g. per global batch in DDP).
+    fast: run the classifier's layers through :func:`nbhelpers.fastpath.fast_forward` (same math, float32
+    rounding differs; channels-last images for convolutional towers). amp: forward passes under bf16 autocast on
+    the images' device (for GPUs; the objective is still summed in fp32, so it cannot underflow).
     """
     if eps < 0:
         raise ValueError(f"eps must be >= 0 (pixel units, e.g. 4/255), got {eps}")
@@ -79,17 +83,26 @@ def pgd_attack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
         x = (x0 + (2 * noise - 1) * eps).clamp(0, 1)
     else:
         x = x0.clone()
+    layers = contextlib.nullcontext()
+    if fast:
+        from nbhelpers.fastpath import fast_forward, wants_channels_last
+
+        layers = fast_forward(classifier)
+        if wants_channels_last(classifier):
+            x0, x = (t.contiguous(memory_format=torch.channels_last) for t in (x0, x))
     was_training = classifier.training
     classifier.eval()
-    with frozen(classifier), torch.enable_grad():
+    with frozen(classifier), torch.enable_grad(), layers:
         for _ in range(steps):
             x.requires_grad_(True)
-            objective = attack_objective(classifier(x), labels, loss)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = classifier(x)
+            objective = attack_objective(logits, labels, loss)
             (grad,) = torch.autograd.grad(objective, x)
             x = x.detach() + alpha * grad.sign()
             x = torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(0, 1)
     classifier.train(was_training)
-    return x.detach()
+    return x.detach().contiguous()
 
 
 def torchattacks_pgd(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
@@ -110,7 +123,7 @@ AUTOATTACK_TARGETS = 9  # APGD-T target classes in the standard AutoAttack (Croc
 
 
 def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
-               n_classes: int, seed: int = 0, version: str = "apgd") -> torch.Tensor:
+               n_classes: int, seed: int = 0, version: str = "apgd", fast: bool = False) -> torch.Tensor:
     """AutoAttack (torchattacks, L-inf) adversarial images (N, 3, S, S); eps in pixel units.
 
     version 'apgd' (default): the standard version's gradient attacks, APGD-CE then APGD-T on the images still
@@ -144,7 +157,12 @@ def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
             part.n_target_classes = min(AUTOATTACK_TARGETS, n_classes - 1)
     was_training = classifier.training
     classifier.eval()
-    with frozen(classifier):
+    layers = contextlib.nullcontext()
+    if fast:
+        from nbhelpers.fastpath import fast_forward
+
+        layers = fast_forward(classifier)
+    with frozen(classifier), layers:
         adv = atk(images, labels).detach()
     classifier.train(was_training)
     return adv

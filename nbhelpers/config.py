@@ -213,6 +213,7 @@ class MethodsConfig(BaseConfig):
         """The FinetuneConfig of `method` under these shared settings."""
         from nbhelpers.training import FinetuneConfig
 
+        overrides.setdefault("train_task", world.FINETUNE_TASK if self.profile == "mini" else "tinyimagenet")
         return FinetuneConfig.from_params(profile=self.profile, seed=self.seed, device=self.device,
                                           batch_size=self.batch_size, checkpoint=self.checkpoint,
                                           data_root=self.data_root, method=method, steps=self.finetune_steps,
@@ -251,11 +252,9 @@ class IATNotebookConfig(MethodsConfig):
 
 
 @dataclass(frozen=True)
-class TAINotebookConfig(MethodsConfig):
-    """Parameters of 04_tai."""
+class TAIKnobsConfig(MethodsConfig):
+    """MethodsConfig plus the knobs of TIMA's TAI module (shared by 04_tai and 05_evaluation, so they share trained models)."""
 
-    eval_eps_list: list[float] = field(default_factory=lambda: [1.0, 4.0])
-    baselines: list[str] = field(default_factory=lambda: ["tecoa", "pmg_aft"])
     margin_kind: str = "asam"
     asam_base: float = 0.0
     asam_gain: float = 0.05
@@ -263,6 +262,25 @@ class TAINotebookConfig(MethodsConfig):
     tam_margin: float = 0.1
     offset_weight: float = 0.2
     takd_weight: float = 1.0
+
+    def check(self) -> None:
+        super().check()
+        self._choice("margin_kind", ["asam", "tam", "none"])
+        self._non_negative("asam_base", "asam_gain", "tam_margin", "offset_weight", "takd_weight")
+
+    def tai_knobs(self, margin_offset: float) -> dict:
+        """FinetuneConfig overrides of the TAI method, given the measured margin offset (cosine units)."""
+        return dict(margin_kind=self.margin_kind, asam_base=self.asam_base, asam_gain=self.asam_gain,
+                    tam_threshold=self.tam_threshold, tam_margin=self.tam_margin, offset_weight=self.offset_weight,
+                    margin_offset=margin_offset, takd_weight=self.takd_weight)
+
+
+@dataclass(frozen=True)
+class TAINotebookConfig(TAIKnobsConfig):
+    """Parameters of 04_tai."""
+
+    eval_eps_list: list[float] = field(default_factory=lambda: [1.0, 4.0])
+    baselines: list[str] = field(default_factory=lambda: ["tecoa", "pmg_aft"])
     with_iat: bool = True
 
     def check(self) -> None:
@@ -276,5 +294,62 @@ class TAINotebookConfig(MethodsConfig):
         if bad:
             raise ConfigError(f"parameter 'baselines' has unknown method(s) {bad}; choose from "
                               f"{sorted(set(METHODS) - {'tai'})}")
-        self._choice("margin_kind", ["asam", "tam", "none"])
-        self._non_negative("asam_base", "asam_gain", "tam_margin", "offset_weight", "takd_weight")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig(TAIKnobsConfig):
+    """Parameters of 05_evaluation: models x datasets x attacks x eps, first-N, resumable."""
+
+    models: list[str] = field(default_factory=lambda: ["zero_shot", "ft_standard", "tecoa", "pmg_aft", "laat",
+                                                       "tai", "tima"])
+    eps_list: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+    attacks: list[str] = field(default_factory=lambda: ["pgd10"])
+    strong_attacks: list[str] = field(default_factory=lambda: ["cw10", "pgd100", "aa"])
+    strong_eps_list: list[float] = field(default_factory=lambda: [4.0])
+    strong_datasets: list[str] = field(default_factory=list)
+    n_strong: int = 32
+    include_finetune_set: bool = True
+    rerun: bool = False
+    large_eps: float = 32.0
+    analysis_dataset: str = ""
+    analysis_n: int = 256
+    fast_attacks: bool = True
+    amp: bool = False
+
+    def check(self) -> None:
+        super().check()
+        from nbhelpers.grid import ATTACKS
+        from nbhelpers.suite import EVAL_MODELS
+
+        bad = [m for m in self.models if m not in EVAL_MODELS]
+        if bad or not self.models:
+            raise ConfigError(f"parameter 'models' has unknown model(s) {bad}; choose from {sorted(EVAL_MODELS)}")
+        for name in ("attacks", "strong_attacks"):
+            bad = [a for a in getattr(self, name) if a not in ATTACKS]
+            if bad:
+                raise ConfigError(f"parameter {name!r} has unknown attack(s) {bad}; choose from {sorted(ATTACKS)}")
+        if not self.attacks and not self.strong_attacks:
+            raise ConfigError("parameters 'attacks' and 'strong_attacks' are both empty: nothing to evaluate")
+        for name in ("eps_list", "strong_eps_list"):
+            self._eps(name)
+            values = list(getattr(self, name))
+            if values != sorted(set(values)) or 0.0 in values:
+                raise ConfigError(f"parameter {name!r} must be increasing, without 0 (clean is always added), "
+                                  f"got {values}")
+        self._eps("large_eps")
+        self._positive("n_strong", "large_eps", "analysis_n")
+        _datasets_ok(self, "strong_datasets")
+        if self.analysis_dataset:
+            self._choice("analysis_dataset", valid_datasets(self.profile))
+        if self.n_strong > self.n_samples:
+            raise ConfigError(f"parameter 'n_strong' ({self.n_strong}) must be <= 'n_samples' ({self.n_samples}): "
+                              "strong attacks run on the first n_strong of the same images")
+
+    def finetune_set(self) -> str:
+        """The dataset the models are fine-tuned on (evaluated too, marked not zero-shot)."""
+        return self.finetune_config("tecoa").train_task
+
+    def grid_datasets(self) -> list[str]:
+        """Zero-shot datasets to evaluate, then the fine-tuning set if include_finetune_set."""
+        sets = [d for d in self.eval_datasets() if d != self.finetune_set()]
+        return sets + [self.finetune_set()] if self.include_finetune_set else sets

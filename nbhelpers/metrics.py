@@ -42,17 +42,35 @@ def pair_margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def predict_logits(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 0.0,
                    steps: int = 10, alpha: float | None = None, loss: LossName = "ce", batch_size: int = 256,
                    device: torch.device | str = "cpu", seed: int = 0, progress: bool = False,
-                   desc: str = "attack") -> torch.Tensor:
-    """Logits (N, C) on CPU of the classifier on images attacked with PGD at eps (pixel units; 0 = clean)."""
+                   desc: str = "attack", fast: bool = False, amp: bool = False) -> torch.Tensor:
+    """Logits (N, C) on CPU of the classifier on images attacked with PGD at eps (pixel units; 0 = clean).
+
+    fast / amp: as in :func:`~nbhelpers.attacks.pgd_attack`, for the attack and the final forward pass
+    (amp = bf16 autocast, meant for GPUs; logits are returned in fp32).
+    """
+    import contextlib
+
+    from nbhelpers.attacks import frozen
+    from nbhelpers.fastpath import fast_forward, wants_channels_last
+
     out = []
     gen = torch.Generator().manual_seed(seed)
     starts = range(0, len(images), batch_size)
+    channels_last = fast and wants_channels_last(classifier)
     for i in tqdm(starts, desc=desc, disable=not progress, leave=False):
         x = images[i:i + batch_size].to(device)
         y = labels[i:i + batch_size].to(device)
         if eps > 0:
-            x = pgd_attack(classifier, x, y, eps=eps, alpha=alpha, steps=steps, loss=loss, generator=gen)
-        with torch.no_grad():
+            x = pgd_attack(classifier, x, y, eps=eps, alpha=alpha, steps=steps, loss=loss, generator=gen,
+                           fast=fast, amp=amp)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp))
+            if fast:  # frozen, so that eval-mode BatchNorms fold into their convolutions
+                stack.enter_context(frozen(classifier))
+                stack.enter_context(fast_forward(classifier))
             out.append(classifier(x).float().cpu())
     return torch.cat(out)
 

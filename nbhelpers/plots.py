@@ -183,3 +183,39 @@ def plot_training_curves(histories: dict, *, window: int = 10) -> plt.Figure:
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def plot_tradeoff(summary, *, attack: str) -> plt.Figure:
+    """05: robust vs clean accuracy (%) per model, one panel per eps (as PMG-AFT Fig. 5); summary from grid.summary_table."""
+    import seaborn as sns
+
+    data = summary[summary.attack == attack]
+    eps_values = sorted(data.eps.unique())
+    fig, axes = plt.subplots(1, len(eps_values), figsize=(3.6 * len(eps_values) + 2.2, 3.8), squeeze=False)
+    for ax, e in zip(axes[0], eps_values):
+        sub = data[data.eps == e]
+        sns.scatterplot(data=sub, x="clean", y="robust", hue="model", style="model", s=90, ax=ax,
+                        legend=ax is axes[0][-1])
+        ax.set(title=f"{attack}, eps {e:g}/255", xlabel="clean accuracy (%)", ylabel="robust accuracy (%)")
+    handles = axes[0][-1].get_legend()
+    if handles is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize="small", title=None)
+    fig.suptitle("robust vs clean, mean over zero-shot datasets (up and right is better)", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dataset_bars(rows, *, attack: str, eps: float) -> plt.Figure:
+    """05: robust accuracy (%) per dataset and model at one eps (1/255); the fine-tuning set is marked."""
+    import seaborn as sns
+
+    sub = rows[(rows.attack == attack) & (rows.eps == eps)].copy()
+    sub["accuracy (%)"] = 100 * sub["accuracy"]
+    sub["dataset"] = [d if z else f"{d} (fine-tuning set)" for d, z in zip(sub.dataset, sub.zero_shot)]
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * sub.dataset.nunique() + 3), 4.2))
+    sns.barplot(data=sub, x="dataset", y="accuracy (%)", hue="model_label", ax=ax)
+    ax.set(title=f"{sub.attack_label.iloc[0]} at eps {eps:g}/255, per dataset", xlabel="")
+    plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title=None)
+    fig.tight_layout()
+    return fig

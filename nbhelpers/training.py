@@ -281,6 +281,73 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def method_margins(cfg: FinetuneConfig, emb: torch.Tensor) -> torch.Tensor | None:
+    """TAI's (C, C) class-pair margins in cosine units (TAM or ASAM) from the class embeddings; None otherwise."""
+    if cfg.method != "tai" or cfg.margin_kind == "none":
+        return None
+    if cfg.margin_kind == "tam":
+        return losses.tam_margins(emb, threshold=cfg.tam_threshold, margin=cfg.tam_margin)
+    return losses.asam_margins(emb, base=cfg.asam_base, gain=cfg.asam_gain, offset=cfg.margin_offset,
+                               offset_weight=cfg.offset_weight)
+
+
+@dataclass
+class Engine:
+    """What one optimisation step of :func:`finetune` needs, built once per run by :func:`make_engine`."""
+
+    cfg: FinetuneConfig
+    opt: torch.optim.Optimizer
+    attack_head: ZeroShotClassifier
+    logits: Callable[[torch.Tensor], torch.Tensor]
+    features: Callable[[torch.Tensor], torch.Tensor]
+    teacher: ZeroShotClassifier | None
+    class_embeddings: torch.Tensor
+    scale: float
+    margins: torch.Tensor | None
+    device: torch.device
+    fast_attack: bool = False  # pgd_attack(fast=True); finetune keeps the default path (bit-identical runs)
+
+
+def make_engine(cfg: FinetuneConfig, student: ClipModel, emb: torch.Tensor, opt: torch.optim.Optimizer, *,
+                teacher: ZeroShotClassifier | None, scale: float, visual: torch.nn.Module | None = None,
+                device: torch.device | str = "cpu") -> Engine:
+    """The step's closures over the student: features (N, D) and logits (N, C) of images in [0, 1], attack head.
+
+    visual: the image tower to call (student.visual, or its DDP wrapper); emb: fixed class embeddings (C, D).
+    """
+    device = torch.device(device)
+    tower = student.visual if visual is None else visual
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return tower((x - student.mean) / student.std)
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        return scale * F.normalize(features(x), dim=-1) @ emb.T
+
+    attack_head = ZeroShotClassifier(student, emb, logit_scale=scale).to(device).eval()
+    return Engine(cfg, opt, attack_head, logits, features, teacher, emb, scale, method_margins(cfg, emb), device)
+
+
+def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """One step: PGD at train eps from the given start noise (N, 3, S, S) in [-1, 1], the method's objective on
+    images x (N, 3, S, S) in [0, 1] with labels y (N,), SGD update at the scheduled lr; returns the loss (scalar)."""
+    cfg, opt = engine.cfg, engine.opt
+    adv = None
+    if cfg.method != "ft_standard":
+        adv = pgd_attack(engine.attack_head, x, y, eps=cfg.train_eps / 255, alpha=cfg.train_alpha / 255,
+                         steps=cfg.train_pgd_steps, start_noise=noise, fast=engine.fast_attack)
+    for group in opt.param_groups:
+        group["lr"] = _lr_at(step, cfg)
+    ctx = StepContext(cfg, x, adv, y, engine.logits, engine.features, engine.teacher, engine.class_embeddings,
+                      engine.scale, engine.margins)
+    with torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+        loss = OBJECTIVES[cfg.method](ctx).float()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: str | os.PathLike | None = None,
              resume: bool = True, stop_after: int | None = None, progress: bool = True) -> FinetuneResult:
     """Fine-tune the image tower with cfg.method; resumes from `out` if it holds an unfinished run.
@@ -316,20 +383,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
         start, history = int(state["step"]), json.loads(state["history"])
     visual = student.visual
     ddp_visual = torch.nn.parallel.DistributedDataParallel(visual) if world_size > 1 else visual
-    margins = None
-    if cfg.method == "tai" and cfg.margin_kind != "none":
-        margins = (losses.tam_margins(emb, threshold=cfg.tam_threshold, margin=cfg.tam_margin)
-                   if cfg.margin_kind == "tam" else
-                   losses.asam_margins(emb, base=cfg.asam_base, gain=cfg.asam_gain, offset=cfg.margin_offset,
-                                       offset_weight=cfg.offset_weight))
-
-    def features(x: torch.Tensor) -> torch.Tensor:
-        return ddp_visual((x - student.mean) / student.std)
-
-    def logits(x: torch.Tensor) -> torch.Tensor:
-        return scale * F.normalize(features(x), dim=-1) @ emb.T
-
-    attack_head = ZeroShotClassifier(student, emb, logit_scale=scale).to(device).eval()
+    engine = make_engine(cfg, student, emb, opt, teacher=teacher, scale=scale, visual=ddp_visual, device=device)
     bar = tqdm(range(start, cfg.steps), desc=f"finetune {cfg.method}", disable=not progress or rank != 0,
                initial=start, total=cfg.steps, mininterval=2)
     for step in bar:
@@ -337,18 +391,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
         g = torch.Generator().manual_seed(world.derive_seed(cfg.seed, "train-attack", step))
         noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
         x, y, noise = (t[rank::world_size].to(device) for t in (x, y, noise))
-        adv = None
-        if cfg.method != "ft_standard":
-            adv = pgd_attack(attack_head, x, y, eps=cfg.train_eps / 255, alpha=cfg.train_alpha / 255,
-                             steps=cfg.train_pgd_steps, start_noise=noise)
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        ctx = StepContext(cfg, x, adv, y, logits, features, teacher, emb, scale, margins)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-            loss = OBJECTIVES[cfg.method](ctx).float()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = train_step(engine, step, x, y, noise)
         history.append({"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"]})
         done = step + 1
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_after):

@@ -24,6 +24,9 @@ CI_PARAMETERS = {
                "datasets": ["shapes", "objects"]},
     "04_tai": {"n_samples": 64, "pgd_steps": 2, "finetune_steps": 6, "batch_size": 32, "datasets": ["shapes", "objects"],
                "eval_eps_list": [1.0, 4.0]},
+    "05_evaluation": {"models": ["zero_shot", "tecoa", "tai"], "datasets": ["shapes", "objects"], "n_samples": 48,
+                      "n_strong": 16, "eps_list": [1.0, 4.0], "finetune_steps": 6, "batch_size": 32, "pgd_steps": 2,
+                      "analysis_n": 64},
 }
 
 

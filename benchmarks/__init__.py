@@ -1,0 +1,1 @@
+"""Throughput benchmarks of adversarial evaluation and fine-tuning (not tests): `python -m benchmarks.run_all`."""

@@ -1,0 +1,132 @@
+"""The models that 04_tai and 05_evaluation compare: their fine-tuning configs, text sides, and trained weights.
+
+Both notebooks build their runs here, from the same config fields, so a model trained by 04 is found in the
+cache by 05 (the cache key is the full FinetuneConfig). Each evaluated model is an image tower paired with the
+text side it was trained against: original class embeddings, IAT-tuned ones (TIMA), or LAAT-expanded anchors.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nbhelpers import losses, text_tuning, training
+from nbhelpers.config import TAIKnobsConfig
+from nbhelpers.evaluation import EmbeddingFn, text_embedder
+from nbhelpers.models import ClipModel
+
+EVAL_MODELS: dict[str, str] = {
+    "zero_shot": "zero-shot CLIP",
+    "ft_standard": "FT-Standard",
+    "tecoa": "TeCoA",
+    "pmg_aft": "PMG-AFT",
+    "laat": "LAAT-style",
+    "fare": "FARE",
+    "tai": "TAI (TIMA w/o IAT)",
+    "iat_tecoa": "IAT + TeCoA (TIMA w/o TAI)",
+    "tima": "TIMA (IAT + TAI)",
+}
+NEEDS_OFFSET = {"tai", "tima"}
+NEEDS_IAT = {"tima", "iat_tecoa"}
+
+
+@dataclass
+class EvalModel:
+    """One evaluated model: an image tower, its text side, and how it was made."""
+
+    name: str
+    label: str
+    image_model: ClipModel
+    embed: EmbeddingFn
+    text_side: str
+    run: training.FinetuneResult | None = None
+
+
+def zero_shot_model(base: ClipModel, *, device: torch.device | str = "cpu") -> EvalModel:
+    """The pre-trained model with its original text side, as an EvalModel."""
+    return EvalModel("zero_shot", EVAL_MODELS["zero_shot"], base, text_embedder(base, device=device), "original")
+
+
+def margin_offset_for(cfg: TAIKnobsConfig, base: ClipModel, *, device: torch.device | str) -> dict[str, float]:
+    """The 01 margin offset between train_eps and cfg.eps on the fine-tuning task (calibrates ASAM)."""
+    return training.measure_margin_offset(base, cfg.finetune_config("tai"), eps_large=cfg.eps, steps=cfg.pgd_steps,
+                                          device=device)
+
+
+def iat_projection_for(cfg: TAIKnobsConfig, base: ClipModel, *, preprocess: Callable | None = None,
+                       device: torch.device | str, progress: bool = True) -> Path:
+    """Path of the IAT text projection (tuned on the fine-tuning task once, then cached by config)."""
+    train = training.TrainData(cfg.finetune_config("tai"), preprocess=preprocess)
+    iat_cfg = text_tuning.IATConfig(profile=cfg.profile, seed=cfg.seed, checkpoint=cfg.checkpoint,
+                                    data_root=cfg.data_root)
+    images = train.images
+    if images is None:  # paper scale: the first n_images of the fine-tuning set
+        images = torch.stack([train.dataset[i][0] for i in range(min(iat_cfg.n_images, train.n))])
+    path, _ = text_tuning.load_or_tune_projection(base, iat_cfg, classnames=train.classnames,
+                                                  templates=train.templates, images=images, device=device,
+                                                  progress=progress)
+    return path
+
+
+def finetune_configs(cfg: TAIKnobsConfig, names: list[str], *, margin_offset: float = 0.0,
+                     iat_path: str | Path = "") -> dict[str, training.FinetuneConfig]:
+    """FinetuneConfig of each fine-tuned model in names (zero_shot has none; iat_tecoa reuses TeCoA's)."""
+    unknown = [n for n in names if n not in EVAL_MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(EVAL_MODELS)}")
+    if NEEDS_IAT & set(names) and not iat_path:
+        raise ValueError(f"models {sorted(NEEDS_IAT & set(names))} need an IAT projection (iat_path)")
+    out = {}
+    for name in names:
+        if name == "zero_shot":
+            continue
+        if name == "tai":
+            out[name] = cfg.finetune_config("tai", **cfg.tai_knobs(margin_offset))
+        elif name == "tima":
+            out[name] = cfg.finetune_config("tai", **cfg.tai_knobs(margin_offset), text_source="iat",
+                                            iat_projection=str(iat_path))
+        elif name == "iat_tecoa":
+            out[name] = cfg.finetune_config("tecoa")
+        else:
+            out[name] = cfg.finetune_config(name)
+    return out
+
+
+def prepare_models(cfg: TAIKnobsConfig, names: list[str], *, base: ClipModel, preprocess: Callable | None = None,
+                   device: torch.device | str = "cpu", margin_offset: dict | None = None,
+                   progress: bool = True) -> tuple[dict[str, EvalModel], dict]:
+    """Every named model ready for evaluation (trained on demand, else from the cache) and what was measured on the way.
+
+    margin_offset: the result of margin_offset_for if already measured (else measured here when TAI needs it).
+    Returns ({name: EvalModel}, {"margin_offset": dict or None, "iat_path": Path or None}).
+    """
+    unknown = [n for n in names if n not in EVAL_MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(EVAL_MODELS)}")
+    offset = margin_offset
+    if offset is None and NEEDS_OFFSET & set(names):
+        offset = margin_offset_for(cfg, base, device=device)
+    iat_path = (iat_projection_for(cfg, base, preprocess=preprocess, device=device, progress=progress)
+                if NEEDS_IAT & set(names) else None)
+    configs = finetune_configs(cfg, names, margin_offset=offset["offset_cosine"] if offset else 0.0,
+                               iat_path=iat_path or "")
+    original = text_embedder(base, device=device)
+    iat_text = text_embedder(training.with_iat_projection(base, iat_path), device=device) if iat_path else None
+    models: dict[str, EvalModel] = {}
+    for name in names:
+        if name == "zero_shot":
+            models[name] = EvalModel(name, EVAL_MODELS[name], base, original, "original")
+            continue
+        run = training.load_or_finetune(configs[name], device=device, progress=progress)
+        if name in NEEDS_IAT:
+            embed, side = iat_text, "iat"
+        elif name == "laat":
+            expand = functools.partial(losses.laat_expand, spread=configs[name].laat_spread)
+            embed, side = text_embedder(base, transform=expand, device=device), "laat_expanded"
+        else:
+            embed, side = original, "original"
+        models[name] = EvalModel(name, EVAL_MODELS[name], run.model, embed, side, run)
+    return models, {"margin_offset": offset, "iat_path": iat_path}

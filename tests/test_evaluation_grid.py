@@ -1,0 +1,173 @@
+"""05's evaluation grid: one row per cell, resume, first-N prefixes, and the sanity signs of a sound evaluation."""
+from __future__ import annotations
+
+import functools
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from nbhelpers import attacks, data, grid, losses, suite, world
+from nbhelpers.config import ConfigError, EvaluationConfig
+from nbhelpers.evaluation import text_embedder
+
+GRID = dict(profile="mini", datasets=["shapes"], eps_list=[1.0, 4.0], attacks=["pgd10"],
+            strong_attacks=["cw10", "pgd100", "aa"], strong_eps_list=[4.0], n=48, n_strong=16, batch_size=64,
+            progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_models(mini_model):
+    """Zero-shot CLIP with its own text, and the same image tower against LAAT-expanded anchors."""
+    expand = functools.partial(losses.laat_expand, spread=1.5)
+    return {"zero_shot": suite.zero_shot_model(mini_model),
+            "laat_text": suite.EvalModel("laat_text", "zero-shot image, LAAT text", mini_model,
+                                         text_embedder(mini_model, transform=expand), "laat_expanded")}
+
+
+@pytest.fixture(scope="module")
+def first_run(two_models, tmp_path_factory):
+    path = tmp_path_factory.mktemp("grid") / "05_evaluation.jsonl"
+    return grid.run_grid(two_models, path=path, config={"test": 1}, **GRID)
+
+
+def test_one_row_per_planned_cell_with_provenance(first_run):
+    rows = first_run.rows
+    planned = grid.plan_cells(datasets=["shapes"], models=["zero_shot", "laat_text"], eps_list=[1.0, 4.0],
+                              attacks_=["pgd10"], strong_attacks=["cw10", "pgd100", "aa"], strong_eps_list=[4.0],
+                              n=48, n_strong=16)
+    assert len(rows) == len(planned) == first_run.computed == 2 * (1 + 2 + 3)
+    stored = [json.loads(line) for line in first_run.path.read_text().splitlines()]
+    assert len(stored) == len(planned)
+    for r in stored:
+        assert {"config", "image_fingerprint", "text_fingerprint", "code_version", "n", "seconds",
+                "clean_accuracy", "accuracy", "created"} <= set(r)
+        assert json.loads(r["config"]) == {"test": 1}
+    assert set(rows[rows.attack == "aa"].n) == {16} and set(rows[rows.attack == "pgd10"].n) == {48}
+    # the two text sides differ, the image tower is the same
+    fps = rows.groupby("model").agg({"image_fingerprint": "first", "text_fingerprint": "first"})
+    assert fps.image_fingerprint.nunique() == 1 and fps.text_fingerprint.nunique() == 2
+
+
+def test_sanity_signs_hold_exactly(first_run):
+    checks = grid.sanity_checks(first_run.rows)
+    assert checks.passed.all(), checks
+    assert (checks.comparisons > 0).all()
+    rows = first_run.rows.set_index(["model", "attack", "eps"])
+    for m in ("zero_shot", "laat_text"):  # the attacks do something
+        assert rows.loc[(m, "pgd10", 4.0), "accuracy"] < rows.loc[(m, "clean", 0.0), "accuracy"]
+
+
+def test_rerun_reuses_every_cell_and_recomputes_removed_ones_identically(first_run, two_models):
+    again = grid.run_grid(two_models, path=first_run.path, config={"test": 1}, **GRID)
+    assert again.computed == 0 and again.reused == len(first_run.rows)
+    lines = first_run.path.read_text().splitlines()
+    kept = [line for line in lines if not ('"attack": "pgd10"' in line and '"eps": 4.0' in line)]
+    assert len(kept) == len(lines) - 2
+    first_run.path.write_text("\n".join(kept) + "\n")  # as if interrupted before those two cells
+    resumed = grid.run_grid(two_models, path=first_run.path, config={"test": 1}, **GRID)
+    assert resumed.computed == 2 and resumed.reused == len(lines) - 2
+    cols = ["model", "attack", "eps", "accuracy", "correct"]
+    pd.testing.assert_frame_equal(resumed.rows[cols].reset_index(drop=True),
+                                  first_run.rows[cols].reset_index(drop=True))
+
+
+def test_small_run_is_a_prefix_of_a_large_one(first_run, two_models, tmp_path):
+    small = grid.run_grid({"zero_shot": two_models["zero_shot"]}, profile="mini", datasets=["shapes"],
+                          eps_list=[4.0], attacks=["pgd10"], n=16, batch_size=64, path=tmp_path / "s.jsonl",
+                          progress=False)
+    big = first_run.rows.set_index(["model", "attack", "eps"]).loc[("zero_shot", "pgd10", 4.0)]
+    small_row = small.rows.set_index(["attack", "eps"]).loc[("pgd10", 4.0)]
+    assert (grid.unpack_mask(small_row.correct, 16) == grid.unpack_mask(big.correct, 48)[:16]).all()
+
+
+def test_sanity_checks_catch_violations(first_run):
+    rows = first_run.rows.copy()
+    i = rows.index[(rows.model == "zero_shot") & (rows.attack == "aa")][0]
+    rows.loc[i, "correct"] = grid.pack_mask(torch.ones(16, dtype=torch.bool))  # AA "above" PGD: gradient masking
+    j = rows.index[(rows.model == "laat_text") & (rows.attack == "pgd10") & (rows.eps == 4.0)][0]
+    rows.loc[j, "correct"] = grid.pack_mask(torch.ones(48, dtype=torch.bool))  # accuracy rising with eps
+    checks = grid.sanity_checks(rows).set_index("check").passed
+    assert not checks.filter(like="AutoAttack").item()
+    assert not checks.filter(like="rises with eps").item()
+    assert checks.filter(like="PGD-100 never").item()
+
+
+def test_live_attack_checks_pass_on_zero_shot_clip(mini_model):
+    head = suite.zero_shot_model(mini_model)
+    ev = data.load_eval_set("mini", "shapes", n=64)
+    checks = grid.attack_checks(grid.head_for(head, ev), ev.images, ev.labels, eps=4.0, large_eps=32.0,
+                                batch_size=64)
+    assert checks.passed.all(), checks
+    assert checks.value.iloc[1] <= 0.05  # accuracy at 32/255
+
+
+def test_autoattack_uses_the_standard_settings(mini_model, monkeypatch):
+    import torchattacks
+
+    seen = {}
+    original = torchattacks.MultiAttack.forward
+
+    def spy(self, images, labels):
+        seen.update({type(a).__name__: (a.steps, getattr(a, "n_target_classes", None)) for a in self.attacks})
+        return original(self, images, labels)
+
+    monkeypatch.setattr(torchattacks.MultiAttack, "forward", spy)
+    head = grid.head_for(suite.zero_shot_model(mini_model), data.load_eval_set("mini", "objects", n=4))
+    x, y = world.generate_task("objects", 4, split="test")
+    adv = attacks.autoattack(head, x, y, eps=4 / 255, n_classes=head.num_classes)
+    assert seen == {"APGD": (100, None), "APGDT": (100, 9)}
+    assert (adv - x).abs().max() <= 4 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+
+
+def test_bad_grid_input_is_refused_before_any_work(tmp_path, two_models):
+    with pytest.raises(ValueError, match="unknown attack"):
+        grid.run_grid(two_models, **{**GRID, "attacks": ["fgsm"]}, path=tmp_path / "x.jsonl")
+    with pytest.raises(ValueError, match="n_strong"):
+        grid.run_grid(two_models, **{**GRID, "n_strong": 100}, path=tmp_path / "x.jsonl")
+    with pytest.raises(ValueError, match="strong dataset"):
+        grid.run_grid(two_models, **GRID, strong_datasets=["objects"], path=tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"models": ["tecoa", "clip_plus"]}, "unknown model"),
+    ({"attacks": ["pgd7"]}, "unknown attack"),
+    ({"eps_list": [0.0, 1.0]}, "without 0"),
+    ({"eps_list": [4.0, 1.0]}, "increasing"),
+    ({"strong_eps_list": [-1.0]}, "1/255 units"),
+    ({"n_strong": 256, "n_samples": 128}, "n_strong"),
+    ({"strong_datasets": ["imagenet"]}, "unknown dataset"),
+    ({"attacks": [], "strong_attacks": []}, "nothing to evaluate"),
+    ({"n_samples": "128"}, "must be int"),
+])
+def test_evaluation_config_rejects_bad_parameters(params, message):
+    with pytest.raises(ConfigError, match=message):
+        EvaluationConfig.from_params(**params)
+
+
+def test_evaluation_config_shares_04s_training_runs():
+    from nbhelpers.config import TAINotebookConfig
+
+    ev, tai = EvaluationConfig.from_params(batch_size=128), TAINotebookConfig.from_params(batch_size=128)
+    assert (suite.finetune_configs(ev, ["tecoa", "tai"], margin_offset=-0.25)
+            == suite.finetune_configs(tai, ["tecoa", "tai"], margin_offset=-0.25))
+    assert ev.grid_datasets()[-1] == world.FINETUNE_TASK and ev.finetune_set() == world.FINETUNE_TASK
+
+
+def test_published_numbers_are_transcribed_consistently():
+    pub = grid.published_results()
+    avg = pub[pub.dataset == "average"].set_index(["table", "method", "metric"]).value
+    assert avg[("Table 1", "CLIP", "robust")] == 17.38 and avg[("Table 2", "CLIP", "clean")] == 59.98
+    assert avg[("Table 1", "TeCoA", "robust")] == 26.96 and avg[("Table 2", "TeCoA", "clean")] == 46.99
+    assert avg[("Table 1", "PMG-AFT", "robust")] == 31.95 and avg[("Table 2", "PMG-AFT", "clean")] == 55.71
+    keys = ["table", "method", "setting", "eps", "metric"]
+    per = pub[(pub.dataset != "average") & pub.source.str.startswith("PMG-AFT")]
+    assert (per.groupby(keys).dataset.nunique() == 16).all()
+    means = per.groupby(keys).value.mean()
+    printed = pub[pub.dataset == "average"].set_index(keys).value.reindex(means.index)
+    noted = pub[(pub.dataset == "average") & pub.note.notna()].set_index(keys).index
+    off = (means - printed).abs()
+    assert (off.drop(noted) < 0.015).all(), off[off > 0.015]  # rounding only, except the noted misprint
+    assert pub.source.notna().all() and pub.value.between(0, 100).all()
