@@ -50,6 +50,9 @@ METHODS: dict[str, str] = {
     "tai": "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + text-aware distillation",
 }
 MARGIN_KINDS = ("asam", "tam", "none")
+# Bump when a change to the engine or an objective changes trained weights for the same config: it is part of
+# the cache key, so cached models trained by older code are not silently reused (the config alone cannot tell).
+ENGINE_VERSION = 2
 TEXT_SOURCES = ("original", "iat")
 
 
@@ -102,8 +105,10 @@ class FinetuneConfig(BaseConfig):
             raise ConfigError("parameter 'text_source' = 'iat' needs 'iat_projection' (a file from notebook 03)")
 
     def cache_key(self) -> str:
-        """Hash of everything that changes the trained weights (not device, batch order is in the seed)."""
+        """Hash of everything that changes the trained weights: the config (not device, checkpoint cadence or data
+        location) and ENGINE_VERSION."""
         d = {k: v for k, v in self.to_dict().items() if k not in ("device", "checkpoint_every", "data_root")}
+        d["engine_version"] = ENGINE_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -101,3 +101,16 @@ def test_iat_tunes_only_the_text_projection(base_state, tmp_path):
     assert torch.equal(text_model.clip.text_projection, res.model.clip.text_projection)
     assert torch.equal(model.clip.text_projection, base_state["clip.text_projection"])  # original untouched
     assert text_model.clip.visual is model.clip.visual
+
+
+def test_cache_key_follows_config_and_engine_version(monkeypatch):
+    """A cached model is reused only for the same config and the same engine version (code changes that alter the
+    trained weights bump training.ENGINE_VERSION, so stale cached weights are never silently reused)."""
+    from nbhelpers import training
+
+    cfg = training.FinetuneConfig.from_params(method="tai")
+    key = cfg.cache_key()
+    assert training.FinetuneConfig.from_params(method="tai", device="cpu", checkpoint_every=7).cache_key() == key
+    assert training.FinetuneConfig.from_params(method="tai", margin_offset=-0.1).cache_key() != key
+    monkeypatch.setattr(training, "ENGINE_VERSION", training.ENGINE_VERSION + 1)
+    assert cfg.cache_key() != key
