@@ -171,3 +171,21 @@ def test_published_numbers_are_transcribed_consistently():
     off = (means - printed).abs()
     assert (off.drop(noted) < 0.015).all(), off[off > 0.015]  # rounding only, except the noted misprint
     assert pub.source.notna().all() and pub.value.between(0, 100).all()
+
+
+def test_compare_published_puts_our_paper_profile_means_beside_theirs():
+    ours = pd.DataFrame([
+        {"model": "TeCoA", "attack": "PGD-10", "eps": 1.0, "n": 1000, "robust": 27.5, "clean": 47.5, "datasets": 15},
+        {"model": "zero-shot CLIP", "attack": "AutoAttack (APGD-CE + APGD-T)", "eps": 1.0, "n": 1000, "robust": 2.0,
+         "clean": 60.0, "datasets": 15},
+        {"model": "TIMA (IAT + TAI)", "attack": "PGD-10", "eps": 1.0, "n": 1000, "robust": 30.0, "clean": 55.0,
+         "datasets": 15},
+    ])
+    table = grid.compare_published(grid.published_results(), ours)
+    row = table.xs(("TeCoA", "robust", "PGD-10", 1.0), level=["method", "metric", "attack", "eps"])
+    assert row.published.item() == 26.96 and row.ours.item() == 27.5
+    clean = table.xs(("TeCoA", "clean", "none"), level=["method", "metric", "attack"]).ours
+    assert set(clean) == {47.5}
+    aa = table.xs(("CLIP", "robust", "AutoAttack (standard)"), level=["method", "metric", "attack"])
+    assert aa.ours.item() == 2.0 and aa.published.item() == 1.74
+    assert grid.compare_published(grid.published_results()).columns.tolist() == ["published"]
