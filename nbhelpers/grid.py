@@ -144,8 +144,9 @@ class GridRun:
 
 def run_grid(models: dict, *, profile: str, datasets: list[str], eps_list: list[float], attacks: list[str],
              strong_attacks: list[str] = (), strong_eps_list: list[float] = (), n: int, n_strong: int | None = None,
-             strong_datasets: list[str] | None = None, finetune_set: str | None = None, seed: int = 0, batch_size: int = 256, data_root: str = "",
-             preprocess: Callable | None = None, device: torch.device | str = "cpu", path: str | Path | None = None,
+             strong_datasets: list[str] | None = None, finetune_set: str | None = None, seed: int = 0,
+             batch_size: int = 256, data_root: str = "", preprocess: Callable | None = None,
+             device: torch.device | str = "cpu", path: str | Path | None = None,
              config: dict | None = None, base_model: str = "", rerun: bool = False, fast: bool = True,
              amp: bool = False, progress: bool = True) -> GridRun:
     """Evaluate every cell of models x datasets x attacks x eps (models: {name: suite.EvalModel}); see module doc.

@@ -45,6 +45,13 @@ class EvalModel:
     run: training.FinetuneResult | None = None
 
 
+def _check_names(names: list[str]) -> None:
+    """Refuse unknown model names before any work."""
+    unknown = [n for n in names if n not in EVAL_MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(EVAL_MODELS)}")
+
+
 def zero_shot_model(base: ClipModel, *, device: torch.device | str = "cpu") -> EvalModel:
     """The pre-trained model with its original text side, as an EvalModel."""
     return EvalModel("zero_shot", EVAL_MODELS["zero_shot"], base, text_embedder(base, device=device), "original")
@@ -74,9 +81,7 @@ def iat_projection_for(cfg: TAIKnobsConfig, base: ClipModel, *, preprocess: Call
 def finetune_configs(cfg: TAIKnobsConfig, names: list[str], *, margin_offset: float = 0.0,
                      iat_path: str | Path = "") -> dict[str, training.FinetuneConfig]:
     """FinetuneConfig of each fine-tuned model in names (zero_shot has none; iat_tecoa reuses TeCoA's)."""
-    unknown = [n for n in names if n not in EVAL_MODELS]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(EVAL_MODELS)}")
+    _check_names(names)
     if NEEDS_IAT & set(names) and not iat_path:
         raise ValueError(f"models {sorted(NEEDS_IAT & set(names))} need an IAT projection (iat_path)")
     out = {}
@@ -103,9 +108,7 @@ def prepare_models(cfg: TAIKnobsConfig, names: list[str], *, base: ClipModel, pr
     margin_offset: the result of margin_offset_for if already measured (else measured here when TAI needs it).
     Returns ({name: EvalModel}, {"margin_offset": dict or None, "iat_path": Path or None}).
     """
-    unknown = [n for n in names if n not in EVAL_MODELS]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(EVAL_MODELS)}")
+    _check_names(names)
     offset = margin_offset
     if offset is None and NEEDS_OFFSET & set(names):
         offset = margin_offset_for(cfg, base, device=device)
