@@ -35,7 +35,7 @@ def _engine(model, emb: torch.Tensor, cfg: training.FinetuneConfig, *, device: t
         p.requires_grad_(name.startswith("clip.visual."))
     teacher = ZeroShotClassifier(model, emb).to(device).eval() if cfg.method in training.NEEDS_TEACHER else None
     params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(params, lr=cfg.finetune_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return training.make_engine(cfg, student, emb, opt, teacher=teacher, scale=model.logit_scale(), device=device)
 
 
@@ -51,7 +51,7 @@ def _time_objective(model: ClipModel, emb: torch.Tensor, texts: list[str], x: to
     peer_model = copy.deepcopy(model)
     peers = TecoaFamily(peer_model.clip, peer_model.tokenize, image_size=model.image_size, mean=model.mean,
                         std=model.std, device=device, amp=amp)
-    peer_opt = torch.optim.SGD(peer_model.clip.visual.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    peer_opt = torch.optim.SGD(peer_model.clip.visual.parameters(), lr=cfg.finetune_lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
     teacher = copy.deepcopy(model.clip).eval() if cfg.method == "tai" else None
 
@@ -59,7 +59,7 @@ def _time_objective(model: ClipModel, emb: torch.Tensor, texts: list[str], x: to
         """Our TAI objective (margin cross-entropy + text-aware distillation) on their logits."""
         margin = losses.margin_logits(adv_logits, y, engine.margins, scale=engine.scale)
         return F.cross_entropy(margin, y) + cfg.takd_weight * losses.text_aware_kd(
-            adv_logits, clean_teacher, temperature=cfg.kd_temperature)
+            adv_logits, clean_teacher, temperature=cfg.takd_temperature)
 
     objective = tai_objective if cfg.method == "tai" else None
 

@@ -55,12 +55,12 @@ def load_model(name: str, *, device: torch.device) -> tuple[ClipModel, str]:
 
     if name == "mini":
         try:
-            model, _ = models.create_model_and_transforms("mini", device=device, train_if_missing=False)
+            model, _ = models.create_model_and_transforms("mini", device=device)
             note = "mini CLIP, committed checkpoint"
         except FileNotFoundError:
             model, note = models.build_mini_clip(seed=0).to(device).eval(), "mini CLIP, random weights"
     elif name == "vit-b-32":
-        model, _ = models.create_model_and_transforms("paper", checkpoint="random", device=device)
+        model, _ = models.create_model_and_transforms("paper", pretrained="none", device=device)
         note = "open_clip ViT-B-32, random weights"
     else:
         raise ValueError(f"unknown model {name!r}; choose from {MODELS}")

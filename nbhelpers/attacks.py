@@ -13,6 +13,7 @@ gradients do not shrink with batch size, so low precision cannot underflow them 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Literal
 
@@ -22,6 +23,26 @@ from torch import nn
 
 LossName = Literal["ce", "cw"]
 ATTACK_LOSSES: tuple[str, ...] = ("ce", "cw")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """How an attack is run: 'pgd' (our PGD with steps and loss) or 'autoattack' (torchattacks, a version)."""
+
+    kind: str
+    label: str
+    steps: int = 0
+    loss: str = "ce"
+    version: str = ""
+
+
+ATTACKS: dict[str, AttackSpec] = {
+    "pgd10": AttackSpec("pgd", "PGD-10", steps=10, loss="ce"),
+    "pgd100": AttackSpec("pgd", "PGD-100", steps=100, loss="ce"),
+    "cw10": AttackSpec("pgd", "CW-PGD-10", steps=10, loss="cw"),
+    "aa": AttackSpec("autoattack", "AutoAttack (APGD-CE + APGD-T)", version="apgd"),
+    "aa_full": AttackSpec("autoattack", "AutoAttack (standard, + FAB-T + Square)", version="standard"),
+}
 
 
 @contextlib.contextmanager

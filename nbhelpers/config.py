@@ -1,23 +1,71 @@
-"""Flat, typed, validated, frozen configs (one per notebook), built from the papermill parameters.
+"""Every parameter of the project, declared once: flat, typed, validated, frozen configs.
 
-Every field is checked against its annotation (an int is accepted for a float; a bool is never a number)
-and then against its allowed values, so a wrong ``papermill -p`` value stops the notebook in its validation
-cell, before any work and before anything is written, with a message naming the parameter and what it accepts.
+Each field is declared exactly once, with its default and a one-line help (``knob(default, help)``). Knob sets
+that several notebooks and the CLIs share (fine-tuning, TAI, IAT) are mixins, so ``python -m nbhelpers.training``
+and notebooks 03-05 train the same model for the same knobs. A notebook's ``parameters`` cell is generated from
+its config class (:func:`parameters_cell`, ``scripts/sync_parameters.py``) and a test checks that what papermill
+reads equals the class's fields and defaults; the notebook then builds its config from its namespace
+(:meth:`Config.from_namespace`), which refuses any name the config does not know.
+
+Every field is checked against its annotation (an int is accepted for a float; a bool is never a number) and
+then against its allowed values, so a wrong ``papermill -p`` value stops the notebook in its validation cell,
+before any work and before anything is written, with a message naming the parameter and what it accepts.
+
+This module sits low in the package: it imports only :mod:`world`, :mod:`paper_data` and :mod:`attacks` (for the
+names it validates against), never the modules that use the configs.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from nbhelpers import world
-from nbhelpers.models import PROFILES
+from nbhelpers.attacks import ATTACKS
+from nbhelpers.paper_data import list_paper_datasets
 
 MAX_EPS = 64.0  # in 1/255 units; anything larger is almost surely a unit mistake (pixels vs /255)
+PROFILES = ("mini", "paper")
+PAPER_FINETUNE_SET = "tinyimagenet"
+
+# ---------------------------------------------------------------------------------------------- registries
+# Names only; the behaviour lives in the module that uses each name (training, suite, attacks).
+METHODS: dict[str, str] = {
+    "ft_standard": "clean fine-tuning with cross-entropy over the zero-shot head (no attack)",
+    "tecoa": "TeCoA: PGD on image-text cross-entropy, train on the adversarial images with it",
+    "pmg_aft": "PMG-AFT: TeCoA + alpha KL(pre-trained(adv) || adv) + beta KL(clean || adv)",
+    "laat": "LAAT-style: TeCoA's objective against expanded text anchors (rotated to a pole, angles spread)",
+    "fare": "FARE: unsupervised, L2 between adversarial and frozen clean image embeddings (relative to their norm)",
+    "tai": "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + text-aware distillation",
+}
+MARGIN_KINDS = ("asam", "tam", "none")
+TEXT_SOURCES = ("original", "iat")
+EVAL_MODELS: dict[str, str] = {
+    "zero_shot": "zero-shot CLIP",
+    "ft_standard": "FT-Standard",
+    "tecoa": "TeCoA",
+    "pmg_aft": "PMG-AFT",
+    "laat": "LAAT-style",
+    "fare": "FARE",
+    "tai": "TAI (TIMA w/o IAT)",
+    "iat_tecoa": "IAT + TeCoA (TIMA w/o TAI)",
+    "tima": "TIMA (IAT + TAI)",
+}
+_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
 class ConfigError(ValueError):
-    """A notebook parameter has the wrong type or value."""
+    """A parameter has an unknown name, the wrong type or a value it may not take."""
+
+
+def knob(default: object, help: str) -> typing.Any:  # noqa: A002 - 'help' is the natural name here
+    """A config field: its one default and its one-line help (shown in the notebooks' parameters cells)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda d=tuple(default): list(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 def _type_ok(value: object, hint: object) -> bool:
@@ -42,24 +90,20 @@ def _type_name(hint: object) -> str:
 
 
 def valid_datasets(profile: str) -> list[str]:
-    """Zero-shot evaluation datasets of a profile."""
+    """Zero-shot evaluation datasets of a profile (the reported test tasks)."""
     if profile == "mini":
         return list(world.ZERO_SHOT_TASKS)
-    from nbhelpers.paper_data import list_paper_datasets
-
     return list_paper_datasets()
 
 
-@dataclass(frozen=True)
-class BaseConfig:
-    """Parameters every notebook has."""
+def finetune_set_for(profile: str) -> str:
+    """The dataset the image side is fine-tuned on: the mini world's pattern_shapes, or TinyImageNet."""
+    return world.FINETUNE_TASK if profile == "mini" else PAPER_FINETUNE_SET
 
-    profile: str = "mini"
-    seed: int = 0
-    device: str = "auto"
-    batch_size: int = 256
-    checkpoint: str = ""
-    data_root: str = ""
+
+@dataclass(frozen=True)
+class Config:
+    """Type checking, value-check helpers and construction from parameters; no fields of its own."""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -73,19 +117,12 @@ class BaseConfig:
         self.check()
 
     def check(self) -> None:
-        """Value checks; subclasses extend with super().check()."""
-        self._choice("profile", sorted(PROFILES))
-        if self.seed < 0:
-            raise ConfigError(f"parameter 'seed' must be >= 0, got {self.seed}")
-        if self.batch_size < 1:
-            raise ConfigError(f"parameter 'batch_size' must be >= 1, got {self.batch_size}")
-        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
-            raise ConfigError(f"parameter 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        """Value checks; every mixin extends them with super().check()."""
 
-    def _choice(self, name: str, allowed: list[str]) -> None:
+    def _choice(self, name: str, allowed: list[str] | tuple[str, ...]) -> None:
         value = getattr(self, name)
         if value not in allowed:
-            raise ConfigError(f"parameter {name!r} = {value!r} is not allowed; choose one of {allowed}")
+            raise ConfigError(f"parameter {name!r} = {value!r} is not allowed; choose one of {list(allowed)}")
 
     def _positive(self, *names: str) -> None:
         for name in names:
@@ -103,193 +140,361 @@ class BaseConfig:
             if v < 0 or v > MAX_EPS:
                 raise ConfigError(f"parameter {name!r} is in 1/255 units and must lie in [0, {MAX_EPS:g}], got {v}")
 
+    def _increasing(self, name: str, *, allow_empty: bool = False) -> None:
+        values = list(getattr(self, name))
+        if values != sorted(set(values)) or (not values and not allow_empty):
+            raise ConfigError(f"parameter {name!r} must be {'' if allow_empty else 'non-empty and '}strictly "
+                              f"increasing, got {values}")
+
+    def _datasets(self, name: str) -> None:
+        allowed = valid_datasets(getattr(self, "profile", "mini"))
+        bad = [d for d in getattr(self, name) if d not in allowed]
+        if bad:
+            raise ConfigError(f"parameter {name!r} has unknown dataset(s) {bad}; choose from {allowed} (empty: all)")
+
     @classmethod
-    def from_params(cls, **params: object) -> "BaseConfig":
-        """Build from a dict of notebook parameters; unknown names are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - names)
+    def field_names(cls) -> list[str]:
+        """Names of every parameter, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """{name: default} of every parameter."""
+        return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_params(cls, **params: object) -> "Config":
+        """Build from named parameters; an unknown name is an error that lists the valid ones."""
+        unknown = sorted(set(params) - set(cls.field_names()))
         if unknown:
-            raise ConfigError(f"unknown parameter(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
+            raise ConfigError(f"unknown parameter(s) {unknown} for {cls.__name__}; valid parameters: "
+                              f"{sorted(cls.field_names())}")
         return cls(**params)  # type: ignore[arg-type]
 
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, object]) -> "Config":
+        """Build from a notebook's globals (its parameters cell and papermill's injected cell), as nanoGPT does.
+
+        Every public, non-module, non-callable name of the namespace must be a parameter of the config: a name
+        papermill injected that the notebook does not declare (a typo, another notebook's parameter) is refused.
+        """
+        params = {k: v for k, v in namespace.items()
+                  if not k.startswith("_") and k not in _IPYTHON_NAMES
+                  and not isinstance(v, types.ModuleType) and not callable(v)}
+        return cls.from_params(**params)
+
     def to_dict(self) -> dict:
-        """Plain dict (lists for tuples), for result rows and cache keys."""
+        """Plain dict (lists for tuples), for result metadata and cache keys."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def replace(self, **changes: object) -> "Config":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------- knob sets
+
 
 @dataclass(frozen=True)
-class AnalysisConfig(BaseConfig):
-    """Parameters of 02_margin_vs_similarity (and the base of 01's)."""
+class BaseConfig(Config):
+    """What every notebook and CLI has: profile, backbone and weights, data, device, batch, evaluation seed."""
 
-    dataset: str = "objects"
-    eps: float = 4.0
-    n_samples: int = 1024
-    pgd_steps: int = 10
-    attack_loss: str = "ce"
+    profile: str = knob("mini", '"mini" (embedded world, CPU, offline) or "paper" (open_clip backbone + local datasets)')
+    model: str = knob("auto", 'open_clip architecture; "auto": mini-clip (mini), ViT-B-32 (paper)')
+    pretrained: str = knob("auto", 'weights; "auto": committed mini CLIP (mini) or "openai" (paper); "none": random init')
+    checkpoint: str = knob("", "a local weights file; overrides pretrained (empty: none)")
+    data_root: str = knob("", "paper profile: folder holding the datasets (empty: ./data)")
+    device: str = knob("auto", '"auto", "cpu", "cuda" or "cuda:N"')
+    batch_size: int = knob(256, "images per attack/evaluation batch (speed only)")
+    seed: int = knob(0, "evaluation seed: test images, attack random starts")
+    amp: bool = knob(False, "bf16 autocast in attacks and training (for GPUs; losses stay fp32)")
 
     def check(self) -> None:
         super().check()
-        self._choice("dataset", valid_datasets(self.profile))
-        self._eps("eps")
-        self._positive("n_samples", "pgd_steps")
+        self._choice("profile", PROFILES)
+        self._non_negative("seed")
+        self._positive("batch_size")
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(f"parameter 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.profile == "mini":
+            self._choice("model", ["auto", "mini-clip"])
+            if self.pretrained not in ("auto", "none"):
+                raise ConfigError(f"parameter 'pretrained' = {self.pretrained!r} is not allowed on the mini profile; "
+                                  "choose 'auto' (the committed mini CLIP), 'none', or pass 'checkpoint'")
+        elif not self.model:
+            raise ConfigError("parameter 'model' must name an open_clip architecture (or 'auto')")
+
+    def model_spec(self) -> dict[str, str]:
+        """What create_model_and_transforms takes: profile, model, pretrained, checkpoint."""
+        return {"profile": self.profile, "model": self.model, "pretrained": self.pretrained,
+                "checkpoint": self.checkpoint}
+
+
+@dataclass(frozen=True)
+class FinetuneKnobs(Config):
+    """The adversarial fine-tuning recipe shared by every method (notebooks 03-05 and the training CLI)."""
+
+    train_task: str = knob("auto", 'fine-tuning set; "auto": pattern_shapes (mini), tinyimagenet (paper)')
+    finetune_steps: int = knob(200, "SGD steps of every fine-tuned model")
+    finetune_lr: float = knob(0.001, "peak SGD learning rate (paper scale: about 1e-5)")
+    train_batch_size: int = knob(128, "fine-tuning batch size (global, over all ranks)")
+    warmup_steps: int = knob(20, "linear warm-up steps before the cosine decay")
+    momentum: float = knob(0.9, "SGD momentum")
+    weight_decay: float = knob(0.0, "SGD weight decay")
+    train_eps: float = knob(1.0, "training PGD radius in 1/255 units")
+    train_pgd_steps: int = knob(2, "training PGD steps")
+    train_alpha: float = knob(1.0, "training PGD step size in 1/255 units")
+    train_seed: int = knob(0, "training seed: data order, attack noise, text tuning (separate from seed)")
+    pmg_alpha: float = knob(1.0, "PMG-AFT: weight of KL(pre-trained(adv) || adv)")
+    pmg_beta: float = knob(1.0, "PMG-AFT: weight of KL(clean || adv)")
+    laat_spread: float = knob(1.5, "LAAT-style expansion: factor on the angle from the anchors' mean")
+
+    def check(self) -> None:
+        super().check()
+        profile = getattr(self, "profile", "mini")
+        if self.train_task != "auto":
+            if profile == "mini":
+                self._choice("train_task", [world.FINETUNE_TASK])
+            else:
+                self._choice("train_task", list_paper_datasets())
+        self._positive("finetune_steps", "finetune_lr", "train_batch_size", "train_pgd_steps", "laat_spread")
+        self._non_negative("warmup_steps", "weight_decay", "train_seed", "pmg_alpha", "pmg_beta")
+        self._eps("train_eps")
+        self._eps("train_alpha")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"parameter 'momentum' must be in [0, 1), got {self.momentum}")
+
+    def finetune_task(self) -> str:
+        """The fine-tuning set, with 'auto' resolved for the profile."""
+        return finetune_set_for(getattr(self, "profile", "mini")) if self.train_task == "auto" else self.train_task
+
+
+@dataclass(frozen=True)
+class TAIKnobs(Config):
+    """TIMA's image module (TAI): adaptive margins and text-aware distillation."""
+
+    margin_kind: str = knob("asam", 'TAI margin: "asam" (AAAI), "tam" (v1) or "none"')
+    asam_base: float = knob(0.0, "ASAM margin for unrelated classes, cosine units")
+    asam_gain: float = knob(0.05, "ASAM growth per unit of text cosine similarity")
+    offset_weight: float = knob(0.2, "weight of the measured margin offset in the ASAM margin (0: off)")
+    tam_threshold: float = knob(0.5, "TAM: text similarity above which a class pair gets the margin")
+    tam_margin: float = knob(0.1, "TAM margin, cosine units")
+    takd_weight: float = knob(1.0, "weight of text-aware distillation (0: off)")
+    takd_temperature: float = knob(1.0, "temperature of text-aware distillation")
+
+    def check(self) -> None:
+        super().check()
+        self._choice("margin_kind", MARGIN_KINDS)
+        self._non_negative("asam_base", "asam_gain", "tam_margin", "offset_weight", "takd_weight")
+        self._positive("takd_temperature")
+
+    def tai_knobs(self) -> dict[str, object]:
+        """These knobs as a dict (FinetuneConfig overrides)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(TAIKnobs)}
+
+
+@dataclass(frozen=True)
+class IATKnobs(Config):
+    """TIMA's text module (IAT): MHE spreading, semantic consistency, image-aware distillation (Adam on the
+    text projection)."""
+
+    iat_steps: int = knob(150, "Adam steps of text tuning")
+    iat_lr: float = knob(0.002, "text tuning learning rate")
+    mhe_weight: float = knob(1.0, "weight of the MHE energy")
+    mhe_power: float = knob(2.0, "power of the distance in the energy")
+    mhe_bounded: bool = knob(True, "energy 1/(1+d^p) (bounded) or 1/d^p")
+    sc_weight: float = knob(5.0, "weight of the semantic-consistency term (SC-MHE)")
+    iakd_weight: float = knob(1.0, "weight of image-aware distillation (IAKD)")
+    iakd_temperature: float = knob(1.0, "temperature of image-aware distillation")
+    iat_images: int = knob(1024, "fine-tuning images whose pre-trained embeddings feed IAKD")
+
+    def check(self) -> None:
+        super().check()
+        self._positive("iat_steps", "iat_lr", "mhe_power", "iakd_temperature", "iat_images")
+        self._non_negative("mhe_weight", "sc_weight", "iakd_weight")
+
+    def iat_knobs(self) -> dict[str, object]:
+        """These knobs as a dict."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(IATKnobs)}
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class IATConfig(IATKnobs, FinetuneKnobs, BaseConfig):
+    """One IAT text-tuning run (its fine-tuning knobs name the training set and seed)."""
+
+    def key_payload(self) -> dict:
+        """What changes the tuned projection: the IAT knobs, the training set and seed, the backbone."""
+        return {**self.iat_knobs(), "train_task": self.finetune_task(), "train_seed": self.train_seed,
+                "profile": self.profile, "model": self.model, "pretrained": self.pretrained,
+                "checkpoint": self.checkpoint}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TAIKnobs, FinetuneKnobs, BaseConfig):
+    """One adversarial fine-tuning run of one method (the training CLI's flags are exactly these fields)."""
+
+    method: str = knob("tecoa", "fine-tuning objective: " + ", ".join(METHODS))
+    margin_offset: float = knob(0.0, "TAI/ASAM: measured margin offset in cosine units (01's finding 1)")
+    text_source: str = knob("original", 'class text the image side trains against: "original" or "iat"')
+    iat_projection: str = knob("", 'text_source "iat": the tuned text projection file (from 03)')
+    checkpoint_every: int = knob(50, "steps between resumable checkpoints")
+
+    def check(self) -> None:
+        super().check()
+        self._choice("method", list(METHODS))
+        self._choice("text_source", TEXT_SOURCES)
+        self._positive("checkpoint_every")
+        if self.text_source == "iat" and not self.iat_projection:
+            raise ConfigError("parameter 'text_source' = 'iat' needs 'iat_projection' (a file from notebook 03)")
+
+
+# ---------------------------------------------------------------------------------------------- notebooks
+
+
+@dataclass(frozen=True)
+class MiniWorldConfig(BaseConfig):
+    """00_mini_world: the world (or the paper datasets), samples, and the base model's clean/robust accuracy."""
+
+    datasets: list[str] = knob([], "zero-shot datasets to evaluate; empty means all of the profile")
+    n_samples: int = knob(512, "first-N test images per dataset")
+    eps_list: list[float] = knob([0.0, 1.0, 2.0, 4.0, 8.0], "PGD radii in 1/255 units; must contain 0 (clean) and 4")
+    pgd_steps: int = knob(10, "PGD steps (uniform random start, step 1/255)")
+    n_gallery: int = knob(18, "images shown in the gallery")
+
+    def check(self) -> None:
+        super().check()
+        self._positive("n_samples", "pgd_steps", "n_gallery")
+        self._eps("eps_list")
+        self._datasets("datasets")
+        if list(self.eps_list) != sorted(set(self.eps_list)) or 0.0 not in self.eps_list or 4.0 not in self.eps_list:
+            raise ConfigError("parameter 'eps_list' must be strictly increasing and contain 0 (clean) and 4 "
+                              f"(the fragility target), got {list(self.eps_list)}")
         if self.profile == "mini" and self.n_samples > world.TEST_POOL:
-            raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL} on the mini profile "
-                              f"(the size of each test set), got {self.n_samples}")
+            raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL}, got {self.n_samples}")
+
+    def eval_datasets(self) -> list[str]:
+        """The datasets to evaluate (all zero-shot ones of the profile when the parameter is empty)."""
+        return list(self.datasets) or valid_datasets(self.profile)
+
+
+@dataclass(frozen=True)
+class _OneDatasetKnobs(Config):
+    """One dataset attacked at one radius (01 and 02)."""
+
+    dataset: str = knob("objects", "dataset; mini: shapes, colours, patterns, objects, colour_patterns; paper: cifar10, ...")
+    eps: float = knob(4.0, "attack radius in 1/255 units")
+    pgd_steps: int = knob(10, "PGD steps (uniform random start, step 1/255)")
+    attack_loss: str = knob("ce", '"ce" (cross-entropy) or "cw" (margin loss)')
+
+    def check(self) -> None:
+        super().check()
+        self._choice("dataset", valid_datasets(getattr(self, "profile", "mini")))
+        self._eps("eps")
+        self._positive("pgd_steps")
         self._choice("attack_loss", ["ce", "cw"])
 
+    def _n_ok(self) -> None:
+        self._positive("n_samples")
+        if getattr(self, "profile", "mini") == "mini" and getattr(self, "n_samples") > world.TEST_POOL:
+            raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL} on the mini profile "
+                              f"(the size of each test set), got {getattr(self, 'n_samples')}")
+
 
 @dataclass(frozen=True)
-class MarginOffsetConfig(AnalysisConfig):
-    """Parameters of 01_margin_offset: eps is the large radius compared with the smallest of eps_list."""
+class MarginOffsetConfig(_OneDatasetKnobs, BaseConfig):
+    """01_margin_offset: eps is the large radius compared with the smallest of eps_list."""
 
-    eps_list: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+    eps_list: list[float] = knob([1.0, 2.0, 4.0, 8.0], "attack radii in 1/255 units, increasing (eps must be one of them)")
+    n_samples: int = knob(1024, "first-N test images")
 
     def check(self) -> None:
         super().check()
+        self._n_ok()
         self._eps("eps_list")
         if len(self.eps_list) < 2:
             raise ConfigError("parameter 'eps_list' must name at least two eps (1/255 units) to compare")
-        if list(self.eps_list) != sorted(set(self.eps_list)):
-            raise ConfigError(f"parameter 'eps_list' must be strictly increasing, got {list(self.eps_list)}")
+        self._increasing("eps_list")
         if self.eps not in self.eps_list or self.eps == self.eps_list[0]:
             raise ConfigError(f"parameter 'eps' = {self.eps} must be one of eps_list {list(self.eps_list)} "
                               "other than the smallest (it is the large radius of the headline comparison)")
 
 
 @dataclass(frozen=True)
-class MiniWorldConfig(BaseConfig):
-    """Parameters of 00_mini_world (the embedded default only)."""
+class AnalysisConfig(_OneDatasetKnobs, BaseConfig):
+    """02_margin_vs_similarity."""
 
-    n_samples: int = 512
-    eps_list: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0])
-    pgd_steps: int = 10
-    n_gallery: int = 18
+    n_samples: int = knob(2048, "first-N test images")
 
     def check(self) -> None:
         super().check()
-        self._choice("profile", ["mini"])
-        self._positive("n_samples", "pgd_steps", "n_gallery")
-        self._eps("eps_list")
-        if list(self.eps_list) != sorted(set(self.eps_list)) or 0.0 not in self.eps_list or 4.0 not in self.eps_list:
-            raise ConfigError("parameter 'eps_list' must be strictly increasing and contain 0 (clean) and 4 "
-                              f"(the fragility target), got {list(self.eps_list)}")
-        if self.n_samples > world.TEST_POOL:
-            raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL}, got {self.n_samples}")
-
-
-def _datasets_ok(cfg: BaseConfig, name: str) -> None:
-    allowed = valid_datasets(cfg.profile)
-    bad = [d for d in getattr(cfg, name) if d not in allowed]
-    if bad:
-        raise ConfigError(f"parameter {name!r} has unknown dataset(s) {bad}; choose from {allowed} (empty: all)")
+        self._n_ok()
 
 
 @dataclass(frozen=True)
-class MethodsConfig(BaseConfig):
-    """Shared parameters of 03_iat and 04_tai: evaluation, and the adversarial fine-tuning they pair with."""
+class _EvalKnobs(Config):
+    """Zero-shot evaluation of fine-tuned models (03, 04)."""
 
-    eps: float = 4.0
-    n_samples: int = 512
-    pgd_steps: int = 10
-    datasets: list[str] = field(default_factory=list)
-    finetune_steps: int = 200
-    finetune_lr: float = 0.001
-    train_eps: float = 1.0
+    datasets: list[str] = knob([], "zero-shot datasets to evaluate; empty means all of the profile")
+    n_samples: int = knob(512, "first-N test images per dataset")
+    eps: float = knob(4.0, "large radius in 1/255 units: evaluation and margin-offset calibration")
+    pgd_steps: int = knob(10, "evaluation PGD steps (random start, step 1/255)")
 
     def check(self) -> None:
         super().check()
         self._eps("eps")
-        self._eps("train_eps")
-        self._positive("n_samples", "pgd_steps", "finetune_steps", "finetune_lr")
-        _datasets_ok(self, "datasets")
-        if self.profile == "mini" and self.n_samples > world.TEST_POOL:
+        self._positive("n_samples", "pgd_steps")
+        self._datasets("datasets")
+        if getattr(self, "profile", "mini") == "mini" and self.n_samples > world.TEST_POOL:
             raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL} on the mini profile")
 
     def eval_datasets(self) -> list[str]:
         """The datasets to evaluate (all zero-shot ones of the profile when the parameter is empty)."""
-        return list(self.datasets) or valid_datasets(self.profile)
+        return list(self.datasets) or valid_datasets(getattr(self, "profile", "mini"))
 
-    def finetune_config(self, method: str, **overrides: object):
-        """The FinetuneConfig of `method` under these shared settings."""
-        from nbhelpers.training import FinetuneConfig
 
-        overrides.setdefault("train_task", world.FINETUNE_TASK if self.profile == "mini" else "tinyimagenet")
-        return FinetuneConfig.from_params(profile=self.profile, seed=self.seed, device=self.device,
-                                          batch_size=self.batch_size, checkpoint=self.checkpoint,
-                                          data_root=self.data_root, method=method, steps=self.finetune_steps,
-                                          lr=self.finetune_lr, train_eps=self.train_eps, **overrides)
+class _RunsMixin:
+    """Builds the run configs (fine-tuning, IAT) of a notebook config from its shared knob fields."""
+
+    def finetune_config(self, method: str, **overrides: object) -> FinetuneConfig:
+        """The FinetuneConfig of `method` under this config's shared knobs (TAI knobs included if it has them)."""
+        names = set(FinetuneConfig.field_names()) - {"method", "margin_offset", "text_source", "iat_projection",
+                                                      "checkpoint_every"}
+        params = {n: getattr(self, n) for n in names if hasattr(self, n)}
+        return FinetuneConfig.from_params(**{**params, "method": method, **overrides})
+
+    def iat_config(self, **overrides: object) -> IATConfig:
+        """The IATConfig of this config's IAT knobs (overrides switch terms off for the ablation variants)."""
+        params = {n: getattr(self, n) for n in IATConfig.field_names() if hasattr(self, n)}
+        return IATConfig.from_params(**{**params, **overrides})
 
 
 @dataclass(frozen=True)
-class IATNotebookConfig(MethodsConfig):
-    """Parameters of 03_iat."""
+class IATNotebookConfig(_RunsMixin, _EvalKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+    """03_iat: text tuning three ways, paired with the pre-trained and a TeCoA image tower."""
 
-    iat_steps: int = 150
-    iat_lr: float = 0.002
-    mhe_weight: float = 1.0
-    mhe_power: float = 2.0
-    mhe_bounded: bool = True
-    sc_weight: float = 5.0
-    kd_weight: float = 1.0
-    laat_spread: float = 1.5
-
-    def check(self) -> None:
-        super().check()
-        self._positive("iat_steps", "iat_lr", "mhe_power", "laat_spread")
-        self._non_negative("mhe_weight", "sc_weight", "kd_weight")
-
-    def iat_variants(self) -> dict:
+    def iat_variants(self) -> dict[str, IATConfig]:
         """IATConfig per text variant: MHE alone, SC-MHE (+ consistency), IAT (SC-MHE + image-aware KD)."""
-        from nbhelpers.text_tuning import IATConfig
-
-        common = dict(profile=self.profile, seed=self.seed, device=self.device, checkpoint=self.checkpoint,
-                      data_root=self.data_root, steps=self.iat_steps, lr=self.iat_lr, mhe_weight=self.mhe_weight,
-                      mhe_power=self.mhe_power, mhe_bounded=self.mhe_bounded)
-        return {"MHE": IATConfig.from_params(**common, sc_weight=0.0, kd_weight=0.0),
-                "SC-MHE": IATConfig.from_params(**common, sc_weight=self.sc_weight, kd_weight=0.0),
-                "IAT (SC-MHE + IAKD)": IATConfig.from_params(**common, sc_weight=self.sc_weight,
-                                                              kd_weight=self.kd_weight)}
+        return {"MHE": self.iat_config(sc_weight=0.0, iakd_weight=0.0),
+                "SC-MHE": self.iat_config(iakd_weight=0.0),
+                "IAT (SC-MHE + IAKD)": self.iat_config()}
 
 
 @dataclass(frozen=True)
-class TAIKnobsConfig(MethodsConfig):
-    """MethodsConfig plus the knobs of TIMA's TAI module (shared by 04_tai and 05_evaluation, so they share trained models)."""
+class TAINotebookConfig(_RunsMixin, _EvalKnobs, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+    """04_tai: TAI and TIMA trained beside the baselines, evaluated at eval_eps_list."""
 
-    margin_kind: str = "asam"
-    asam_base: float = 0.0
-    asam_gain: float = 0.05
-    tam_threshold: float = 0.5
-    tam_margin: float = 0.1
-    offset_weight: float = 0.2
-    takd_weight: float = 1.0
-
-    def check(self) -> None:
-        super().check()
-        self._choice("margin_kind", ["asam", "tam", "none"])
-        self._non_negative("asam_base", "asam_gain", "tam_margin", "offset_weight", "takd_weight")
-
-    def tai_knobs(self, margin_offset: float) -> dict:
-        """FinetuneConfig overrides of the TAI method, given the measured margin offset (cosine units)."""
-        return dict(margin_kind=self.margin_kind, asam_base=self.asam_base, asam_gain=self.asam_gain,
-                    tam_threshold=self.tam_threshold, tam_margin=self.tam_margin, offset_weight=self.offset_weight,
-                    margin_offset=margin_offset, takd_weight=self.takd_weight)
-
-
-@dataclass(frozen=True)
-class TAINotebookConfig(TAIKnobsConfig):
-    """Parameters of 04_tai."""
-
-    eval_eps_list: list[float] = field(default_factory=lambda: [1.0, 4.0])
-    baselines: list[str] = field(default_factory=lambda: ["tecoa", "pmg_aft"])
-    with_iat: bool = True
+    eval_eps_list: list[float] = knob([1.0, 4.0], "evaluation radii in 1/255 units (clean is always added)")
+    baselines: list[str] = knob(["tecoa", "pmg_aft"], "engine methods trained beside TAI")
+    with_iat: bool = knob(True, "also train TIMA (IAT text tuning, then TAI on it)")
 
     def check(self) -> None:
         super().check()
         self._eps("eval_eps_list")
-        if list(self.eval_eps_list) != sorted(set(self.eval_eps_list)) or not self.eval_eps_list:
-            raise ConfigError(f"parameter 'eval_eps_list' must be non-empty and increasing, got {self.eval_eps_list}")
-        from nbhelpers.training import METHODS
-
+        self._increasing("eval_eps_list")
         bad = [m for m in self.baselines if m not in METHODS or m == "tai"]
         if bad:
             raise ConfigError(f"parameter 'baselines' has unknown method(s) {bad}; choose from "
@@ -297,59 +502,118 @@ class TAINotebookConfig(TAIKnobsConfig):
 
 
 @dataclass(frozen=True)
-class EvaluationConfig(TAIKnobsConfig):
-    """Parameters of 05_evaluation: models x datasets x attacks x eps, first-N, resumable."""
+class EvaluationConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+    """05_evaluation: models x datasets x attacks x eps, first-N, resumable."""
 
-    models: list[str] = field(default_factory=lambda: ["zero_shot", "ft_standard", "tecoa", "pmg_aft", "laat",
-                                                       "tai", "tima"])
-    eps_list: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
-    attacks: list[str] = field(default_factory=lambda: ["pgd10"])
-    strong_attacks: list[str] = field(default_factory=lambda: ["cw10", "pgd100", "aa"])
-    strong_eps_list: list[float] = field(default_factory=lambda: [4.0])
-    strong_datasets: list[str] = field(default_factory=list)
-    n_strong: int = 32
-    include_finetune_set: bool = True
-    rerun: bool = False
-    large_eps: float = 32.0
-    analysis_dataset: str = ""
-    analysis_n: int = 256
-    fast_attacks: bool = True
-    amp: bool = False
+    models: list[str] = knob(["zero_shot", "ft_standard", "tecoa", "pmg_aft", "laat", "tai", "tima"],
+                             "models to evaluate: " + ", ".join(EVAL_MODELS))
+    datasets: list[str] = knob([], "zero-shot datasets; empty means all of the profile")
+    include_finetune_set: bool = knob(True, "also evaluate the fine-tuning set (marked not zero-shot)")
+    eps_list: list[float] = knob([1.0, 2.0, 4.0, 8.0], "radii of the cheap attacks, 1/255 units (clean is always added)")
+    attacks: list[str] = knob(["pgd10"], "attacks at every eps on n_samples images: " + ", ".join(ATTACKS))
+    strong_attacks: list[str] = knob(["cw10", "pgd100", "aa"], "attacks on the first n_strong images at strong_eps_list")
+    strong_eps_list: list[float] = knob([4.0], "radii of the strong attacks, 1/255 units")
+    n_strong_datasets: int = knob(1, "strong attacks run on the first k evaluated datasets; 0 means all")
+    n_samples: int = knob(128, "first-N test images per dataset")
+    n_strong: int = knob(32, "first-N of the same images for the strong attacks")
+    eps: float = knob(4.0, "large radius: TAI margin calibration and findings 1 and 2 per model, 1/255 units")
+    pgd_steps: int = knob(10, "PGD steps of the margin-offset measurements")
+    large_eps: float = knob(32.0, "sanity check: accuracy at this radius must be about zero, 1/255 units")
+    analysis_dataset: str = knob("", "dataset of the per-model findings; empty means the last zero-shot one")
+    analysis_n: int = knob(256, "images for the per-model findings")
+    rerun: bool = knob(False, "recompute cells already stored in results/05_evaluation.jsonl")
+    fast_attacks: bool = knob(True, "same-math faster layers in the attacks (nbhelpers/fastpath.py)")
 
     def check(self) -> None:
         super().check()
-        from nbhelpers.grid import ATTACKS
-        from nbhelpers.suite import EVAL_MODELS
-
         bad = [m for m in self.models if m not in EVAL_MODELS]
         if bad or not self.models:
-            raise ConfigError(f"parameter 'models' has unknown model(s) {bad}; choose from {sorted(EVAL_MODELS)}")
+            raise ConfigError(f"parameter 'models' has unknown model(s) {bad}; choose from {list(EVAL_MODELS)}")
         for name in ("attacks", "strong_attacks"):
             bad = [a for a in getattr(self, name) if a not in ATTACKS]
             if bad:
-                raise ConfigError(f"parameter {name!r} has unknown attack(s) {bad}; choose from {sorted(ATTACKS)}")
+                raise ConfigError(f"parameter {name!r} has unknown attack(s) {bad}; choose from {list(ATTACKS)}")
         if not self.attacks and not self.strong_attacks:
             raise ConfigError("parameters 'attacks' and 'strong_attacks' are both empty: nothing to evaluate")
         for name in ("eps_list", "strong_eps_list"):
             self._eps(name)
-            values = list(getattr(self, name))
-            if values != sorted(set(values)) or 0.0 in values:
-                raise ConfigError(f"parameter {name!r} must be increasing, without 0 (clean is always added), "
-                                  f"got {values}")
+            self._increasing(name, allow_empty=True)
+            if 0.0 in getattr(self, name):
+                raise ConfigError(f"parameter {name!r} must not contain 0 (clean is always added)")
+        self._eps("eps")
         self._eps("large_eps")
-        self._positive("n_strong", "large_eps", "analysis_n")
-        _datasets_ok(self, "strong_datasets")
+        self._positive("n_samples", "n_strong", "large_eps", "analysis_n", "pgd_steps")
+        self._non_negative("n_strong_datasets")
+        self._datasets("datasets")
         if self.analysis_dataset:
             self._choice("analysis_dataset", valid_datasets(self.profile))
+        if self.profile == "mini" and self.n_samples > world.TEST_POOL:
+            raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL} on the mini profile")
         if self.n_strong > self.n_samples:
             raise ConfigError(f"parameter 'n_strong' ({self.n_strong}) must be <= 'n_samples' ({self.n_samples}): "
                               "strong attacks run on the first n_strong of the same images")
 
+    def eval_datasets(self) -> list[str]:
+        """The zero-shot datasets to evaluate (all of the profile when the parameter is empty)."""
+        return list(self.datasets) or valid_datasets(self.profile)
+
     def finetune_set(self) -> str:
         """The dataset the models are fine-tuned on (evaluated too, marked not zero-shot)."""
-        return self.finetune_config("tecoa").train_task
+        return self.finetune_task()
 
     def grid_datasets(self) -> list[str]:
         """Zero-shot datasets to evaluate, then the fine-tuning set if include_finetune_set."""
         sets = [d for d in self.eval_datasets() if d != self.finetune_set()]
         return sets + [self.finetune_set()] if self.include_finetune_set else sets
+
+    def strong_datasets(self) -> list[str]:
+        """Datasets of the strong attacks: the first n_strong_datasets of grid_datasets (all if 0)."""
+        sets = self.grid_datasets()
+        return sets[:self.n_strong_datasets] if self.n_strong_datasets else sets
+
+
+NOTEBOOK_CONFIGS: dict[str, type[BaseConfig]] = {
+    "00_mini_world": MiniWorldConfig,
+    "01_margin_offset": MarginOffsetConfig,
+    "02_margin_vs_similarity": AnalysisConfig,
+    "03_iat": IATNotebookConfig,
+    "04_tai": TAINotebookConfig,
+    "05_evaluation": EvaluationConfig,
+}
+
+
+def _literal(value: object) -> str:
+    """Python source of a default as papermill reads it (double-quoted strings, as JSON for lists of them)."""
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, (str, float, int)) and
+                                                                 not isinstance(v, bool) for v in value)):
+        return json.dumps(value)
+    return repr(value)
+
+
+_GROUPS = (("the backbone, data and device", BaseConfig), ("fine-tuning recipe (shared by 03-05 and the training CLI)",
+           FinetuneKnobs), ("IAT, TIMA's text module (shared by 03-05)", IATKnobs),
+           ("TAI, TIMA's image module (shared by 04, 05 and the training CLI)", TAIKnobs))
+
+
+def parameters_cell(cls: type[Config]) -> str:
+    """The source of a notebook's papermill `parameters` cell: `name: type = value  # help`, one per field;
+    profile first, then the notebook's own parameters, then each shared knob set under a comment line."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    shared = {title: [f.name for f in dataclasses.fields(group) if f.name in fields]
+              for title, group in _GROUPS if issubclass(cls, group)}
+    taken = {name for names in shared.values() for name in names}
+    own = [name for name in fields if name not in taken]
+
+    def line(name: str) -> str:
+        f, hint = fields[name], hints[name]
+        type_name = "list" if typing.get_origin(hint) in (list, tuple) else _type_name(hint)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        return f"{name}: {type_name} = {_literal(default)}  # {f.metadata.get('help', '')}"
+
+    base = shared.pop(_GROUPS[0][0])
+    lines = [line("profile"), *map(line, own)]
+    for title, names in shared.items():
+        lines += [f"# --- {title}", *map(line, names)]
+    lines += [f"# --- {_GROUPS[0][0]}", *(line(n) for n in base if n != "profile")]
+    return "\n".join(lines)

@@ -27,28 +27,11 @@ from tqdm.auto import tqdm
 
 from nbhelpers import analysis, data as data_mod, metrics, paths
 from nbhelpers import attacks as attack_mod
+from nbhelpers.attacks import ATTACKS, AttackSpec  # noqa: F401 - re-exported for notebooks
 from nbhelpers.utils import atomic_path, code_version
 from nbhelpers.zeroshot import ZeroShotClassifier, model_fingerprint
 
 
-@dataclass(frozen=True)
-class AttackSpec:
-    """How an attack is run: 'pgd' (our PGD with steps and loss) or 'autoattack' (torchattacks, a version)."""
-
-    kind: str
-    label: str
-    steps: int = 0
-    loss: str = "ce"
-    version: str = ""
-
-
-ATTACKS: dict[str, AttackSpec] = {
-    "pgd10": AttackSpec("pgd", "PGD-10", steps=10, loss="ce"),
-    "pgd100": AttackSpec("pgd", "PGD-100", steps=100, loss="ce"),
-    "cw10": AttackSpec("pgd", "CW-PGD-10", steps=10, loss="cw"),
-    "aa": AttackSpec("autoattack", "AutoAttack (APGD-CE + APGD-T)", version="apgd"),
-    "aa_full": AttackSpec("autoattack", "AutoAttack (standard, + FAB-T + Square)", version="standard"),
-}
 KEY_FIELDS = ("profile", "model", "dataset", "attack", "eps", "n_requested", "seed")
 
 

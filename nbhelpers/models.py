@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from nbhelpers import paths
+from nbhelpers.utils import file_fingerprint
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -132,35 +133,46 @@ def _openai_weights_cached() -> str | None:
     return None
 
 
-def _resolve_paper_weights(pretrained: str | None, *, allow_download: bool) -> str | None:
-    """Turn 'openai' / a file path / None into what open_clip should load, failing fast when it is missing."""
-    if pretrained is None or pretrained == "random":
+def _resolve_open_clip_weights(model: str, pretrained: str, checkpoint: str, *, allow_download: bool) -> str | None:
+    """What open_clip should load for (model, pretrained, checkpoint): a file, a tag, or None (random), failing
+    fast with a message that says what to put where when the weights are not on this machine."""
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist; pass an existing {model} "
+                                    "weights file (OpenAI's .pt or an open_clip checkpoint).")
+        return str(path)
+    if pretrained == "none":
         return None
-    if pretrained == "openai":
+    tag = "openai" if pretrained == "auto" else pretrained
+    if model == PAPER_MODEL_NAME and tag == "openai":
         cached = _openai_weights_cached()
-        if cached is not None or allow_download:
-            return cached or "openai"
-        raise FileNotFoundError(
-            "ViT-B-32 OpenAI weights are not on this machine and downloads are off (allow_download=False). "
-            f"Either pass checkpoint='/path/to/ViT-B-32.pt' (OpenAI's file or an open_clip checkpoint), or "
-            f"put the Hugging Face repo '{_OPENAI_HF_REPO}' (file {_OPENAI_HF_FILES[0]}) in the HF cache "
-            "(HF_HOME), e.g. by running `open_clip.create_model('ViT-B-32', pretrained='openai')` once on a "
-            "machine with internet, or call with allow_download=True where the network allows it.")
-    path = Path(pretrained).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist; pass an existing ViT-B-32 "
-                                "weights file, 'openai' or 'random'.")
-    return str(path)
+        if cached is not None:
+            return cached
+    if allow_download:
+        return tag
+    raise FileNotFoundError(
+        f"{model} weights {tag!r} are not on this machine and downloads are off (allow_download=False). "
+        f"Pass checkpoint='/path/to/{model}.pt' (OpenAI's file or an open_clip checkpoint), or put the weights "
+        f"in the Hugging Face cache (for ViT-B-32/openai: repo '{_OPENAI_HF_REPO}', file {_OPENAI_HF_FILES[0]}), "
+        "e.g. by running `open_clip.create_model(model, pretrained=tag)` once on a machine with internet; "
+        "pretrained='none' gives random weights.")
 
 
-def build_paper_clip(*, pretrained: str | None = "openai", allow_download: bool = False) -> ClipModel:
-    """open_clip ViT-B-32 (QuickGELU, as OpenAI's) with weights 'openai', a local file, or None/'random'."""
-    weights = _resolve_paper_weights(pretrained, allow_download=allow_download)
+def build_open_clip(model: str = PAPER_MODEL_NAME, *, pretrained: str = "auto", checkpoint: str = "",
+                    allow_download: bool = False) -> ClipModel:
+    """An open_clip architecture (OpenAI-style QuickGELU for OpenAI weights) with weights from a file, a
+    pretrained tag ('auto' = 'openai'), or random ('none')."""
+    if model not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip architecture {model!r}; choose one of open_clip.list_models(), "
+                         f"e.g. {PAPER_MODEL_NAME}")
+    weights = _resolve_open_clip_weights(model, pretrained, checkpoint, allow_download=allow_download)
+    quick_gelu = pretrained in ("auto", "openai") or bool(checkpoint)
     with _quiet_open_clip() if weights is None else contextlib.nullcontext():
-        clip = open_clip.create_model(PAPER_MODEL_NAME, pretrained=weights, force_quick_gelu=True,
-                                      weights_only=True)
-    return ClipModel(clip, tokenizer=open_clip.get_tokenizer(PAPER_MODEL_NAME), image_size=224,
-                     model_name=PAPER_MODEL_NAME)
+        clip = open_clip.create_model(model, pretrained=weights, force_quick_gelu=quick_gelu, weights_only=True)
+    size = clip.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    return ClipModel(clip, tokenizer=open_clip.get_tokenizer(model), image_size=size, model_name=model)
 
 
 def paper_preprocess(image_size: int = 224) -> Callable:
@@ -179,29 +191,62 @@ def mini_preprocess(image_size: int = 32) -> Callable:
         im.convert("RGB"))), T.Resize((image_size, image_size), antialias=True)])
 
 
-def create_model_and_transforms(profile: str = "mini", *, checkpoint: str | os.PathLike | None = None,
-                                device: torch.device | str = "cpu", allow_download: bool = False,
-                                train_if_missing: bool = True) -> tuple[ClipModel, Callable]:
-    """(model in eval mode on device, preprocess) for a profile; weights from checkpoint or the profile default.
+def load_mini_clip(path: str | os.PathLike) -> ClipModel:
+    """Load a mini CLIP from a safetensors checkpoint (safe: tensors only), checking it is a mini CLIP."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
 
-    mini: checkpoint defaults to the committed ``checkpoints/mini_clip.safetensors``; if it is missing and
-    train_if_missing, it is trained (a few minutes on 2 CPU cores). paper: checkpoint is 'openai' (default), a
-    file path, or 'random' (random weights, for tests).
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if meta.get("model_name") != MINI_MODEL_NAME:
+        raise ValueError(f"{path} is not a {MINI_MODEL_NAME} checkpoint (model_name={meta.get('model_name')!r})")
+    if json.loads(meta["config"]) != mini_model_config():
+        raise ValueError(f"{path} was trained with another mini-clip config than nbhelpers/model_configs has")
+    model = build_mini_clip()
+    model.clip.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def create_model_and_transforms(profile: str = "mini", *, model: str = "auto", pretrained: str = "auto",
+                                checkpoint: str | os.PathLike | None = "", device: torch.device | str = "cpu",
+                                allow_download: bool = False) -> tuple[ClipModel, Callable]:
+    """(model in eval mode on device, preprocess) for a profile: one call, as open_clip's.
+
+    mini: the mini CLIP from ``checkpoint`` or the committed ``checkpoints/mini_clip.safetensors``
+    (pretrained='none': random init). A missing file is an error naming ``make pretrain``; loading never trains.
+    paper: the open_clip architecture ``model`` ('auto' = ViT-B-32) with weights from ``checkpoint``, the
+    ``pretrained`` tag ('auto' = 'openai'), or random ('none').
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     if profile == "mini":
-        from nbhelpers import pretrain
-
-        path = Path(checkpoint) if checkpoint else paths.MINI_CHECKPOINT
-        if not path.is_file():
-            if checkpoint or not train_if_missing:
-                raise FileNotFoundError(f"mini CLIP checkpoint {str(path)!r} not found; make it with "
-                                        "`python -m nbhelpers.pretrain`.")
-            pretrain.pretrain_mini_clip(out=path, device=device)
-        model, preprocess = pretrain.load_mini_clip(path), mini_preprocess(PROFILES["mini"].image_size)
+        if model not in ("auto", MINI_MODEL_NAME):
+            raise ValueError(f"the mini profile uses {MINI_MODEL_NAME!r}; got model={model!r}")
+        if pretrained == "none" and not checkpoint:
+            clip = build_mini_clip()
+        else:
+            path = Path(checkpoint) if checkpoint else paths.MINI_CHECKPOINT
+            if not path.is_file():
+                raise FileNotFoundError(f"mini CLIP checkpoint {str(path)!r} not found; make it with `make pretrain` "
+                                        "(= python -m nbhelpers.pretrain, about 7 minutes on 2 CPU cores).")
+            clip = load_mini_clip(path)
+        preprocess = mini_preprocess(PROFILES["mini"].image_size)
     else:
-        model = build_paper_clip(pretrained=str(checkpoint) if checkpoint else "openai",
-                                 allow_download=allow_download)
-        preprocess = paper_preprocess(PROFILES["paper"].image_size)
-    return model.to(device).eval(), preprocess
+        arch = PAPER_MODEL_NAME if model == "auto" else model
+        clip = build_open_clip(arch, pretrained=pretrained, checkpoint=str(checkpoint or ""),
+                               allow_download=allow_download)
+        preprocess = paper_preprocess(clip.image_size)
+    return clip.to(device).eval(), preprocess
+
+
+def weights_identity(profile: str, *, model: str = "auto", pretrained: str = "auto",
+                     checkpoint: str | os.PathLike | None = "") -> dict[str, str]:
+    """What identifies the base weights in a cache key: architecture, tag, and the sha256 of the weights file."""
+    arch = (MINI_MODEL_NAME if profile == "mini" else PAPER_MODEL_NAME) if model == "auto" else model
+    path: str | None = str(checkpoint) if checkpoint else None
+    if path is None and profile == "mini" and pretrained != "none":
+        path = str(paths.MINI_CHECKPOINT)
+    if path is None and profile == "paper" and pretrained in ("auto", "openai") and arch == PAPER_MODEL_NAME:
+        path = _openai_weights_cached()
+    return {"profile": profile, "model": arch, "pretrained": pretrained,
+            "weights_sha256": file_fingerprint(path) if path and os.path.isfile(path) else "none"}

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from nbhelpers import paths, world
 from nbhelpers.models import MINI_MODEL_NAME, ClipModel, build_mini_clip, mini_model_config
+from nbhelpers.zeroshot import ZeroShotClassifier
 from nbhelpers.utils import atomic_path, code_version, select_device, sha256_file
 
 DEFAULTS: dict[str, float | int] = {"steps": 1000, "batch_size": 256, "lr": 2e-3, "weight_decay": 0.05,
@@ -53,8 +54,6 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def quick_zero_shot(model: ClipModel, *, n: int = 512, device: torch.device | str = "cpu",
                     seed: int = 0) -> dict[str, float]:
     """Clean zero-shot accuracy (fraction) of the model on each mini-world zero-shot task (first n test images)."""
-    from nbhelpers.zeroshot import ZeroShotClassifier
-
     model.eval()
     out = {}
     for task in world.ZERO_SHOT_TASKS:
@@ -99,21 +98,6 @@ def save_mini_clip(model: ClipModel, path: str | os.PathLike, *, metadata: dict)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
     return Path(path)
-
-
-def load_mini_clip(path: str | os.PathLike) -> ClipModel:
-    """Load a mini CLIP from a safetensors checkpoint (safe: tensors only), checking it is a mini CLIP."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    if meta.get("model_name") != MINI_MODEL_NAME:
-        raise ValueError(f"{path} is not a {MINI_MODEL_NAME} checkpoint (model_name={meta.get('model_name')!r})")
-    if json.loads(meta["config"]) != mini_model_config():
-        raise ValueError(f"{path} was trained with another mini-clip config than nbhelpers/model_configs has")
-    model = build_mini_clip()
-    model.clip.load_state_dict(load_file(str(path)))
-    return model.eval()
 
 
 def pretrain_mini_clip(*, out: str | os.PathLike = paths.MINI_CHECKPOINT, device: torch.device | str = "cpu",

@@ -14,21 +14,12 @@ from pathlib import Path
 import torch
 
 from nbhelpers import losses, text_tuning, training
-from nbhelpers.config import TAIKnobsConfig
+from nbhelpers.config import EVAL_MODELS, EvaluationConfig, TAINotebookConfig
 from nbhelpers.evaluation import EmbeddingFn, text_embedder
 from nbhelpers.models import ClipModel
 
-EVAL_MODELS: dict[str, str] = {
-    "zero_shot": "zero-shot CLIP",
-    "ft_standard": "FT-Standard",
-    "tecoa": "TeCoA",
-    "pmg_aft": "PMG-AFT",
-    "laat": "LAAT-style",
-    "fare": "FARE",
-    "tai": "TAI (TIMA w/o IAT)",
-    "iat_tecoa": "IAT + TeCoA (TIMA w/o TAI)",
-    "tima": "TIMA (IAT + TAI)",
-}
+RunsConfig = TAINotebookConfig | EvaluationConfig  # the notebook configs that carry every knob set
+
 NEEDS_OFFSET = {"tai", "tima"}
 NEEDS_IAT = {"tima", "iat_tecoa"}
 
@@ -57,30 +48,27 @@ def zero_shot_model(base: ClipModel, *, device: torch.device | str = "cpu") -> E
     return EvalModel("zero_shot", EVAL_MODELS["zero_shot"], base, text_embedder(base, device=device), "original")
 
 
-def margin_offset_for(cfg: TAIKnobsConfig, base: ClipModel, *, device: torch.device | str) -> dict[str, float]:
+def margin_offset_for(cfg: RunsConfig, base: ClipModel, *, device: torch.device | str) -> dict[str, float]:
     """The 01 margin offset between train_eps and cfg.eps on the fine-tuning task (calibrates ASAM)."""
     return training.measure_margin_offset(base, cfg.finetune_config("tai"), eps_large=cfg.eps, steps=cfg.pgd_steps,
                                           device=device)
 
 
-def iat_projection_for(cfg: TAIKnobsConfig, base: ClipModel, *, preprocess: Callable | None = None,
+def iat_projection_for(cfg: RunsConfig, base: ClipModel, *, preprocess: Callable | None = None,
                        device: torch.device | str, progress: bool = True) -> Path:
     """Path of the IAT text projection (tuned on the fine-tuning task once, then cached by config)."""
     train = training.TrainData(cfg.finetune_config("tai"), preprocess=preprocess)
-    iat_cfg = text_tuning.IATConfig(profile=cfg.profile, seed=cfg.seed, checkpoint=cfg.checkpoint,
-                                    data_root=cfg.data_root)
-    images = train.images
-    if images is None:  # paper scale: the first n_images of the fine-tuning set
-        images = torch.stack([train.dataset[i][0] for i in range(min(iat_cfg.n_images, train.n))])
+    iat_cfg = cfg.iat_config()
+    images = train.first_images(iat_cfg.iat_images)
     path, _ = text_tuning.load_or_tune_projection(base, iat_cfg, classnames=train.classnames,
                                                   templates=train.templates, images=images, device=device,
                                                   progress=progress)
     return path
 
 
-def finetune_configs(cfg: TAIKnobsConfig, names: list[str], *, margin_offset: float = 0.0,
+def finetune_configs(cfg: RunsConfig, names: list[str], *, margin_offset: float = 0.0,
                      iat_path: str | Path = "") -> dict[str, training.FinetuneConfig]:
-    """FinetuneConfig of each fine-tuned model in names (zero_shot has none; iat_tecoa reuses TeCoA's)."""
+    """FinetuneConfig of each fine-tuned model in names (zero_shot has none)."""
     _check_names(names)
     if NEEDS_IAT & set(names) and not iat_path:
         raise ValueError(f"models {sorted(NEEDS_IAT & set(names))} need an IAT projection (iat_path)")
@@ -89,18 +77,18 @@ def finetune_configs(cfg: TAIKnobsConfig, names: list[str], *, margin_offset: fl
         if name == "zero_shot":
             continue
         if name == "tai":
-            out[name] = cfg.finetune_config("tai", **cfg.tai_knobs(margin_offset))
+            out[name] = cfg.finetune_config("tai", margin_offset=margin_offset)
         elif name == "tima":
-            out[name] = cfg.finetune_config("tai", **cfg.tai_knobs(margin_offset), text_source="iat",
+            out[name] = cfg.finetune_config("tai", margin_offset=margin_offset, text_source="iat",
                                             iat_projection=str(iat_path))
-        elif name == "iat_tecoa":
-            out[name] = cfg.finetune_config("tecoa")
+        elif name == "iat_tecoa":  # TIMA without TAI: TeCoA trained against the IAT-tuned text
+            out[name] = cfg.finetune_config("tecoa", text_source="iat", iat_projection=str(iat_path))
         else:
             out[name] = cfg.finetune_config(name)
     return out
 
 
-def prepare_models(cfg: TAIKnobsConfig, names: list[str], *, base: ClipModel, preprocess: Callable | None = None,
+def prepare_models(cfg: RunsConfig, names: list[str], *, base: ClipModel, preprocess: Callable | None = None,
                    device: torch.device | str = "cpu", margin_offset: dict | None = None,
                    progress: bool = True) -> tuple[dict[str, EvalModel], dict]:
     """Every named model ready for evaluation (trained on demand, else from the cache) and what was measured on the way.

@@ -8,7 +8,9 @@ and it leaves the text transformer and the whole image side untouched.
 from __future__ import annotations
 
 import copy
+import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,33 +20,10 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from nbhelpers import losses, world
-from nbhelpers.config import BaseConfig
-from nbhelpers.models import ClipModel
-from nbhelpers.utils import atomic_path, code_version
-
-
-@dataclass(frozen=True)
-class IATConfig(BaseConfig):
-    """IAT knobs: loss weights (0 switches a term off), MHE form, optimiser (Adam), steps."""
-
-    train_task: str = "pattern_shapes"
-    steps: int = 150
-    lr: float = 0.002
-    mhe_weight: float = 1.0
-    mhe_power: float = 2.0
-    mhe_bounded: bool = True
-    sc_weight: float = 5.0
-    kd_weight: float = 1.0
-    kd_temperature: float = 1.0
-    n_images: int = 1024
-
-    def check(self) -> None:
-        super().check()
-        if self.profile == "mini":
-            self._choice("train_task", [world.FINETUNE_TASK])
-        self._positive("steps", "lr", "mhe_power", "kd_temperature", "n_images")
-        self._non_negative("mhe_weight", "sc_weight", "kd_weight")
+from nbhelpers import losses, paths
+from nbhelpers.config import IATConfig
+from nbhelpers.models import ClipModel, weights_identity
+from nbhelpers.utils import atomic_path, code_version, content_key, source_fingerprint
 
 
 @dataclass
@@ -68,15 +47,15 @@ def tune_text(base: ClipModel, cfg: IATConfig, *, classnames: list[str], templat
         original = _class_mean(base.encode_text(tokens), n_t)
         img_emb = torch.cat([base.encode_image(images[i:i + 256].to(device)) for i in range(0, len(images), 256)])
     scale = base.logit_scale()
-    opt = torch.optim.Adam([model.clip.text_projection], lr=cfg.lr)
+    opt = torch.optim.Adam([model.clip.text_projection], lr=cfg.iat_lr)
     rows = []
     t0 = time.time()
-    for step in tqdm(range(cfg.steps), desc="IAT", disable=not progress, mininterval=2):
+    for step in tqdm(range(cfg.iat_steps), desc="IAT", disable=not progress, mininterval=2):
         tuned = _class_mean(model.encode_text(tokens), n_t)
         mhe = losses.mhe_energy(tuned, power=cfg.mhe_power, bounded=cfg.mhe_bounded)
         sc = losses.semantic_consistency(tuned, original)
-        kd = losses.image_aware_kd(img_emb, tuned, original, scale=scale, temperature=cfg.kd_temperature)
-        loss = cfg.mhe_weight * mhe + cfg.sc_weight * sc + cfg.kd_weight * kd
+        kd = losses.image_aware_kd(img_emb, tuned, original, scale=scale, temperature=cfg.iakd_temperature)
+        loss = cfg.mhe_weight * mhe + cfg.sc_weight * sc + cfg.iakd_weight * kd
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -93,8 +72,6 @@ def _class_mean(emb: torch.Tensor, n_templates: int) -> torch.Tensor:
 
 def save_projection(model: ClipModel, path: str | os.PathLike, *, config: dict) -> Path:
     """Write the tuned text projection to a safetensors file atomically (loaded by training.load_iat_projection)."""
-    import json
-
     with atomic_path(path) as tmp:
         save_file({"text_projection": model.clip.text_projection.detach().cpu().contiguous()}, str(tmp),
                   metadata={"config": json.dumps(config), "code_version": code_version(),
@@ -102,16 +79,18 @@ def save_projection(model: ClipModel, path: str | os.PathLike, *, config: dict) 
     return Path(path)
 
 
-def default_projection_path(cfg: BaseConfig) -> Path:
-    """Cache path of a notebook config's IAT text projection: cache/iat/<profile>-<hash>.safetensors."""
-    import hashlib
-    import json
+def projection_key(cfg: IATConfig) -> str:
+    """Key of a tuned projection: the IAT knobs, training set and seed, the base weights' content, and the source
+    of this module and its losses (weights made by older code are never served)."""
+    payload = {**cfg.key_payload(), "code": source_fingerprint(sys.modules[__name__], losses),
+               "base_weights": weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
+                                                checkpoint=cfg.checkpoint)}
+    return content_key(payload)
 
-    from nbhelpers import paths
 
-    d = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "data_root")}
-    key = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-    return paths.CACHE_DIR / "iat" / f"{cfg.profile}-{key}.safetensors"
+def default_projection_path(cfg: IATConfig) -> Path:
+    """Cache path of an IAT config's text projection: cache/iat/<profile>-<key>.safetensors (03, 04 and 05 share it)."""
+    return paths.CACHE_DIR / "iat" / f"{cfg.profile}-{projection_key(cfg)}.safetensors"
 
 
 def load_or_tune_projection(base: ClipModel, cfg: IATConfig, *, classnames: list[str], templates: list[str],
@@ -121,6 +100,6 @@ def load_or_tune_projection(base: ClipModel, cfg: IATConfig, *, classnames: list
     path = default_projection_path(cfg)
     if path.is_file():
         return path, None
-    result = tune_text(base, cfg, classnames=classnames, templates=templates, images=images[:cfg.n_images],
+    result = tune_text(base, cfg, classnames=classnames, templates=templates, images=images[:cfg.iat_images],
                        device=device, progress=progress)
     return save_projection(result.model, path, config=cfg.to_dict()), result

@@ -19,10 +19,10 @@ import argparse
 import copy
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,82 +34,30 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from nbhelpers import losses, paths, world
+from nbhelpers import attacks, losses, paper_data, paths, world
 from nbhelpers.attacks import pgd_attack
-from nbhelpers.config import BaseConfig, ConfigError
-from nbhelpers.models import ClipModel, create_model_and_transforms
-from nbhelpers.utils import atomic_path, code_version, select_device
+from nbhelpers.config import METHODS, FinetuneConfig
+from nbhelpers.models import ClipModel, create_model_and_transforms, weights_identity
+from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, select_device,
+                             source_fingerprint)
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, model_fingerprint
 
-METHODS: dict[str, str] = {
-    "ft_standard": "clean fine-tuning with cross-entropy over the zero-shot head (no attack)",
-    "tecoa": "TeCoA: PGD on image-text cross-entropy, train on the adversarial images with it",
-    "pmg_aft": "PMG-AFT: TeCoA + alpha KL(pre-trained(adv) || adv) + beta KL(clean || adv)",
-    "laat": "LAAT-style: TeCoA's objective against expanded text anchors (rotated to a pole, angles spread)",
-    "fare": "FARE: unsupervised, L2 between adversarial and frozen clean image embeddings (relative to their norm)",
-    "tai": "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + text-aware distillation",
-}
-MARGIN_KINDS = ("asam", "tam", "none")
-# Bump when a change to the engine or an objective changes trained weights for the same config: it is part of
-# the cache key, so cached models trained by older code are not silently reused (the config alone cannot tell).
-ENGINE_VERSION = 2
-TEXT_SOURCES = ("original", "iat")
+# Bump when a change to the engine changes trained weights in a way the source hash cannot see (never needed so
+# far: the cache key holds the source fingerprint of this module, losses and attacks).
+ENGINE_VERSION = 3
 
 
-@dataclass(frozen=True)
-class FinetuneConfig(BaseConfig):
-    """Flat, typed, validated configuration of one adversarial fine-tuning run (eps in 1/255 units)."""
-
-    method: str = "tecoa"
-    train_task: str = "pattern_shapes"
-    steps: int = 200
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    warmup_steps: int = 20
-    train_eps: float = 1.0
-    train_pgd_steps: int = 2
-    train_alpha: float = 1.0
-    pmg_alpha: float = 1.0
-    pmg_beta: float = 1.0
-    laat_spread: float = 1.5
-    margin_kind: str = "asam"
-    tam_threshold: float = 0.5
-    tam_margin: float = 0.1
-    asam_base: float = 0.02
-    asam_gain: float = 0.1
-    margin_offset: float = 0.0
-    offset_weight: float = 0.0
-    takd_weight: float = 1.0
-    kd_temperature: float = 1.0
-    text_source: str = "original"
-    iat_projection: str = ""
-    checkpoint_every: int = 50
-    amp: bool = False
-
-    def check(self) -> None:
-        super().check()
-        self._choice("method", sorted(METHODS))
-        self._choice("margin_kind", list(MARGIN_KINDS))
-        self._choice("text_source", list(TEXT_SOURCES))
-        if self.profile == "mini":
-            self._choice("train_task", [world.FINETUNE_TASK])
-        self._positive("steps", "lr", "train_pgd_steps", "checkpoint_every", "kd_temperature", "laat_spread")
-        self._eps("train_eps")
-        self._eps("train_alpha")
-        self._non_negative("pmg_alpha", "pmg_beta", "tam_margin", "asam_base", "asam_gain", "offset_weight",
-                           "takd_weight", "weight_decay", "warmup_steps")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"parameter 'momentum' must be in [0, 1), got {self.momentum}")
-        if self.text_source == "iat" and not self.iat_projection:
-            raise ConfigError("parameter 'text_source' = 'iat' needs 'iat_projection' (a file from notebook 03)")
-
-    def cache_key(self) -> str:
-        """Hash of everything that changes the trained weights: the config (not device, checkpoint cadence or data
-        location) and ENGINE_VERSION."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("device", "checkpoint_every", "data_root")}
-        d["engine_version"] = ENGINE_VERSION
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+def cache_key(cfg: FinetuneConfig) -> str:
+    """Key of a run's trained weights: every config field that changes them, the source of the engine, its
+    objectives and attacks, and the content (sha256) of every input file: base weights and IAT projection."""
+    d = {k: v for k, v in cfg.to_dict().items()
+         if k not in ("device", "checkpoint_every", "data_root", "seed", "batch_size", "checkpoint", "iat_projection")}
+    d["engine_version"] = ENGINE_VERSION
+    d["code"] = source_fingerprint(sys.modules[__name__], losses, attacks)
+    d["base_weights"] = weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
+                                         checkpoint=cfg.checkpoint)
+    d["iat_projection"] = file_fingerprint(cfg.iat_projection) if cfg.iat_projection else ""
+    return content_key(d)
 
 
 @dataclass
@@ -160,7 +108,7 @@ def _tai(ctx: StepContext) -> torch.Tensor:
         with torch.no_grad():
             pre_clean = ctx.teacher(ctx.images)
         loss = loss + ctx.cfg.takd_weight * losses.text_aware_kd(adv_logits, pre_clean,
-                                                                 temperature=ctx.cfg.kd_temperature)
+                                                                 temperature=ctx.cfg.takd_temperature)
     return loss
 
 
@@ -193,18 +141,28 @@ class TrainData:
 
     def __init__(self, cfg: FinetuneConfig, *, preprocess: Callable | None = None) -> None:
         if cfg.profile == "mini":
-            self.images, self.labels = _mini_train_pool(cfg.train_task, cfg.seed)
-            self.classnames = world.TASKS[cfg.train_task].classnames()
+            self.images, self.labels = _mini_train_pool(cfg.finetune_task(), cfg.train_seed)
+            self.classnames = world.TASKS[cfg.finetune_task()].classnames()
             self.templates = [world.PROMPT_TEMPLATE]
         else:  # paper scale: a local dataset (e.g. tinyimagenet), loaded lazily per batch
-            from nbhelpers import paper_data
-
             self.dataset, self.classnames = paper_data.load_paper_dataset(
-                cfg.train_task, root=cfg.data_root or paths.DATA_ROOT, transform=preprocess, split="train")
+                cfg.finetune_task(), root=cfg.data_root or paths.DATA_ROOT, transform=preprocess, split="train")
             self.templates = [paper_data.TEMPLATE]
             self.images = None
         self.n = len(self.labels) if self.images is not None else len(self.dataset)
-        self.seed = cfg.seed
+        self.seed = cfg.train_seed
+
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n images (n, 3, S, S) in [0, 1] and labels (n,) of the set (both profiles)."""
+        n = min(n, self.n)
+        if self.images is not None:
+            return self.images[:n], self.labels[:n]
+        items = [self.dataset[i] for i in range(n)]
+        return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+    def first_images(self, n: int) -> torch.Tensor:
+        """The first n images (n, 3, S, S) in [0, 1]."""
+        return self.first(n)[0]
 
     def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Global batch of `step`: images (B, 3, S, S) in [0, 1], labels (B,); epochs reshuffle by seed."""
@@ -221,9 +179,9 @@ class TrainData:
 def _lr_at(step: int, cfg: FinetuneConfig) -> float:
     """Cosine learning rate with linear warm-up."""
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+        return cfg.finetune_lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.finetune_steps - cfg.warmup_steps)
+    return cfg.finetune_lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def load_iat_projection(model: ClipModel, path: str | os.PathLike) -> None:
@@ -258,7 +216,7 @@ def class_embeddings_for(cfg: FinetuneConfig, model: ClipModel, classnames: list
 
 def default_output(cfg: FinetuneConfig) -> Path:
     """Cache location of a config's fine-tuned weights: cache/finetune/<method>-<hash>.pt."""
-    return paths.CACHE_DIR / "finetune" / f"{cfg.profile}-{cfg.method}-{cfg.cache_key()}.pt"
+    return paths.CACHE_DIR / "finetune" / f"{cfg.profile}-{cfg.method}-{cache_key(cfg)}.pt"
 
 
 def _save(path: Path, *, student: ClipModel, opt: torch.optim.Optimizer, step: int, cfg: FinetuneConfig,
@@ -363,7 +321,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     rank, world_size = _dist_info()
     out_path = Path(out) if out is not None else default_output(cfg)
     t0 = time.time()
-    base, preprocess = create_model_and_transforms(cfg.profile, checkpoint=cfg.checkpoint or None, device=device)
+    base, preprocess = create_model_and_transforms(**cfg.model_spec(), device=device)
     base_fp = model_fingerprint(base)
     data = TrainData(cfg, preprocess=preprocess)
     emb = class_embeddings_for(cfg, base, data.classnames, data.templates, device=device)
@@ -376,7 +334,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
             p.requires_grad_(False)
     scale = base.logit_scale()
     params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(params, lr=cfg.finetune_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     history: list[dict] = []
     start = 0
     if resume and out_path.is_file():
@@ -389,17 +347,17 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     visual = student.visual
     ddp_visual = torch.nn.parallel.DistributedDataParallel(visual) if world_size > 1 else visual
     engine = make_engine(cfg, student, emb, opt, teacher=teacher, scale=scale, visual=ddp_visual, device=device)
-    bar = tqdm(range(start, cfg.steps), desc=f"finetune {cfg.method}", disable=not progress or rank != 0,
-               initial=start, total=cfg.steps, mininterval=2)
+    bar = tqdm(range(start, cfg.finetune_steps), desc=f"finetune {cfg.method}", disable=not progress or rank != 0,
+               initial=start, total=cfg.finetune_steps, mininterval=2)
     for step in bar:
-        x, y = data.batch(step, cfg.batch_size)
-        g = torch.Generator().manual_seed(world.derive_seed(cfg.seed, "train-attack", step))
+        x, y = data.batch(step, cfg.train_batch_size)
+        g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "train-attack", step))
         noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
         x, y, noise = (t[rank::world_size].to(device) for t in (x, y, noise))
         loss = train_step(engine, step, x, y, noise)
         history.append({"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"]})
         done = step + 1
-        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_after):
+        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.finetune_steps or done == stop_after):
             _save(out_path, student=student, opt=opt, step=done, cfg=cfg, history=history, base_fingerprint=base_fp)
         if stop_after is not None and done >= stop_after:
             break
@@ -415,8 +373,8 @@ def load_or_finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu",
     path = default_output(cfg)
     if path.is_file():
         state = load_checkpoint(path)
-        if int(state["step"]) >= cfg.steps:
-            base, _ = create_model_and_transforms(cfg.profile, checkpoint=cfg.checkpoint or None, device=device)
+        if int(state["step"]) >= cfg.finetune_steps:
+            base, _ = create_model_and_transforms(**cfg.model_spec(), device=device)
             if state["model_name"] != base.model_name:
                 raise ValueError(f"{path} holds a {state['model_name']!r} checkpoint, not {base.model_name!r}")
             base.visual.load_state_dict(state["visual"])
@@ -427,12 +385,23 @@ def load_or_finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu",
     return finetune(cfg, device=device, out=path, progress=progress)
 
 
+def _parse_bool(text: str) -> bool:
+    """'True'/'true'/'1'/'yes' -> True, 'False'/'false'/'0'/'no' -> False; anything else is an error."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI (also under torchrun): python -m nbhelpers.training --method tecoa --steps 200 --out run.pt"""
     ap = argparse.ArgumentParser(description="adversarial fine-tuning (one engine, every method)")
     for f in dataclasses.fields(FinetuneConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        ap.add_argument(f"--{f.name}", type=type(default), default=default)
+        default = FinetuneConfig.defaults()[f.name]
+        parse = _parse_bool if isinstance(default, bool) else type(default)
+        ap.add_argument(f"--{f.name}", type=parse, default=default, help=f.metadata.get("help"))
     ap.add_argument("--out", default="")
     args = vars(ap.parse_args(argv))
     out = args.pop("out") or None
@@ -465,7 +434,7 @@ def measure_margin_offset(model: ClipModel, cfg: FinetuneConfig, *, eps_large: f
     data = TrainData(cfg)
     emb = build_class_embeddings(model, data.classnames, data.templates, device=device)
     head = ZeroShotClassifier(model, emb).to(device).eval()
-    x, y = data.images[:n], data.labels[:n]
+    x, y = data.first(n)
     sweep, _ = metrics.margin_sweep(head, x, y, eps_list=[cfg.train_eps, eps_large], steps=steps,
                                     batch_size=cfg.batch_size, device=device, seed=cfg.seed)
     off = analysis.margin_offsets(sweep).iloc[0]

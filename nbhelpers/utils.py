@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import json
 import os
 import random
 import subprocess
 import tempfile
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +49,31 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         from nbhelpers import __version__
         return f"nbhelpers-{__version__}"
+
+
+def content_key(payload: object, *, length: int = 12) -> str:
+    """Short sha256 of a JSON-serialisable payload: the one cache-key helper of the package."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, cached per (path, size, mtime) so large weight files are read once per process."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def source_fingerprint(*modules: types.ModuleType) -> str:
+    """Short sha256 of the source files of modules: part of every cache key of trained or tuned weights, so
+    weights made by older code are never served (any edit of the code invalidates them)."""
+    h = hashlib.sha256()
+    for module in modules:
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -17,7 +17,7 @@ from nbhelpers.models import create_model_and_transforms  # noqa: E402
 def mini_model():
     """The committed, trained mini CLIP (eval mode, CPU)."""
     assert paths.MINI_CHECKPOINT.is_file(), "checkpoints/mini_clip.safetensors is missing: run `make pretrain`"
-    model, _ = create_model_and_transforms("mini", device="cpu", train_if_missing=False)
+    model, _ = create_model_and_transforms("mini", device="cpu")
     return model
 
 

@@ -134,11 +134,11 @@ def test_bad_grid_input_is_refused_before_any_work(tmp_path, two_models):
 @pytest.mark.parametrize("params, message", [
     ({"models": ["tecoa", "clip_plus"]}, "unknown model"),
     ({"attacks": ["pgd7"]}, "unknown attack"),
-    ({"eps_list": [0.0, 1.0]}, "without 0"),
+    ({"eps_list": [0.0, 1.0]}, "must not contain 0"),
     ({"eps_list": [4.0, 1.0]}, "increasing"),
     ({"strong_eps_list": [-1.0]}, "1/255 units"),
     ({"n_strong": 256, "n_samples": 128}, "n_strong"),
-    ({"strong_datasets": ["imagenet"]}, "unknown dataset"),
+    ({"datasets": ["imagenet"]}, "unknown dataset"),
     ({"attacks": [], "strong_attacks": []}, "nothing to evaluate"),
     ({"n_samples": "128"}, "must be int"),
 ])

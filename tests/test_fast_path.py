@@ -92,7 +92,7 @@ def test_fast_forward_matches_vit_b32_attention_and_patch_embedding():
     from nbhelpers.zeroshot import ZeroShotClassifier
 
     torch.manual_seed(0)
-    model, _ = create_model_and_transforms("paper", checkpoint="random")
+    model, _ = create_model_and_transforms("paper", pretrained="none")
     head = ZeroShotClassifier(model, F.normalize(torch.randn(5, 512), dim=-1)).eval()
     x, y = torch.rand(2, 3, 224, 224), torch.tensor([0, 3])
     state = {k: v.clone() for k, v in head.state_dict().items()}

@@ -56,7 +56,7 @@ def test_pretraining_is_deterministic_and_roundtrips(tmp_path):
     for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
         assert torch.equal(a, b), k
     path = pretrain.save_mini_clip(m1, tmp_path / "m.safetensors", metadata={"steps": 3})
-    loaded = pretrain.load_mini_clip(path)
+    loaded = models.load_mini_clip(path)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), m1.state_dict().values()))
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left behind
 
@@ -67,7 +67,7 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path):
     bad = tmp_path / "bad.safetensors"
     save_file({"w": torch.zeros(2)}, str(bad), metadata={"model_name": "ViT-B-32"})
     with pytest.raises(ValueError, match="not a mini-clip checkpoint"):
-        pretrain.load_mini_clip(bad)
+        models.load_mini_clip(bad)
 
 
 def test_unknown_profile_is_rejected():
@@ -79,7 +79,7 @@ def test_paper_profile_missing_weights_fail_fast_with_instructions(tmp_path, mon
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setattr(models, "_openai_weights_cached", lambda: None)
     t0 = time.time()
-    with pytest.raises(FileNotFoundError, match="ViT-B-32 OpenAI weights are not on this machine"):
+    with pytest.raises(FileNotFoundError, match="ViT-B-32 weights .openai. are not on this machine"):
         models.create_model_and_transforms("paper")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         models.create_model_and_transforms("paper", checkpoint=tmp_path / "missing.pt")
@@ -87,7 +87,7 @@ def test_paper_profile_missing_weights_fail_fast_with_instructions(tmp_path, mon
 
 
 def test_paper_vit_b32_path_with_random_weights():
-    model, preprocess = models.create_model_and_transforms("paper", checkpoint="random")
+    model, preprocess = models.create_model_and_transforms("paper", pretrained="none")
     assert model.image_size == 224 and sum(p.numel() for p in model.parameters()) > 140e6
     from PIL import Image
 

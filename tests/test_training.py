@@ -12,12 +12,12 @@ from nbhelpers import models, training
 from nbhelpers.config import ConfigError
 from nbhelpers.training import FinetuneConfig
 
-SMALL = dict(steps=3, batch_size=16, warmup_steps=1, checkpoint_every=100, device="cpu")
+SMALL = dict(finetune_steps=3, train_batch_size=16, warmup_steps=1, checkpoint_every=100, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def base_state():
-    model, _ = models.create_model_and_transforms("mini", train_if_missing=False)
+    model, _ = models.create_model_and_transforms("mini")
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -34,7 +34,7 @@ def test_each_method_trains_and_changes_only_the_image_tower(method, base_state,
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path):
-    cfg = FinetuneConfig.from_params(method="pmg_aft", **{**SMALL, "steps": 4})
+    cfg = FinetuneConfig.from_params(method="pmg_aft", **{**SMALL, "finetune_steps": 4})
     straight = training.finetune(cfg, out=tmp_path / "a.pt", progress=False)
     training.finetune(cfg, out=tmp_path / "b.pt", stop_after=2, progress=False)
     assert training.load_checkpoint(tmp_path / "b.pt")["step"] == 2
@@ -46,7 +46,7 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
 
 
 def test_two_gloo_processes_match_one(tmp_path):
-    args = ["--method", "tecoa", "--steps", "2", "--batch_size", "16", "--warmup_steps", "1", "--device", "cpu"]
+    args = ["--method", "tecoa", "--finetune_steps", "2", "--train_batch_size", "16", "--warmup_steps", "1", "--device", "cpu"]
     env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-m", "nbhelpers.training", *args, "--out", str(tmp_path / "one.pt")],
                          env=env, capture_output=True, text=True, timeout=300)
@@ -88,9 +88,9 @@ def test_bf16_autocast_path_trains(tmp_path):
 def test_iat_tunes_only_the_text_projection(base_state, tmp_path):
     from nbhelpers import text_tuning, world
 
-    model, _ = models.create_model_and_transforms("mini", train_if_missing=False)
+    model, _ = models.create_model_and_transforms("mini")
     x, _ = world.generate_task(world.FINETUNE_TASK, 64, split="train")
-    cfg = text_tuning.IATConfig(steps=5)
+    cfg = text_tuning.IATConfig(iat_steps=5)
     res = text_tuning.tune_text(model, cfg, classnames=world.TASKS[world.FINETUNE_TASK].classnames(),
                                 templates=[world.PROMPT_TEMPLATE], images=x, progress=False)
     changed = {k for k, v in res.model.state_dict().items() if not torch.equal(v, base_state[k])}
@@ -109,8 +109,8 @@ def test_cache_key_follows_config_and_engine_version(monkeypatch):
     from nbhelpers import training
 
     cfg = training.FinetuneConfig.from_params(method="tai")
-    key = cfg.cache_key()
-    assert training.FinetuneConfig.from_params(method="tai", device="cpu", checkpoint_every=7).cache_key() == key
-    assert training.FinetuneConfig.from_params(method="tai", margin_offset=-0.1).cache_key() != key
+    key = training.cache_key(cfg)
+    assert training.cache_key(training.FinetuneConfig.from_params(method="tai", device="cpu", checkpoint_every=7)) == key
+    assert training.cache_key(training.FinetuneConfig.from_params(method="tai", margin_offset=-0.1)) != key
     monkeypatch.setattr(training, "ENGINE_VERSION", training.ENGINE_VERSION + 1)
-    assert cfg.cache_key() != key
+    assert training.cache_key(cfg) != key
