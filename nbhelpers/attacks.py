@@ -9,17 +9,23 @@ no weight-gradient work is done.
 
 The attack objective is summed over the batch (not averaged): the sign step is unchanged, but per-sample
 gradients do not shrink with batch size, so low precision cannot underflow them (PMG-AFT issue #1).
+
+Two objectives share one PGD loop: :func:`pgd_attack` maximises a classifier's cross-entropy or CW margin
+against labels; :func:`embedding_pgd_attack` maximises the squared L2 distance of an encoder's embeddings from
+fixed targets, without labels (FARE's training attack).
 """
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from collections.abc import Iterator
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nbhelpers.fastpath import fast_forward, wants_channels_last
 
 LossName = Literal["ce", "cw"]
 ATTACK_LOSSES: tuple[str, ...] = ("ce", "cw")
@@ -74,6 +80,56 @@ def attack_objective(logits: torch.Tensor, labels: torch.Tensor, loss: LossName)
     raise ValueError(f"unknown attack loss {loss!r}; choose one of {ATTACK_LOSSES}")
 
 
+def _start_point(x0: torch.Tensor, *, eps: float, random_start: bool, generator: torch.Generator | None,
+                 start_noise: torch.Tensor | None) -> torch.Tensor:
+    """PGD's first iterate (N, 3, S, S) in [0, 1]: x0 + eps * start_noise, x0 + U[-eps, eps] (random_start), or x0."""
+    if start_noise is not None:
+        if start_noise.shape != x0.shape:
+            raise ValueError(f"start_noise must have the images' shape {tuple(x0.shape)}, got {tuple(start_noise.shape)}")
+        return (x0 + start_noise.to(x0.device, x0.dtype) * eps).clamp(0, 1)
+    if random_start:
+        noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype, device="cpu").to(x0.device)
+        return (x0 + (2 * noise - 1) * eps).clamp(0, 1)
+    return x0.clone()
+
+
+def _check_budget(eps: float, steps: int) -> None:
+    """Refuse a negative radius or step count before any work."""
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0 (pixel units, e.g. 4/255), got {eps}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+
+
+def _pgd(module: nn.Module, images: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor], *, eps: float,
+         alpha: float | None, steps: int, random_start: bool, generator: torch.Generator | None,
+         start_noise: torch.Tensor | None, fast: bool, amp: bool) -> torch.Tensor:
+    """The one L-inf PGD loop: signed-gradient ascent of objective(module(x)) (an fp32 scalar summed over the batch)
+    w.r.t. the images (N, 3, S, S) in [0, 1], projected onto the eps ball and the unit box after every step."""
+    alpha = 1 / 255 if alpha is None else alpha
+    x0 = images.detach()
+    if eps == 0 or steps == 0:
+        return x0.clone()
+    x = _start_point(x0, eps=eps, random_start=random_start, generator=generator, start_noise=start_noise)
+    layers = contextlib.nullcontext()
+    if fast:
+        layers = fast_forward(module)
+        if wants_channels_last(module):
+            x0, x = (t.contiguous(memory_format=torch.channels_last) for t in (x0, x))
+    was_training = module.training
+    module.eval()
+    with frozen(module), torch.enable_grad(), layers:
+        for _ in range(steps):
+            x.requires_grad_(True)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+                out = module(x)
+            (grad,) = torch.autograd.grad(objective(out), x)
+            x = x.detach() + alpha * grad.sign()
+            x = torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(0, 1)
+    module.train(was_training)
+    return x.detach().contiguous()
+
+
 def pgd_attack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
                alpha: float | None = None, steps: int = 10, loss: LossName = "ce", random_start: bool = True,
                generator: torch.Generator | None = None, start_noise: torch.Tensor | None = None,
@@ -87,43 +143,36 @@ def pgd_attack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     rounding differs; channels-last images for convolutional towers). amp: forward passes under bf16 autocast on
     the images' device (for GPUs; the objective is still summed in fp32, so it cannot underflow).
     """
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0 (pixel units, e.g. 4/255), got {eps}")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    _check_budget(eps, steps)
     if loss not in ATTACK_LOSSES:
         raise ValueError(f"unknown attack loss {loss!r}; choose one of {ATTACK_LOSSES}")
-    alpha = 1 / 255 if alpha is None else alpha
-    x0 = images.detach()
-    if eps == 0 or steps == 0:
-        return x0.clone()
-    if start_noise is not None:
-        x = (x0 + start_noise.to(x0.device, x0.dtype) * eps).clamp(0, 1)
-    elif random_start:
-        noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype, device="cpu").to(x0.device)
-        x = (x0 + (2 * noise - 1) * eps).clamp(0, 1)
-    else:
-        x = x0.clone()
-    layers = contextlib.nullcontext()
-    if fast:
-        from nbhelpers.fastpath import fast_forward, wants_channels_last
+    return _pgd(classifier, images, lambda logits: attack_objective(logits, labels, loss), eps=eps, alpha=alpha,
+                steps=steps, random_start=random_start, generator=generator, start_noise=start_noise, fast=fast,
+                amp=amp)
 
-        layers = fast_forward(classifier)
-        if wants_channels_last(classifier):
-            x0, x = (t.contiguous(memory_format=torch.channels_last) for t in (x0, x))
-    was_training = classifier.training
-    classifier.eval()
-    with frozen(classifier), torch.enable_grad(), layers:
-        for _ in range(steps):
-            x.requires_grad_(True)
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = classifier(x)
-            objective = attack_objective(logits, labels, loss)
-            (grad,) = torch.autograd.grad(objective, x)
-            x = x.detach() + alpha * grad.sign()
-            x = torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(0, 1)
-    classifier.train(was_training)
-    return x.detach().contiguous()
+
+def embedding_distance(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Scalar the label-free attack maximises: sum over samples of ||features - targets||_2^2, in fp32 ((N, D) each)."""
+    return (features.float() - targets.detach().float()).pow(2).sum()
+
+
+def embedding_pgd_attack(encoder: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, eps: float,
+                         alpha: float | None = None, steps: int = 10, random_start: bool = True,
+                         generator: torch.Generator | None = None, start_noise: torch.Tensor | None = None,
+                         fast: bool = False, amp: bool = False) -> torch.Tensor:
+    """Label-free L-inf PGD: adversarial images (N, 3, S, S) in [0, 1] that push encoder(x_adv) (N, D) away from
+    targets (N, D), maximising sum_i ||encoder(x_adv_i) - targets_i||_2^2 within |x_adv - x|_inf <= eps.
+
+    FARE's inner maximisation (Schlarmann et al. 2024): encoder is the model being tuned, targets the frozen
+    pre-trained model's unnormalised embeddings of the clean images. No labels, no class text. eps, alpha, steps,
+    the start (random_start, generator, start_noise), fast and amp mean what they mean in :func:`pgd_attack`.
+    """
+    _check_budget(eps, steps)
+    if targets.dim() != 2 or targets.shape[0] != images.shape[0]:
+        raise ValueError(f"targets must be (N, D) with N = {images.shape[0]} images, got {tuple(targets.shape)}")
+    return _pgd(encoder, images, lambda features: embedding_distance(features, targets), eps=eps, alpha=alpha,
+                steps=steps, random_start=random_start, generator=generator, start_noise=start_noise, fast=fast,
+                amp=amp)
 
 
 def torchattacks_pgd(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
@@ -178,11 +227,7 @@ def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
             part.n_target_classes = min(AUTOATTACK_TARGETS, n_classes - 1)
     was_training = classifier.training
     classifier.eval()
-    layers = contextlib.nullcontext()
-    if fast:
-        from nbhelpers.fastpath import fast_forward
-
-        layers = fast_forward(classifier)
+    layers = fast_forward(classifier) if fast else contextlib.nullcontext()
     with frozen(classifier), layers:
         adv = atk(images, labels).detach()
     classifier.train(was_training)

@@ -1,7 +1,8 @@
 """Evaluation data for both profiles as in-memory tensors: images in [0, 1] (N, 3, S, S), labels (N,).
 
 mini: the world's zero-shot tasks (first-N of a fixed test pool). paper: the 16 datasets of TeCoA/PMG-AFT
-from a local data root (:mod:`nbhelpers.paper_data`), first N samples in the dataset's order.
+from a local data root (:mod:`nbhelpers.paper_data`), first N samples in the dataset's order, each read through
+``preprocess`` (the model's: PIL -> float tensor (3, S, S) in [0, 1]).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from nbhelpers import paths, world
+from nbhelpers import models, paper_data, paths, world
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,29 @@ class EvalSet:
         return len(self.labels)
 
 
+def stack_items(items: list[tuple[object, int]], *, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image tensor (3, S, S), label) dataset items -> images (N, 3, S, S) and labels (N,) int64; a clear error if a
+    transform left PIL images or sizes differ (what: the dataset, for the message)."""
+    if not items:
+        raise ValueError(f"{what}: no items to stack")
+    bad = {type(x).__name__ for x, _ in items if not isinstance(x, torch.Tensor)}
+    if bad:
+        raise TypeError(f"{what}: items are {sorted(bad)}, not tensors; pass the model's preprocess "
+                        "(create_model_and_transforms(...)[1] or models.preprocess_for(model))")
+    shapes = {tuple(x.shape) for x, _ in items}
+    if len(shapes) != 1:
+        raise ValueError(f"{what}: images of different shapes {sorted(shapes)}; the preprocess must resize and crop")
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items], dtype=torch.int64)
+
+
 def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_root: str | os.PathLike = "",
                   preprocess: Callable | None = None, progress: bool = False) -> EvalSet:
-    """First n test samples of a dataset of the profile, as tensors, with class names and templates."""
+    """First n test samples of a dataset of the profile, as tensors, with class names and templates.
+
+    paper: ``preprocess`` should be the model's (``create_model_and_transforms(...)[1]``); None means
+    :func:`models.paper_preprocess` at 224 px, the input of ViT-B/32 and most CLIP backbones (the model resizes
+    any other size to its own input). The mini world ignores preprocess (its images are rendered at 32 px).
+    """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if profile == "mini":
@@ -39,13 +60,11 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
         return EvalSet(dataset, images, labels, world.TASKS[dataset].classnames(), [world.PROMPT_TEMPLATE])
     if profile != "paper":
         raise ValueError(f"unknown profile {profile!r}; choose 'mini' or 'paper'")
-    from nbhelpers import paper_data
-
-    ds, classnames = paper_data.load_paper_dataset(dataset, root=data_root or paths.DATA_ROOT, transform=preprocess)
+    transform = preprocess if preprocess is not None else models.paper_preprocess()
+    ds, classnames = paper_data.load_paper_dataset(dataset, root=data_root or paths.DATA_ROOT, transform=transform)
     n = min(n, len(ds))
     items = [ds[i] for i in tqdm(range(n), desc=f"load {dataset}", disable=not progress)]
-    images = torch.stack([x for x, _ in items])
-    labels = torch.tensor([int(y) for _, y in items], dtype=torch.int64)
+    images, labels = stack_items(items, what=dataset)
     return EvalSet(dataset, images, labels, classnames, [paper_data.TEMPLATE])
 
 
@@ -53,6 +72,4 @@ def classnames_for(profile: str, dataset: str, *, data_root: str | os.PathLike =
     """(class names, templates) of a dataset without loading its images."""
     if profile == "mini":
         return world.TASKS[dataset].classnames(), [world.PROMPT_TEMPLATE]
-    from nbhelpers import paper_data
-
     return paper_data.get_classnames(dataset, root=data_root or paths.DATA_ROOT), [paper_data.TEMPLATE]

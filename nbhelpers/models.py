@@ -6,7 +6,9 @@ work in pixel space and eps is measured in pixels. The text side is the open_cli
 
 - ``mini``: the embedded default, an open_clip CLIP built from ``model_configs/mini-clip.json`` (a small
   ModifiedResNet image tower at 32 px) and trained by :mod:`nbhelpers.pretrain` on the procedural mini world.
-- ``paper``: open_clip ``ViT-B-32`` with OpenAI weights (from open_clip's cache, or a local checkpoint file), 224 px.
+- ``paper``: any open_clip architecture (default ``ViT-B-32``, 224 px) with OpenAI weights (from the local Hugging
+  Face cache), another local checkpoint file, or random weights (``pretrained="none"``, seeded: the same weights in
+  every process, so a run cached under "none" is found again).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ MINI_MODEL_NAME = "mini-clip"
 PAPER_MODEL_NAME = "ViT-B-32"
 _OPENAI_HF_REPO = "timm/vit_base_patch32_clip_224.openai"
 _OPENAI_HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+RANDOM_INIT_SEED = 0  # torch seed of every random initialisation (pretrained="none"), independent of global RNG
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,11 @@ def build_open_clip(model: str = PAPER_MODEL_NAME, *, pretrained: str = "auto", 
                          f"e.g. {PAPER_MODEL_NAME}")
     weights = _resolve_open_clip_weights(model, pretrained, checkpoint, allow_download=allow_download)
     quick_gelu = pretrained in ("auto", "openai") or bool(checkpoint)
-    with _quiet_open_clip() if weights is None else contextlib.nullcontext():
+    if weights is None:  # random init, seeded apart from the global RNG: same weights in every process
+        with torch.random.fork_rng(devices=[]), _quiet_open_clip():
+            torch.manual_seed(RANDOM_INIT_SEED)
+            clip = open_clip.create_model(model, pretrained=None, force_quick_gelu=quick_gelu)
+    else:
         clip = open_clip.create_model(model, pretrained=weights, force_quick_gelu=quick_gelu, weights_only=True)
     size = clip.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
@@ -189,6 +196,14 @@ def mini_preprocess(image_size: int = 32) -> Callable:
 
     return T.Compose([T.Lambda(lambda im: im if isinstance(im, torch.Tensor) else T.functional.to_tensor(
         im.convert("RGB"))), T.Resize((image_size, image_size), antialias=True)])
+
+
+def preprocess_for(model: ClipModel) -> Callable:
+    """The preprocess create_model_and_transforms pairs with ``model``: PIL (or tensor, mini) -> float tensor
+    (3, S, S) in [0, 1] at the model's input size S."""
+    if model.model_name == MINI_MODEL_NAME:
+        return mini_preprocess(model.image_size)
+    return paper_preprocess(model.image_size)
 
 
 def load_mini_clip(path: str | os.PathLike) -> ClipModel:
@@ -230,12 +245,12 @@ def create_model_and_transforms(profile: str = "mini", *, model: str = "auto", p
                 raise FileNotFoundError(f"mini CLIP checkpoint {str(path)!r} not found; make it with `make pretrain` "
                                         "(= python -m nbhelpers.pretrain, about 7 minutes on 2 CPU cores).")
             clip = load_mini_clip(path)
-        preprocess = mini_preprocess(PROFILES["mini"].image_size)
+        preprocess = preprocess_for(clip)
     else:
         arch = PAPER_MODEL_NAME if model == "auto" else model
         clip = build_open_clip(arch, pretrained=pretrained, checkpoint=str(checkpoint or ""),
                                allow_download=allow_download)
-        preprocess = paper_preprocess(clip.image_size)
+        preprocess = preprocess_for(clip)
     return clip.to(device).eval(), preprocess
 
 

@@ -58,6 +58,11 @@ ImageFolder, which walks sub-folders) but stores the validation images flat in `
 
 Caltech101, Caltech256, SUN397 and EuroSAT have no official split in torchvision; as in TeCoA's code the
 whole set is evaluated (``split="all"``).
+
+Checksums: torchvision compares CIFAR-10/100's and STL-10's files with the md5 sums of the official archives.
+Setting the environment variable ``TIMA_SKIP_CHECKSUMS=1`` (:data:`SKIP_CHECKSUMS_ENV`) makes those loaders check
+that each file exists instead; everything else (unpickling, decoding, labels) is unchanged. It is meant for
+small test fixtures in the real layouts (``tests/paper_fixtures.py``), whose bytes cannot match the official sums.
 """
 from __future__ import annotations
 
@@ -74,8 +79,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PAPER_DATASETS",
+    "SKIP_CHECKSUMS_ENV",
     "TEMPLATE",
     "PaperDatasetSpec",
+    "available_paper_datasets",
+    "check_dataset_files",
     "get_classnames",
     "list_paper_datasets",
     "load_paper_dataset",
@@ -84,6 +92,9 @@ __all__ = [
 # TeCoA's finetuning.py uses ``template = 'This is a photo of a {}'`` -- no trailing period -- and PMG-AFT
 # copies it; we keep it verbatim so that text embeddings match the baselines.
 TEMPLATE = "This is a photo of a {}"
+
+SKIP_CHECKSUMS_ENV = "TIMA_SKIP_CHECKSUMS"
+"""Environment variable: "1" makes the md5-checked loaders (cifar10, cifar100, stl10) test file existence only."""
 
 
 @dataclass(frozen=True)
@@ -316,6 +327,30 @@ def _missing_error(spec: PaperDatasetSpec, paths: Sequence[Path], detail: str = 
     return FileNotFoundError(f"{spec.name}: not found: {listed}. {spec.hint}")
 
 
+def check_dataset_files(name: str, *, root: str | os.PathLike[str], split: str | None = None) -> None:
+    """Raise FileNotFoundError (paths + what to put there) unless ``name``'s ``split`` files are under ``root``.
+
+    Only ``stat`` calls: instant, reads nothing. ValueError for an unknown name or split.
+    """
+    spec = _spec(name)
+    _check_files(spec, Path(root).expanduser(), _resolve_split(spec, split))
+
+
+def available_paper_datasets(root: str | os.PathLike[str], *, split: str | None = None) -> list[str]:
+    """The paper datasets (paper order) whose files for ``split`` (default: each one's evaluation split) are
+    present under ``root``; datasets without such a split are left out."""
+    present = []
+    for name in PAPER_DATASETS:
+        if split is not None and split not in _SPLITS[name]:
+            continue
+        try:
+            check_dataset_files(name, root=root, split=split)
+        except FileNotFoundError:
+            continue
+        present.append(name)
+    return present
+
+
 def _check_files(spec: PaperDatasetSpec, root: Path, split: str) -> None:
     """Raise FileNotFoundError naming every missing required path; only ``stat`` calls, so it is instant."""
     required = _required_paths(spec.name, root, split)
@@ -348,6 +383,32 @@ def _use_torchvision_imagenet(imagenet_dir: Path) -> bool:
     return (imagenet_dir / "meta.bin").is_file() or (imagenet_dir / _IMAGENET_DEVKIT).is_file()
 
 
+def _skip_checksums() -> bool:
+    """Whether ``TIMA_SKIP_CHECKSUMS=1`` asks for existence-only file checks (see the module docstring)."""
+    value = os.environ.get(SKIP_CHECKSUMS_ENV, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"environment variable {SKIP_CHECKSUMS_ENV} must be '0' or '1', got {value!r}")
+    return value == "1"
+
+
+def _existence_checked(cls: type) -> type:
+    """A subclass of an md5-checking torchvision dataset class (CIFAR10/100, STL10) whose checks only test that
+    each file exists (every md5 set to None, which torchvision's ``check_integrity`` reads as "no sum").
+
+    Registered under its own name in this module, so its instances pickle (DataLoader workers).
+    """
+    name = f"_{cls.__name__}ExistenceChecked"
+    if name not in globals():
+        attrs: dict[str, Any] = {"__module__": __name__, "__qualname__": name,
+                                 "__doc__": f"torchvision {cls.__name__} with existence-only file checks."}
+        for key in ("train_list", "test_list"):
+            attrs[key] = [[filename, None] for filename, _ in getattr(cls, key)]
+        if isinstance(getattr(cls, "meta", None), dict):
+            attrs["meta"] = {**cls.meta, "md5": None}
+        globals()[name] = type(name, (cls,), attrs)
+    return globals()[name]
+
+
 def _construct(name: str, root: Path, split: str, transform: Callable[[Any], Any] | None, download: bool) -> Any:
     """Build the torchvision dataset object for ``name`` (no checks; see :func:`load_paper_dataset`)."""
     import torchvision.datasets as tvd
@@ -355,10 +416,12 @@ def _construct(name: str, root: Path, split: str, transform: Callable[[Any], Any
     kw: dict[str, Any] = {"transform": transform}
     if name not in _NOT_DOWNLOADABLE:
         kw["download"] = download
-    if name == "cifar10":
-        return tvd.CIFAR10(root, train=split == "train", **kw)
-    if name == "cifar100":
-        return tvd.CIFAR100(root, train=split == "train", **kw)
+    skip = _skip_checksums() and not download
+    if name in ("cifar10", "cifar100"):
+        cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+        return (_existence_checked(cls) if skip else cls)(root, train=split == "train", **kw)
+    if name == "stl10" and skip:
+        return _existence_checked(tvd.STL10)(root, split=split, **kw)
     if name == "imagenet":
         imagenet_dir = root / "imagenet"
         if _use_torchvision_imagenet(imagenet_dir):

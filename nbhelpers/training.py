@@ -1,7 +1,8 @@
 """One adversarial fine-tuning engine for every image-side method; objectives plug in by name.
 
 Per step: a batch of the fine-tuning task (a deterministic function of the step, so a resumed run sees the same
-data), a PGD attack on it against the current model (input-only gradients, class text embeddings fixed), then
+data), a PGD attack on it against the current model (input-only gradients, class text embeddings fixed; FARE's
+attack is label-free and maximises FARE's own embedding loss instead of the cross-entropy), then
 the method's objective, an SGD-momentum step and a cosine learning rate with linear warm-up. The image tower
 is tuned; the text side is frozen and enters only as fixed class embeddings (original, IAT-tuned, or
 LAAT-expanded). BatchNorm statistics (the mini CLIP's ResNet) stay frozen (eval mode), as usual for fine-tuning.
@@ -32,12 +33,15 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
 from tqdm.auto import tqdm
 
-from nbhelpers import attacks, losses, paper_data, paths, world
-from nbhelpers.attacks import pgd_attack
+from nbhelpers import analysis, attacks, losses, metrics, paper_data, paths, world, zeroshot
+from nbhelpers.attacks import embedding_pgd_attack, pgd_attack
 from nbhelpers.config import METHODS, FinetuneConfig
-from nbhelpers.models import ClipModel, create_model_and_transforms, weights_identity
+from nbhelpers.data import stack_items
+from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
 from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, select_device,
                              source_fingerprint)
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, model_fingerprint
@@ -49,11 +53,12 @@ ENGINE_VERSION = 3
 
 def cache_key(cfg: FinetuneConfig) -> str:
     """Key of a run's trained weights: every config field that changes them, the source of the engine, its
-    objectives and attacks, and the content (sha256) of every input file: base weights and IAT projection."""
+    objectives, attacks and zero-shot head, and the content (sha256) of every input file: base weights and IAT
+    projection (a file rewritten in place with other bytes gives another key)."""
     d = {k: v for k, v in cfg.to_dict().items()
          if k not in ("device", "checkpoint_every", "data_root", "seed", "batch_size", "checkpoint", "iat_projection")}
     d["engine_version"] = ENGINE_VERSION
-    d["code"] = source_fingerprint(sys.modules[__name__], losses, attacks)
+    d["code"] = source_fingerprint(sys.modules[__name__], losses, attacks, zeroshot)
     d["base_weights"] = weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
                                          checkpoint=cfg.checkpoint)
     d["iat_projection"] = file_fingerprint(cfg.iat_projection) if cfg.iat_projection else ""
@@ -74,6 +79,7 @@ class StepContext:
     class_embeddings: torch.Tensor
     scale: float
     margins: torch.Tensor | None
+    clean_targets: torch.Tensor | None = None  # FARE: frozen pre-trained embeddings of the clean images (N, D)
 
 
 def _ce(ctx: StepContext) -> torch.Tensor:
@@ -93,9 +99,7 @@ def _pmg_aft(ctx: StepContext) -> torch.Tensor:
 
 
 def _fare(ctx: StepContext) -> torch.Tensor:
-    with torch.no_grad():
-        target = ctx.teacher.model.encode_image(ctx.images, normalize=False)
-    return losses.fare_loss(ctx.features(ctx.adv), target, relative=True)
+    return losses.fare_loss(ctx.features(ctx.adv), ctx.clean_targets, relative=True)
 
 
 def _tai(ctx: StepContext) -> torch.Tensor:
@@ -137,43 +141,65 @@ def _mini_train_pool(task: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TrainData:
-    """The fine-tuning set in memory; batch(step) is a pure function of (seed, step)."""
+    """The fine-tuning set; batch(step) is a pure function of (seed, step).
+
+    mini: the world's training pool in memory. paper: the train split of a local dataset (e.g. tinyimagenet, an
+    image folder sorted by class), read lazily per item through the model's preprocess (PIL -> (3, S, S) in [0, 1]).
+    ``first(n)`` is a prefix of a fixed order: the pool's own (already random) order on mini, a permutation seeded
+    by train_seed on paper, so that n images span the classes of a class-sorted folder.
+    """
 
     def __init__(self, cfg: FinetuneConfig, *, preprocess: Callable | None = None) -> None:
+        self.name = cfg.finetune_task()
         if cfg.profile == "mini":
-            self.images, self.labels = _mini_train_pool(cfg.finetune_task(), cfg.train_seed)
-            self.classnames = world.TASKS[cfg.finetune_task()].classnames()
+            self.images, self.labels = _mini_train_pool(self.name, cfg.train_seed)
+            self.classnames = world.TASKS[self.name].classnames()
             self.templates = [world.PROMPT_TEMPLATE]
+            self.n = len(self.labels)
+            self.order = None
         else:  # paper scale: a local dataset (e.g. tinyimagenet), loaded lazily per batch
+            if preprocess is None:
+                raise ValueError(f"TrainData({self.name!r}) on the paper profile reads images from disk and needs "
+                                 "the model's preprocess (create_model_and_transforms(...)[1] or "
+                                 "models.preprocess_for(model))")
             self.dataset, self.classnames = paper_data.load_paper_dataset(
-                cfg.finetune_task(), root=cfg.data_root or paths.DATA_ROOT, transform=preprocess, split="train")
+                self.name, root=cfg.data_root or paths.DATA_ROOT, transform=preprocess, split="train")
             self.templates = [paper_data.TEMPLATE]
             self.images = None
-        self.n = len(self.labels) if self.images is not None else len(self.dataset)
+            self.n = len(self.dataset)
+            g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "train-subset"))
+            self.order = torch.randperm(self.n, generator=g)
         self.seed = cfg.train_seed
 
-    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first n images (n, 3, S, S) in [0, 1] and labels (n,) of the set (both profiles)."""
-        n = min(n, self.n)
+    def _items(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (k, 3, S, S) in [0, 1] and labels (k,) at the given indices (k,) of the set."""
         if self.images is not None:
+            return self.images[idx], self.labels[idx]
+        return stack_items([self.dataset[int(i)] for i in idx], what=f"{self.name} (train)")
+
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first min(n, size) images (n, 3, S, S) in [0, 1] and labels (n,) of the set's fixed order."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        n = min(n, self.n)
+        if self.order is None:
             return self.images[:n], self.labels[:n]
-        items = [self.dataset[i] for i in range(n)]
-        return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+        return self._items(self.order[:n])
 
     def first_images(self, n: int) -> torch.Tensor:
-        """The first n images (n, 3, S, S) in [0, 1]."""
+        """The first n images (n, 3, S, S) in [0, 1] of the set's fixed order."""
         return self.first(n)[0]
 
     def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Global batch of `step`: images (B, 3, S, S) in [0, 1], labels (B,); epochs reshuffle by seed."""
+        if not 1 <= batch_size <= self.n:
+            raise ValueError(f"train_batch_size must be in [1, {self.n}] (the size of {self.name}'s train split), "
+                             f"got {batch_size}")
         per_epoch = self.n // batch_size
         epoch, k = divmod(step, per_epoch)
         g = torch.Generator().manual_seed(world.derive_seed(self.seed, "finetune-order", epoch))
         idx = torch.randperm(self.n, generator=g)[k * batch_size:(k + 1) * batch_size]
-        if self.images is not None:
-            return self.images[idx], self.labels[idx]
-        items = [self.dataset[int(i)] for i in idx]
-        return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+        return self._items(idx)
 
 
 def _lr_at(step: int, cfg: FinetuneConfig) -> float:
@@ -186,8 +212,6 @@ def _lr_at(step: int, cfg: FinetuneConfig) -> float:
 
 def load_iat_projection(model: ClipModel, path: str | os.PathLike) -> None:
     """Install an IAT-tuned text projection (from notebook 03) into the model, checking its shape."""
-    from safetensors.torch import load_file
-
     state = load_file(str(path))
     proj = state["text_projection"]
     if proj.shape != model.clip.text_projection.shape:
@@ -254,6 +278,19 @@ def method_margins(cfg: FinetuneConfig, emb: torch.Tensor) -> torch.Tensor | Non
                                offset_weight=cfg.offset_weight)
 
 
+class ImageEncoder(nn.Module):
+    """A CLIP's unnormalised image embeddings as a module (FARE's space): images (N, 3, S, S) in [0, 1] -> (N, D)."""
+
+    def __init__(self, model: ClipModel) -> None:
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # mirror the wrapped model: the attack restores this flag, BatchNorm must stay in eval
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings (N, D), not normalised."""
+        return self.model.encode_image(images, normalize=False)
+
+
 @dataclass
 class Engine:
     """What one optimisation step of :func:`finetune` needs, built once per run by :func:`make_engine`."""
@@ -269,6 +306,7 @@ class Engine:
     margins: torch.Tensor | None
     device: torch.device
     fast_attack: bool = False  # pgd_attack(fast=True); finetune keeps the default path (bit-identical runs)
+    image_encoder: ImageEncoder | None = None  # the student's unnormalised embeddings: FARE's attack ascends on them
 
 
 def make_engine(cfg: FinetuneConfig, student: ClipModel, emb: torch.Tensor, opt: torch.optim.Optimizer, *,
@@ -288,21 +326,51 @@ def make_engine(cfg: FinetuneConfig, student: ClipModel, emb: torch.Tensor, opt:
         return scale * F.normalize(features(x), dim=-1) @ emb.T
 
     attack_head = ZeroShotClassifier(student, emb, logit_scale=scale).to(device).eval()
-    return Engine(cfg, opt, attack_head, logits, features, teacher, emb, scale, method_margins(cfg, emb), device)
+    return Engine(cfg, opt, attack_head, logits, features, teacher, emb, scale, method_margins(cfg, emb), device,
+                  image_encoder=ImageEncoder(student))
+
+
+def fare_targets(engine: Engine, x: torch.Tensor) -> torch.Tensor:
+    """FARE's targets: the frozen pre-trained model's unnormalised embeddings (N, D) of clean images x in [0, 1]."""
+    if engine.teacher is None:
+        raise ValueError("FARE needs the frozen pre-trained model (Engine.teacher); build the engine with teacher=")
+    with torch.no_grad():
+        return engine.teacher.model.encode_image(x, normalize=False)
+
+
+def training_attack(engine: Engine, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor, *,
+                    clean_targets: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The method's training attack: adversarial images (N, 3, S, S) in [0, 1] at train eps from the start noise
+    (N, 3, S, S) in [-1, 1]; None for ft_standard (no attack).
+
+    FARE (label-free, Schlarmann et al. 2024): PGD maximising ||f_student(x_adv) - f_pretrained(x)||_2^2, its own
+    loss, on clean_targets (N, D) (default: :func:`fare_targets`); y is not used. Every other method: PGD on the
+    cross-entropy of the zero-shot head over the class embeddings it trains against, with labels y (N,).
+    """
+    cfg = engine.cfg
+    if cfg.method == "ft_standard":
+        return None
+    budget = dict(eps=cfg.train_eps / 255, alpha=cfg.train_alpha / 255, steps=cfg.train_pgd_steps,
+                  start_noise=noise, fast=engine.fast_attack)
+    if cfg.method == "fare":
+        if engine.image_encoder is None:
+            raise ValueError("FARE's attack needs Engine.image_encoder (make_engine builds it)")
+        targets = fare_targets(engine, x) if clean_targets is None else clean_targets
+        return embedding_pgd_attack(engine.image_encoder, x, targets, **budget)
+    return pgd_attack(engine.attack_head, x, y, **budget)
 
 
 def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """One step: PGD at train eps from the given start noise (N, 3, S, S) in [-1, 1], the method's objective on
-    images x (N, 3, S, S) in [0, 1] with labels y (N,), SGD update at the scheduled lr; returns the loss (scalar)."""
+    """One step: the method's training attack from the given start noise (N, 3, S, S) in [-1, 1], the method's
+    objective on images x (N, 3, S, S) in [0, 1] with labels y (N,), SGD update at the scheduled lr; returns the
+    loss (scalar)."""
     cfg, opt = engine.cfg, engine.opt
-    adv = None
-    if cfg.method != "ft_standard":
-        adv = pgd_attack(engine.attack_head, x, y, eps=cfg.train_eps / 255, alpha=cfg.train_alpha / 255,
-                         steps=cfg.train_pgd_steps, start_noise=noise, fast=engine.fast_attack)
+    targets = fare_targets(engine, x) if cfg.method == "fare" else None
+    adv = training_attack(engine, x, y, noise, clean_targets=targets)
     for group in opt.param_groups:
         group["lr"] = _lr_at(step, cfg)
     ctx = StepContext(cfg, x, adv, y, engine.logits, engine.features, engine.teacher, engine.class_embeddings,
-                      engine.scale, engine.margins)
+                      engine.scale, engine.margins, targets)
     with torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
         loss = OBJECTIVES[cfg.method](ctx).float()
     opt.zero_grad(set_to_none=True)
@@ -426,12 +494,14 @@ if __name__ == "__main__":
 
 
 def measure_margin_offset(model: ClipModel, cfg: FinetuneConfig, *, eps_large: float, n: int = 256,
-                          steps: int = 10, device: torch.device | str = "cpu") -> dict[str, float]:
+                          steps: int = 10, preprocess: Callable | None = None,
+                          device: torch.device | str = "cpu") -> dict[str, float]:
     """Notebook 01's offset on the fine-tuning task: mean margin(eps_large) - margin(train_eps), in logits and
-    in cosine units (divided by the logit scale: the unit of the ASAM margins)."""
-    from nbhelpers import analysis, metrics
+    in cosine units (divided by the logit scale: the unit of the ASAM margins), on TrainData.first(n).
 
-    data = TrainData(cfg)
+    preprocess: how the paper profile reads the images (None: the one create_model_and_transforms pairs with model).
+    """
+    data = TrainData(cfg, preprocess=preprocess if preprocess is not None else preprocess_for(model))
     emb = build_class_embeddings(model, data.classnames, data.templates, device=device)
     head = ZeroShotClassifier(model, emb).to(device).eval()
     x, y = data.first(n)
