@@ -28,6 +28,15 @@ def margin_offsets(sweep: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def offset_between(sweep: pd.DataFrame, *, eps_small: float, eps_large: float) -> pd.Series:
+    """The :func:`margin_offsets` row of one eps pair (1/255 units): offset_mean, offset_std, pearson_r, ..."""
+    off = margin_offsets(sweep)
+    row = off[(off.eps_small == eps_small) & (off.eps_large == eps_large)]
+    if row.empty:
+        raise ValueError(f"the sweep has no eps pair ({eps_small}, {eps_large}); its eps: {sorted(sweep.eps.unique())}")
+    return row.iloc[0]
+
+
 def pair_table(pair_margin: torch.Tensor, class_embeddings: torch.Tensor, classnames: list[str]) -> pd.DataFrame:
     """One row per ordered class pair (i != j): mean margin z_i - z_j on class-i samples and text cosine similarity."""
     emb = torch.nn.functional.normalize(class_embeddings.float().cpu(), dim=-1)

@@ -85,7 +85,8 @@ def _start_point(x0: torch.Tensor, *, eps: float, random_start: bool, generator:
     """PGD's first iterate (N, 3, S, S) in [0, 1]: x0 + eps * start_noise, x0 + U[-eps, eps] (random_start), or x0."""
     if start_noise is not None:
         if start_noise.shape != x0.shape:
-            raise ValueError(f"start_noise must have the images' shape {tuple(x0.shape)}, got {tuple(start_noise.shape)}")
+            raise ValueError(f"start_noise must have the images' shape {tuple(x0.shape)}, "
+                             f"got {tuple(start_noise.shape)}")
         return (x0 + start_noise.to(x0.device, x0.dtype) * eps).clamp(0, 1)
     if random_start:
         noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype, device="cpu").to(x0.device)

@@ -38,7 +38,7 @@ METHODS: dict[str, str] = {
     "tecoa": "TeCoA: PGD on image-text cross-entropy, train on the adversarial images with it",
     "pmg_aft": "PMG-AFT: TeCoA + alpha KL(pre-trained(adv) || adv) + beta KL(clean || adv)",
     "laat": "LAAT-style: TeCoA's objective against expanded text anchors (rotated to a pole, angles spread)",
-    "fare": "FARE: unsupervised, L2 between adversarial and frozen clean image embeddings (relative to their norm)",
+    "fare": "FARE: unsupervised; label-free PGD maximises the L2 distance to the frozen clean embedding, then trains it down",
     "tai": "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + text-aware distillation",
 }
 MARGIN_KINDS = ("asam", "tam", "none")
@@ -327,10 +327,10 @@ class IATConfig(IATKnobs, FinetuneKnobs, BaseConfig):
     """One IAT text-tuning run (its fine-tuning knobs name the training set and seed)."""
 
     def key_payload(self) -> dict:
-        """What changes the tuned projection: the IAT knobs, the training set and seed, the backbone."""
+        """What changes the tuned projection: the IAT knobs, the training set and seed, the backbone (the weights' content
+        is added by text_tuning.projection_key)."""
         return {**self.iat_knobs(), "train_task": self.finetune_task(), "train_seed": self.train_seed,
-                "profile": self.profile, "model": self.model, "pretrained": self.pretrained,
-                "checkpoint": self.checkpoint}
+                "profile": self.profile, "model": self.model, "pretrained": self.pretrained}
 
 
 @dataclass(frozen=True)

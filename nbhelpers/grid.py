@@ -1,10 +1,13 @@
 """The full evaluation of 05: (model, dataset, attack, eps) cells, first-N, one JSON line per cell, resumable.
 
-Every cell is one row of ``results/05_evaluation.jsonl`` holding its accuracy, the clean accuracy of the same
-images, the per-sample correctness (hex of the packed bits, so any prefix of a larger run can be re-scored),
-the sample count, the seconds it took, and its provenance (config, image and text fingerprints, code version).
-The file is rewritten atomically after every cell, so an interrupted evaluation loses at most the cell in
-flight; a rerun reuses every stored cell whose model fingerprints still match and computes only the rest.
+Cells are computed by the one runner, :func:`nbhelpers.evaluation.evaluate`; this module adds 05's store on top.
+Every cell is one row of ``results/05_evaluation.jsonl`` holding what varies by cell: its accuracy, the clean
+accuracy of the same images, the per-sample correctness (hex of the packed bits, so any prefix of a larger run can
+be re-scored), the sample count, the seconds it took, the image and text fingerprints, and the id of the run that
+computed it. What is constant over a run (config, code version, torch, device, base model, fast, amp, when) is
+written once per run to ``results/05_evaluation.meta.json`` (``runs``). Both files are rewritten atomically after
+every cell, so an interrupted evaluation loses at most the cell in flight; a rerun reuses every stored cell whose
+model fingerprints still match and computes only the rest.
 
 Attacks (eps in 1/255 units everywhere here): PGD-10 and PGD-100 (cross-entropy, random start, step 1/255),
 CW-margin PGD-10, and AutoAttack's two gradient attacks of the standard version (APGD-CE, APGD-T; torchattacks)
@@ -13,40 +16,30 @@ the first n_strong of the same images at the strong eps.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from nbhelpers import analysis, data as data_mod, metrics, paths
+from nbhelpers import analysis, metrics, paths, results
 from nbhelpers import attacks as attack_mod
 from nbhelpers.attacks import ATTACKS, AttackSpec  # noqa: F401 - re-exported for notebooks
-from nbhelpers.utils import atomic_path, code_version
-from nbhelpers.zeroshot import ZeroShotClassifier, model_fingerprint
+from nbhelpers.data import load_eval_set
+from nbhelpers.evaluation import EvalModel, evaluate
+from nbhelpers.utils import atomic_path, content_key, unpack_mask
+from nbhelpers.zeroshot import ZeroShotClassifier, build_head
 
 
 KEY_FIELDS = ("profile", "model", "dataset", "attack", "eps", "n_requested", "seed")
-
-
-def pack_mask(correct: torch.Tensor) -> str:
-    """Boolean mask (N,) -> hex string of its packed bits."""
-    return np.packbits(correct.numpy().astype(np.uint8)).tobytes().hex()
-
-
-def unpack_mask(hexbits: str, n: int) -> np.ndarray:
-    """Hex string from pack_mask -> boolean array (n,)."""
-    return np.unpackbits(np.frombuffer(bytes.fromhex(hexbits), dtype=np.uint8))[:n].astype(bool)
+RUN_FIELDS = ("config", "base_model", "model_fingerprint", "code_version", "torch", "device", "fast", "amp",
+              "created")  # constant over one run: stored once per run in the meta file, not on every row
 
 
 def load_rows(path: str | Path) -> list[dict]:
-    """Rows of a JSON-lines results file (empty if it does not exist)."""
+    """Rows of a JSON-lines results file as stored (empty if it does not exist)."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -60,7 +53,36 @@ def load_rows(path: str | Path) -> list[dict]:
     return rows
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
+def load_store(path: str | Path) -> tuple[list[dict], dict[str, dict]]:
+    """(rows, runs) of 05's store: the JSON lines and the run stamps of its meta file, by run id.
+
+    Rows written before provenance moved to the meta file (config, code version, ... on every row) are converted:
+    their run-constant fields become a run stamp ('legacy-<hash>') that the row refers to.
+    """
+    meta_file = results.meta_path(path)
+    runs = dict(json.loads(meta_file.read_text()).get("runs", {})) if meta_file.is_file() else {}
+    rows = load_rows(path)
+    for row in rows:
+        legacy = {f: row.pop(f) for f in RUN_FIELDS if f in row}
+        if not legacy:
+            continue
+        if isinstance(legacy.get("config"), str):
+            legacy["config"] = json.loads(legacy["config"])
+        created = legacy.pop("created", "")
+        run_id = "legacy-" + content_key(legacy)
+        earliest = min(created, runs.get(run_id, {}).get("created", created))
+        runs[run_id] = {**legacy, "created": earliest}
+        row["run"] = run_id
+    return rows, runs
+
+
+def _write_store(path: Path, rows: list[dict], runs: dict[str, dict]) -> None:
+    """Meta file (the runs the rows refer to), then the JSON lines; each written atomically."""
+    used = {r.get("run") for r in rows}
+    meta = {"table": path.stem, "format": "JSON lines, one cell per line; each row's 'run' names its stamp in 'runs'",
+            "key_fields": list(KEY_FIELDS), "runs": {k: v for k, v in runs.items() if k in used}, "rows": len(rows)}
+    with atomic_path(results.meta_path(path)) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
@@ -69,153 +91,66 @@ def _key(row: dict) -> tuple:
     return tuple(row[k] for k in KEY_FIELDS)
 
 
-def attack_logits(attack: str, head: ZeroShotClassifier, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
-                  seed: int = 0, batch_size: int = 256, device: torch.device | str = "cpu", fast: bool = False,
-                  amp: bool = False) -> torch.Tensor:
-    """Logits (N, C) on CPU of head on images attacked by the named attack at eps (1/255 units; 0 = clean).
-
-    fast: same-math faster layers (nbhelpers.fastpath); amp: bf16 autocast for our PGD (GPU)."""
-    spec = ATTACKS[attack]
-    if spec.kind == "pgd" or eps == 0:
-        return metrics.predict_logits(head, images, labels, eps=eps / 255, steps=spec.steps or 10, loss=spec.loss,
-                                      batch_size=batch_size, device=device, seed=seed, fast=fast, amp=amp)
-    out = []
-    for i in range(0, len(images), batch_size):
-        x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
-        adv = attack_mod.autoattack(head, x, y, eps=eps / 255, n_classes=head.num_classes, seed=seed,
-                                    version=spec.version, fast=fast)
-        with torch.no_grad():
-            out.append(head(adv).float().cpu())
-    return torch.cat(out)
-
-
-def plan_cells(*, datasets: list[str], models: list[str], eps_list: list[float], attacks_: list[str],
-               strong_attacks: list[str], strong_eps_list: list[float], n: int, n_strong: int,
-               strong_datasets: list[str] | None = None) -> list[tuple]:
-    """Every (dataset, model, attack, eps, n) cell in run order; 'clean' (eps 0) first for each model and dataset.
-
-    Strong attacks run on strong_datasets only (None or empty: every dataset)."""
-    bad = [a for a in [*attacks_, *strong_attacks] if a not in ATTACKS]
-    if bad:
-        raise ValueError(f"unknown attack(s) {bad}; choose from {sorted(ATTACKS)}")
-    if any(e < 0 for e in [*eps_list, *strong_eps_list]):
-        raise ValueError("eps must be >= 0 (1/255 units)")
-    if not 1 <= n_strong <= n:
-        raise ValueError(f"need 1 <= n_strong <= n, got n_strong={n_strong}, n={n}")
-    bad = [d for d in strong_datasets or [] if d not in datasets]
-    if bad:
-        raise ValueError(f"strong dataset(s) {bad} are not among the evaluated datasets {list(datasets)}")
-    cells = []
-    for d in datasets:
-        strong = strong_attacks if not strong_datasets or d in strong_datasets else []
-        for m in models:
-            cells.append((d, m, "clean", 0.0, n))
-            cells += [(d, m, a, float(e), n) for a in attacks_ for e in eps_list]
-            cells += [(d, m, a, float(e), n_strong) for a in strong for e in strong_eps_list]
-    return cells
-
-
 @dataclass
 class GridRun:
-    """Rows of this run's cells (stored ones reused, the rest computed) and how many were computed."""
+    """Rows of this run's cells (stored ones reused, the rest computed), how many were computed, and where."""
 
     rows: pd.DataFrame
     computed: int
     reused: int
     path: Path
 
+    @property
+    def meta_path(self) -> Path:
+        """The meta file beside the JSON lines (run stamps)."""
+        return results.meta_path(self.path)
 
-def run_grid(models: dict, *, profile: str, datasets: list[str], eps_list: list[float], attacks: list[str],
-             strong_attacks: list[str] = (), strong_eps_list: list[float] = (), n: int, n_strong: int | None = None,
-             strong_datasets: list[str] | None = None, finetune_set: str | None = None, seed: int = 0,
-             batch_size: int = 256, data_root: str = "", preprocess: Callable | None = None,
-             device: torch.device | str = "cpu", path: str | Path | None = None,
-             config: dict | None = None, base_model: str = "", rerun: bool = False, fast: bool = True,
-             amp: bool = False, progress: bool = True) -> GridRun:
-    """Evaluate every cell of models x datasets x attacks x eps (models: {name: suite.EvalModel}); see module doc.
+
+def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str], eps_list: list[float],
+             attacks: list[str], strong_attacks: list[str] = (), strong_eps_list: list[float] = (), n: int,
+             n_strong: int | None = None, strong_datasets: list[str] | None = None, finetune_set: str | None = None,
+             seed: int = 0, batch_size: int = 256, data_root: str = "", preprocess: Callable | None = None,
+             device: torch.device | str = "cpu", path: str | Path | None = None, config: dict | None = None,
+             base_model: str = "", rerun: bool = False, fast: bool = True, amp: bool = False,
+             progress: bool = True) -> GridRun:
+    """Evaluate every cell of models x datasets x attacks x eps with evaluation.evaluate, through 05's store.
 
     finetune_set: the dataset the models were fine-tuned on (marked zero_shot=False in the rows).
     strong_datasets: where the strong attacks run (None or empty: every dataset).
     path: the JSON-lines file (default results/05_evaluation.jsonl). rerun: recompute stored cells too.
-    fast, amp: see attack_logits (recorded in each row; a stored cell is reused whatever they were).
+    fast, amp: see evaluation.attack_logits (recorded in the run stamp; a stored cell is reused whatever they were).
     """
-    n_strong = n if n_strong is None else n_strong
-    cells = plan_cells(datasets=list(datasets), models=list(models), eps_list=list(eps_list), attacks_=list(attacks),
-                       strong_attacks=list(strong_attacks), strong_eps_list=list(strong_eps_list), n=n,
-                       n_strong=n_strong, strong_datasets=list(strong_datasets or []))
     path = Path(path) if path is not None else paths.RESULTS_DIR / "05_evaluation.jsonl"
-    stored = {_key(r): r for r in load_rows(path)}
-    image_fps = {name: model_fingerprint(m.image_model.clip.visual) for name, m in models.items()}
-    config_json = json.dumps(config or {}, sort_keys=True)
-    this_run, computed, reused = [], 0, 0
-    bar = tqdm(total=len(cells), desc="evaluation cells", disable=not progress)
-    for dataset in dict.fromkeys(c[0] for c in cells):
-        ev = None
-        for name, model in models.items():
-            todo = [c for c in cells if c[0] == dataset and c[1] == name]
-            head = text_fp = clean_mask = None
-            for _, _, attack, eps, n_cell in todo:
-                key = (profile, name, dataset, attack, eps, n_cell, seed)
-                if ev is None:
-                    ev = data_mod.load_eval_set(profile, dataset, n=n, seed=seed, data_root=data_root,
-                                                preprocess=preprocess)
-                if head is None:
-                    head = head_for(model, ev, device=device)
-                    text_fp = _tensor_fingerprint(head.class_embeddings)
-                old = stored.get(key)
-                if (old is not None and not rerun and old["image_fingerprint"] == image_fps[name]
-                        and old["text_fingerprint"] == text_fp):
-                    row = old
-                    reused += 1
-                else:
-                    row = _compute_cell(head, ev, attack=attack, eps=eps, n_cell=n_cell, seed=seed,
-                                        batch_size=batch_size, device=device, clean_mask=clean_mask, fast=fast,
-                                        amp=amp)
-                    row.update(profile=profile, model=name, model_label=model.label, dataset=dataset,
-                               zero_shot=dataset != finetune_set, seed=seed, image_fingerprint=image_fps[name],
-                               text_fingerprint=text_fp, text_side=model.text_side, base_model=base_model,
-                               device=str(device), fast=fast, amp=amp, torch=torch.__version__,
-                               code_version=code_version(),
-                               config=config_json,
-                               created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-                    stored[key] = row
-                    _write_rows(path, list(stored.values()))
-                    computed += 1
-                if attack == "clean":
-                    clean_mask = unpack_mask(row["correct"], row["n"])
-                this_run.append(row)
-                bar.update(1)
-                bar.set_postfix_str(f"{dataset} {name} {attack} {eps:g}", refresh=False)
-    bar.close()
-    return GridRun(pd.DataFrame(this_run), computed, reused, path)
+    rows, runs = load_store(path)
+    if rows and not results.meta_path(path).is_file():  # rows of the old format: rewrite them in the new one now
+        _write_store(path, rows, runs)
+    stored = {_key(r): r for r in rows}
+    stamp = results.provenance_stamp(config=config or {}, model=base_model, device=str(device), fast=fast, amp=amp)
+    run_id = content_key(stamp)
+    counts = {"computed": 0, "reused": 0}
 
+    def lookup(cell: dict) -> dict | None:
+        old = stored.get(_key(cell))
+        if (old is None or rerun or old["image_fingerprint"] != cell["image_fingerprint"]
+                or old["text_fingerprint"] != cell["text_fingerprint"]):
+            return None
+        counts["reused"] += 1
+        return old
 
-def head_for(model, evalset, *, device: torch.device | str = "cpu") -> ZeroShotClassifier:
-    """Zero-shot head (eval mode) of a suite.EvalModel on an EvalSet's classes, with the model's own text side."""
-    emb = model.embed(evalset.classnames, evalset.templates)
-    return ZeroShotClassifier(model.image_model, emb.to(device)).to(device).eval()
+    def store(row: dict) -> dict:
+        row = {**row, "run": run_id}
+        stored[_key(row)] = row
+        runs[run_id] = stamp
+        _write_store(path, list(stored.values()), runs)
+        counts["computed"] += 1
+        return row
 
-
-def _tensor_fingerprint(t: torch.Tensor) -> str:
-    import hashlib
-
-    return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
-def _compute_cell(head: ZeroShotClassifier, ev, *, attack: str, eps: float, n_cell: int, seed: int, batch_size: int,
-                  device: torch.device | str, clean_mask: np.ndarray | None, fast: bool, amp: bool) -> dict:
-    n_requested, n_cell = n_cell, min(n_cell, len(ev))
-    x, y = ev.images[:n_cell], ev.labels[:n_cell]
-    t0 = time.time()
-    logits = attack_logits("pgd10" if attack == "clean" else attack, head, x, y, eps=eps, seed=seed,
-                           batch_size=batch_size, device=device, fast=fast, amp=amp)
-    seconds = time.time() - t0
-    correct = logits.argmax(1) == y
-    clean = correct.numpy() if attack == "clean" else clean_mask[:n_cell]
-    return {"attack": attack, "attack_label": "clean" if attack == "clean" else ATTACKS[attack].label,
-            "eps": eps, "n": n_cell, "n_requested": n_requested, "accuracy": float(correct.float().mean()),
-            "clean_accuracy": float(np.mean(clean)), "correct": pack_mask(correct), "seconds": round(seconds, 3),
-            "num_classes": head.num_classes}
+    this_run = evaluate(models, profile=profile, datasets=datasets, attacks=attacks, eps_list=eps_list, n=n,
+                        strong_attacks=strong_attacks, strong_eps_list=strong_eps_list, n_strong=n_strong,
+                        strong_datasets=strong_datasets, finetune_set=finetune_set, seed=seed,
+                        batch_size=batch_size, data_root=data_root, preprocess=preprocess, device=device, fast=fast,
+                        amp=amp, progress=progress, lookup=lookup, store=store)
+    return GridRun(this_run, counts["computed"], counts["reused"], path)
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -337,16 +272,16 @@ def attack_checks(head: ZeroShotClassifier, images: torch.Tensor, labels: torch.
     ])
 
 
-def margin_findings(model, *, profile: str, dataset: str, n: int, eps_small: float, eps_large: float, steps: int = 10,
-                    batch_size: int = 256, seed: int = 0, data_root: str = "", preprocess: Callable | None = None,
-                    device: torch.device | str = "cpu") -> dict[str, float]:
-    """Findings 1 and 2 of 01/02 for one model (suite.EvalModel): margin offset eps_small -> eps_large (1/255) and
-    the correlation of per-pair margin (at eps_large) with text similarity."""
-    ev = data_mod.load_eval_set(profile, dataset, n=n, seed=seed, data_root=data_root, preprocess=preprocess)
-    head = head_for(model, ev, device=device)
+def margin_findings(model: EvalModel, *, profile: str, dataset: str, n: int, eps_small: float, eps_large: float,
+                    steps: int = 10, batch_size: int = 256, seed: int = 0, data_root: str = "",
+                    preprocess: Callable | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Findings 1 and 2 of 01/02 for one model: margin offset eps_small -> eps_large (1/255; analysis.offset_between)
+    and the correlation of per-pair margin (at eps_large) with text similarity (analysis.correlate)."""
+    ev = load_eval_set(profile, dataset, n=n, seed=seed, data_root=data_root, preprocess=preprocess)
+    head = build_head(model.image_model, model.embed(ev.classnames, ev.templates), device=device)
     sweep, logits = metrics.margin_sweep(head, ev.images, ev.labels, eps_list=[eps_small, eps_large], steps=steps,
                                          batch_size=batch_size, device=device, seed=seed)
-    off = analysis.margin_offsets(sweep).iloc[0]
+    off = analysis.offset_between(sweep, eps_small=eps_small, eps_large=eps_large)
     pairs = analysis.pair_table(metrics.pair_margins(logits[eps_large], ev.labels), head.class_embeddings,
                                 ev.classnames)
     corr = analysis.correlate(pairs.similarity, pairs.margin)

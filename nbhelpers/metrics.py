@@ -6,12 +6,15 @@ decision boundary in logit units (TIMA's findings 1 and 2 are about this quantit
 """
 from __future__ import annotations
 
+import contextlib
+
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nbhelpers.attacks import LossName, pgd_attack
+from nbhelpers.attacks import LossName, frozen, pgd_attack
+from nbhelpers.fastpath import fast_forward, wants_channels_last
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -48,11 +51,6 @@ def predict_logits(classifier: nn.Module, images: torch.Tensor, labels: torch.Te
     fast / amp: as in :func:`~nbhelpers.attacks.pgd_attack`, for the attack and the final forward pass
     (amp = bf16 autocast, meant for GPUs; logits are returned in fp32).
     """
-    import contextlib
-
-    from nbhelpers.attacks import frozen
-    from nbhelpers.fastpath import fast_forward, wants_channels_last
-
     out = []
     gen = torch.Generator().manual_seed(seed)
     starts = range(0, len(images), batch_size)
@@ -89,25 +87,6 @@ def margin_sweep(classifier: nn.Module, images: torch.Tensor, labels: torch.Tens
         rows.append(pd.DataFrame({"sample": range(len(labels)), "eps": e, "label": labels.numpy(),
                                   "margin": m.numpy(), "correct": (m > 0).numpy()}))
     return pd.concat(rows, ignore_index=True), logits_by_eps
-
-
-def zero_shot_robustness(model, tasks: list[str], *, eps_list: list[float], n: int, steps: int = 10,
-                         batch_size: int = 256, device: torch.device | str = "cpu", seed: int = 0,
-                         progress: bool = False) -> pd.DataFrame:
-    """Mini world: accuracy (fraction) of the zero-shot head per task and eps (1/255 units; 0 = clean), with chance."""
-    from nbhelpers import world
-    from nbhelpers.zeroshot import ZeroShotClassifier
-
-    rows = []
-    for task in tqdm(tasks, desc="tasks", disable=not progress):
-        head = ZeroShotClassifier.for_task(model, task, device=device)
-        x, y = world.generate_task(task, n, seed=seed, split="test")
-        for e in eps_list:
-            logits = predict_logits(head, x, y, eps=e / 255, steps=steps, batch_size=batch_size, device=device,
-                                    seed=seed)
-            rows.append({"task": task, "eps": e, "accuracy": accuracy(logits, y), "chance": 1 / head.num_classes,
-                         "n": n, "pgd_steps": steps})
-    return pd.DataFrame(rows)
 
 
 def check_mini_targets(grid: pd.DataFrame, *, clean_factor: float = 3.0, eps_half: float = 4.0) -> pd.DataFrame:

@@ -1,27 +1,86 @@
-"""Set-up and loading steps that every notebook shares (kept here so notebook cells stay one-line calls)."""
+"""Set-up and loading steps that every notebook shares (kept here so notebook cells stay one-line calls).
+
+Both profiles go through the same functions: ``mini`` reads the embedded world, ``paper`` the local datasets of
+:mod:`nbhelpers.paper_data` under ``data_root`` through the model's preprocess.
+"""
 from __future__ import annotations
 
+import json
 import platform
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import open_clip
+import pandas as pd
 import torch
+import torchvision
 
-from nbhelpers import __version__, data, models, plots, utils
-from nbhelpers.config import BaseConfig
+from nbhelpers import __version__, data, metrics, models, paper_data, paths, plots, utils, world
+from nbhelpers.config import BaseConfig, MiniWorldConfig, finetune_set_for
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, model_fingerprint
 
 
-def setup(cfg: BaseConfig) -> torch.device:
-    """Seed, pick the device, apply the figure style and print the versions that matter; returns the device."""
-    import open_clip
-    import torchvision
+class RandomWeightsWarning(UserWarning):
+    """The notebook runs on randomly initialised weights (pretrained='none'): a smoke test, not a result."""
 
+
+RANDOM_WEIGHTS_MESSAGE = ("pretrained='none': RANDOM WEIGHTS (random initialisation, chosen explicitly). The code "
+                          "path is the real one, but every number, table and figure of this run is meaningless.")
+
+
+def required_datasets(cfg: BaseConfig) -> list[tuple[str, str | None]]:
+    """(dataset, split or None for its evaluation split) that a notebook config will read, in order, deduplicated."""
+    needs: list[tuple[str, str | None]] = []
+    if hasattr(cfg, "dataset"):  # 01, 02
+        needs.append((cfg.dataset, None))
+    if hasattr(cfg, "grid_datasets"):  # 05: the zero-shot sets and, if asked, the fine-tuning set
+        needs += [(d, None) for d in cfg.grid_datasets()]
+    elif hasattr(cfg, "eval_datasets"):  # 00, 03, 04
+        needs += [(d, None) for d in cfg.eval_datasets()]
+    if getattr(cfg, "analysis_dataset", ""):
+        needs.append((cfg.analysis_dataset, None))
+    if hasattr(cfg, "finetune_task"):  # 03-05 train on (and take IAT images from) the train split
+        needs.append((cfg.finetune_task(), "train"))
+    return list(dict.fromkeys(needs))
+
+
+def check_paper_data(cfg: BaseConfig) -> None:
+    """Paper profile: raise FileNotFoundError, before any work, naming every dataset the config needs that is not
+    under data_root (with the paths and what to put there) and the datasets that are."""
+    root = cfg.data_root or paths.DATA_ROOT
+    problems = []
+    for name, split in required_datasets(cfg):
+        try:
+            paper_data.check_dataset_files(name, root=root, split=split)
+        except FileNotFoundError as exc:
+            problems.append(f"- {exc}")
+    if problems:
+        present = paper_data.available_paper_datasets(root)
+        raise FileNotFoundError(
+            f"{len(problems)} dataset(s) this notebook reads are missing under data_root {str(root)!r}:\n"
+            + "\n".join(problems) + f"\nPresent there: {present or 'none'}. Put the files in place, or restrict "
+            "the parameters ('datasets' / 'dataset'; empty 'datasets' means all 16 of the paper) to those present.")
+
+
+def setup(cfg: BaseConfig) -> torch.device:
+    """Seed, pick the device, apply the figure style and print the versions that matter; returns the device.
+
+    Paper profile: checks first that every dataset the notebook reads is under data_root. Random weights
+    (pretrained='none' without a checkpoint) are announced with a RandomWeightsWarning.
+    """
+    if cfg.profile == "paper":
+        check_paper_data(cfg)
     utils.seed_everything(cfg.seed)
     device = utils.select_device(cfg.device)
     plots.use_style()
     print(f"python {platform.python_version()} | torch {torch.__version__} | torchvision {torchvision.__version__} "
           f"| open_clip {open_clip.__version__} | nbhelpers {__version__} ({utils.code_version()})")
     print(f"device {device} | threads {torch.get_num_threads()} | seed {cfg.seed} | profile {cfg.profile}")
+    if cfg.pretrained == "none" and not cfg.checkpoint:
+        print(f"WARNING: {RANDOM_WEIGHTS_MESSAGE}")
+        warnings.warn(RANDOM_WEIGHTS_MESSAGE, RandomWeightsWarning, stacklevel=2)
     return device
 
 
@@ -36,14 +95,88 @@ class ZeroShotSetup:
     fingerprint: str
 
 
+def weights_label(cfg: BaseConfig) -> str:
+    """Short name of the configured weights: the checkpoint file, 'default' (mini's committed CLIP) or the tag."""
+    if cfg.checkpoint:
+        return cfg.checkpoint
+    return "default" if cfg.profile == "mini" and cfg.pretrained == "auto" else cfg.pretrained
+
+
 def load_zero_shot(cfg: BaseConfig, device: torch.device, *, dataset: str, n: int,
                    progress: bool = True) -> ZeroShotSetup:
-    """Model of the profile (committed/trained mini CLIP or ViT-B-32), first-n test set and its zero-shot head."""
-    model, preprocess = models.create_model_and_transforms(cfg.profile, checkpoint=cfg.checkpoint or None,
-                                                           device=device)
+    """The configured model (cfg.model_spec()), the first n test images of dataset and its zero-shot head."""
+    model, preprocess = models.create_model_and_transforms(**cfg.model_spec(), device=device)
     evalset = data.load_eval_set(cfg.profile, dataset, n=n, seed=cfg.seed, data_root=cfg.data_root,
                                  preprocess=preprocess, progress=progress)
     emb = build_class_embeddings(model, evalset.classnames, evalset.templates, device=device)
     head = ZeroShotClassifier(model, emb, classnames=evalset.classnames).to(device)
-    name = model.model_name + (f":{cfg.checkpoint}" if cfg.checkpoint else ":default")
-    return ZeroShotSetup(model, head, evalset, name, model_fingerprint(model))
+    return ZeroShotSetup(model, head, evalset, f"{model.model_name}:{weights_label(cfg)}", model_fingerprint(model))
+
+
+# ------------------------------------------------------------------------------------------ 00 at both scales
+
+
+def gallery(cfg: MiniWorldConfig) -> tuple[torch.Tensor, list[str]]:
+    """Images (N, 3, S, S) in [0, 1] and captions to show: the mini world's image-caption pairs, or the first
+    n_gallery test images of the first evaluated paper dataset captioned with their class names."""
+    if cfg.profile == "mini":
+        return world.generate_pairs(cfg.n_gallery, seed=cfg.seed)
+    name = cfg.eval_datasets()[0]
+    ev = data.load_eval_set(cfg.profile, name, n=cfg.n_gallery, seed=cfg.seed, data_root=cfg.data_root)
+    return ev.images, [f"{name}: {ev.classnames[int(y)]}" for y in ev.labels]
+
+
+def datasets_table(cfg: MiniWorldConfig) -> pd.DataFrame:
+    """One row per dataset of the profile: task, classes, zero_shot, example classes, about (paper: also the
+    torchvision reader, split, whether it is under data_root and whether this run evaluates it)."""
+    if cfg.profile == "mini":
+        return pd.DataFrame([{"task": t.name, "classes": len(t.classnames()), "zero_shot": t.zero_shot,
+                              "example classes": ", ".join(t.classnames()[:3]), "about": t.description}
+                             for t in world.TASKS.values()])
+    root = cfg.data_root or paths.DATA_ROOT
+    present = set(paper_data.available_paper_datasets(root))
+    evaluated = set(cfg.eval_datasets()) | {finetune_set_for(cfg.profile)}
+    rows = []
+    for name, spec in paper_data.PAPER_DATASETS.items():
+        names = paper_data.get_classnames(name, root=root) if name in present and name in evaluated else None
+        rows.append({"task": name, "classes": len(names) if names is not None else None, "zero_shot": spec.zero_shot,
+                     "example classes": ", ".join(names[:3]) if names is not None else "",
+                     "about": f"torchvision {spec.torchvision_class}, split {spec.split!r}, <root>/{spec.subdir}",
+                     "present": name in present, "evaluated": name in set(cfg.eval_datasets())})
+    return pd.DataFrame(rows)
+
+
+def model_card(cfg: BaseConfig, model: models.ClipModel) -> dict:
+    """What the loaded weights are (printed: size and source). mini: the committed checkpoint's card fields;
+    paper: architecture, tag, input size and the weights' identity (sha256 of the file, 'none' if random)."""
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    if cfg.profile == "mini":
+        ckpt = Path(cfg.checkpoint) if cfg.checkpoint else paths.MINI_CHECKPOINT
+        card_file = ckpt.with_suffix(".json")
+        card = json.loads(card_file.read_text()) if card_file.exists() else {}
+        source = "random init" if cfg.pretrained == "none" and not cfg.checkpoint else f"checkpoint {ckpt.name}"
+        print(f"{n_params:.2f} M parameters; {source}")
+        return {k: card.get(k) for k in ("command", "train_seconds", "hyperparameters", "sha256")}
+    identity = models.weights_identity(**cfg.model_spec())
+    print(f"{n_params:.2f} M parameters; open_clip {model.model_name} at {model.image_size} px; "
+          f"weights {weights_label(cfg)}")
+    return {**identity, "image_size": model.image_size, "parameters_M": round(n_params, 2)}
+
+
+def zero_shot_robustness(cfg: MiniWorldConfig, model: models.ClipModel, *, preprocess: Callable | None = None,
+                         device: torch.device | str = "cpu", progress: bool = True) -> pd.DataFrame:
+    """Zero-shot accuracy (fraction) per dataset of cfg.eval_datasets() and eps of cfg.eps_list (1/255 units;
+    0 = clean) under PGD-cfg.pgd_steps on the first n_samples test images: rows (task, eps, accuracy, chance, n,
+    pgd_steps). Both profiles read their data through data.load_eval_set (preprocess: the model's)."""
+    rows = []
+    for name in cfg.eval_datasets():
+        ev = data.load_eval_set(cfg.profile, name, n=cfg.n_samples, seed=cfg.seed, data_root=cfg.data_root,
+                                preprocess=preprocess, progress=progress)
+        emb = build_class_embeddings(model, ev.classnames, ev.templates, device=device)
+        head = ZeroShotClassifier(model, emb, classnames=ev.classnames).to(device)
+        for e in cfg.eps_list:
+            logits = metrics.predict_logits(head, ev.images, ev.labels, eps=e / 255, steps=cfg.pgd_steps,
+                                            batch_size=cfg.batch_size, device=device, seed=cfg.seed)
+            rows.append({"task": name, "eps": e, "accuracy": metrics.accuracy(logits, ev.labels),
+                         "chance": 1 / head.num_classes, "n": len(ev), "pgd_steps": cfg.pgd_steps})
+    return pd.DataFrame(rows)

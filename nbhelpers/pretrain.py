@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from nbhelpers import paths, world
 from nbhelpers.models import MINI_MODEL_NAME, ClipModel, build_mini_clip, mini_model_config
-from nbhelpers.zeroshot import ZeroShotClassifier
+from nbhelpers.zeroshot import build_class_embeddings, build_head
 from nbhelpers.utils import atomic_path, code_version, select_device, sha256_file
 
 DEFAULTS: dict[str, float | int] = {"steps": 1000, "batch_size": 256, "lr": 2e-3, "weight_decay": 0.05,
@@ -57,7 +57,9 @@ def quick_zero_shot(model: ClipModel, *, n: int = 512, device: torch.device | st
     model.eval()
     out = {}
     for task in world.ZERO_SHOT_TASKS:
-        head = ZeroShotClassifier.for_task(model, task, device=device)
+        names = world.TASKS[task].classnames()
+        head = build_head(model, build_class_embeddings(model, names, [world.PROMPT_TEMPLATE], device=device),
+                          classnames=names, device=device)
         x, y = world.generate_task(task, n, seed=seed, split="test")
         out[task] = float((head(x.to(device)).argmax(1).cpu() == y).float().mean())
     return out

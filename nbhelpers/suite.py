@@ -8,32 +8,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from nbhelpers import losses, text_tuning, training
 from nbhelpers.config import EVAL_MODELS, EvaluationConfig, TAINotebookConfig
-from nbhelpers.evaluation import EmbeddingFn, text_embedder
-from nbhelpers.models import ClipModel
+from nbhelpers.evaluation import EvalModel, text_embedder, zero_shot_model  # noqa: F401 - zero_shot_model re-exported
+from nbhelpers.models import ClipModel, preprocess_for
 
 RunsConfig = TAINotebookConfig | EvaluationConfig  # the notebook configs that carry every knob set
 
 NEEDS_OFFSET = {"tai", "tima"}
 NEEDS_IAT = {"tima", "iat_tecoa"}
-
-
-@dataclass
-class EvalModel:
-    """One evaluated model: an image tower, its text side, and how it was made."""
-
-    name: str
-    label: str
-    image_model: ClipModel
-    embed: EmbeddingFn
-    text_side: str
-    run: training.FinetuneResult | None = None
 
 
 def _check_names(names: list[str]) -> None:
@@ -43,21 +30,25 @@ def _check_names(names: list[str]) -> None:
         raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(EVAL_MODELS)}")
 
 
-def zero_shot_model(base: ClipModel, *, device: torch.device | str = "cpu") -> EvalModel:
-    """The pre-trained model with its original text side, as an EvalModel."""
-    return EvalModel("zero_shot", EVAL_MODELS["zero_shot"], base, text_embedder(base, device=device), "original")
+def margin_offset_for(cfg: RunsConfig, base: ClipModel, *, preprocess: Callable | None = None,
+                      device: torch.device | str) -> dict[str, float]:
+    """The 01 margin offset between train_eps and cfg.eps on the fine-tuning task (calibrates ASAM).
 
-
-def margin_offset_for(cfg: RunsConfig, base: ClipModel, *, device: torch.device | str) -> dict[str, float]:
-    """The 01 margin offset between train_eps and cfg.eps on the fine-tuning task (calibrates ASAM)."""
+    preprocess: how the paper profile reads the fine-tuning images (None: the one that goes with base).
+    """
     return training.measure_margin_offset(base, cfg.finetune_config("tai"), eps_large=cfg.eps, steps=cfg.pgd_steps,
+                                          preprocess=preprocess if preprocess is not None else preprocess_for(base),
                                           device=device)
 
 
 def iat_projection_for(cfg: RunsConfig, base: ClipModel, *, preprocess: Callable | None = None,
                        device: torch.device | str, progress: bool = True) -> Path:
-    """Path of the IAT text projection (tuned on the fine-tuning task once, then cached by config)."""
-    train = training.TrainData(cfg.finetune_config("tai"), preprocess=preprocess)
+    """Path of the IAT text projection (tuned on the fine-tuning task once, then cached by config).
+
+    preprocess: how the paper profile reads the fine-tuning images (None: the one that goes with base).
+    """
+    train = training.TrainData(cfg.finetune_config("tai"),
+                               preprocess=preprocess if preprocess is not None else preprocess_for(base))
     iat_cfg = cfg.iat_config()
     images = train.first_images(iat_cfg.iat_images)
     path, _ = text_tuning.load_or_tune_projection(base, iat_cfg, classnames=train.classnames,

@@ -80,9 +80,10 @@ def save_projection(model: ClipModel, path: str | os.PathLike, *, config: dict) 
 
 
 def projection_key(cfg: IATConfig) -> str:
-    """Key of a tuned projection: the IAT knobs, training set and seed, the base weights' content, and the source
-    of this module and its losses (weights made by older code are never served)."""
-    payload = {**cfg.key_payload(), "code": source_fingerprint(sys.modules[__name__], losses),
+    """Key of a tuned projection: the IAT knobs, training set and seed, the base weights' content (sha256, not the
+    checkpoint's path), and the source of this module and its losses (weights made by older code are never served)."""
+    knobs = cfg.key_payload()  # the checkpoint enters through its bytes (weights_identity), not its path
+    payload = {**knobs, "code": source_fingerprint(sys.modules[__name__], losses),
                "base_weights": weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
                                                 checkpoint=cfg.checkpoint)}
     return content_key(payload)

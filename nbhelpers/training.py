@@ -47,7 +47,7 @@ from nbhelpers.utils import (atomic_path, code_version, content_key, file_finger
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, model_fingerprint
 
 # Bump when a change to the engine changes trained weights in a way the source hash cannot see (never needed so
-# far: the cache key holds the source fingerprint of this module, losses and attacks).
+# far: the cache key holds the source fingerprint of this module, losses, attacks and zeroshot).
 ENGINE_VERSION = 3
 
 
@@ -284,7 +284,7 @@ class ImageEncoder(nn.Module):
     def __init__(self, model: ClipModel) -> None:
         super().__init__()
         self.model = model
-        self.train(model.training)  # mirror the wrapped model: the attack restores this flag, BatchNorm must stay in eval
+        self.train(model.training)  # mirror the model: the attack restores this flag, and BatchNorm stays in eval
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings (N, D), not normalised."""

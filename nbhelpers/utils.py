@@ -1,4 +1,4 @@
-"""Seeding, device selection, code version, atomic writes."""
+"""Seeding, device selection, code version, the cache-key and fingerprint helpers, atomic writes."""
 from __future__ import annotations
 
 import contextlib
@@ -9,14 +9,15 @@ import os
 import random
 import subprocess
 import tempfile
+import time
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nbhelpers import paths
+from nbhelpers import __version__, paths
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:
@@ -47,7 +48,6 @@ def code_version() -> str:
                                cwd=paths.PROJECT_ROOT, text=True, capture_output=True, timeout=5).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        from nbhelpers import __version__
         return f"nbhelpers-{__version__}"
 
 
@@ -56,15 +56,44 @@ def content_key(payload: object, *, length: int = 12) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
+def tensor_fingerprint(tensors: torch.Tensor | Mapping[str, torch.Tensor], *, length: int = 16) -> str:
+    """Short sha256 of tensor values: the one fingerprint helper of the package (weights, class embeddings).
+
+    A single tensor hashes its float32 bytes; a mapping (e.g. a state_dict) hashes, in key order, each name,
+    shape and float32 bytes, so renamed or reshaped weights get a different fingerprint.
+    """
+    h = hashlib.sha256()
+    items = [(None, tensors)] if isinstance(tensors, torch.Tensor) else sorted(tensors.items())
+    for name, t in items:
+        if name is not None:
+            h.update(name.encode())
+            h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:length]
+
+
+def pack_mask(correct: torch.Tensor | np.ndarray) -> str:
+    """Boolean mask (N,) -> hex string of its packed bits (per-sample correctness in result rows)."""
+    return np.packbits(np.asarray(correct).astype(np.uint8)).tobytes().hex()
+
+
+def unpack_mask(hexbits: str, n: int) -> np.ndarray:
+    """Hex string from pack_mask -> boolean array (n,)."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hexbits), dtype=np.uint8))[:n].astype(bool)
+
+
 @functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+def _sha256_cached(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
     return sha256_file(path)
 
 
 def file_fingerprint(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, cached per (path, size, mtime) so large weight files are read once per process."""
+    """sha256 of a file's bytes, cached per (path, size, mtime, ctime, inode) so large weight files are read once
+    per process; a file changed in the last 2 s is always re-read (coarse file-system clocks)."""
     st = os.stat(path)
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if time.time() - st.st_mtime < 2.0:
+        return sha256_file(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def source_fingerprint(*modules: types.ModuleType) -> str:

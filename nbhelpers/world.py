@@ -44,6 +44,7 @@ CAPTION_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a picture of a {}.", 
 PROMPT_TEMPLATE = "a photo of a {}."
 TEST_POOL = 4096  # images per task in the test split; first-N evaluation takes a prefix
 TRAIN_POOL = 16384  # images per task in the train split (fine-tuning)
+VAL_POOL = 2048  # images per task in the val split (selection only, never reported)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,42 @@ TASKS: dict[str, WorldTask] = {
 }
 ZERO_SHOT_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.zero_shot)
 FINETUNE_TASK = "pattern_shapes"
+# Validation tasks: used only to select hyper-parameters (notebook 06), never reported as zero-shot results. Each
+# crosses one attribute the test tasks label (shape, colour, pattern) with one they never label (size,
+# background), so no label space equals a test or the fine-tuning task's; they live outside TASKS (which lists
+# the reported tasks and the fine-tuning task) and render only in their own "val" split.
+VALIDATION_TASKS: dict[str, WorldTask] = {
+    t.name: t
+    for t in (
+        WorldTask("size_shapes", ("size", "shape"), False, "16 size-shape pairs: validation only (selection)"),
+        WorldTask("size_colours", ("size", "colour"), False, "20 size-colour pairs: validation only (selection)"),
+        WorldTask("background_patterns", ("pattern", "background"), False,
+                  "18 pattern-background pairs: validation only (selection)"),
+    )
+}
+SPLITS: dict[str, int] = {"test": TEST_POOL, "train": TRAIN_POOL, "val": VAL_POOL}  # split -> pool size (images)
+
+
+def task_spec(task: str) -> WorldTask:
+    """The WorldTask of a test, fine-tuning or validation task name."""
+    spec = TASKS.get(task) or VALIDATION_TASKS.get(task)
+    if spec is None:
+        raise ValueError(f"unknown mini-world task {task!r}; choose one of {sorted(TASKS)} "
+                         f"or a validation task {sorted(VALIDATION_TASKS)}")
+    return spec
+
+
+def task_role(task: str) -> str:
+    """'test' (a reported zero-shot task), 'finetune' (the fine-tuning task) or 'validation' (selection only)."""
+    spec = task_spec(task)
+    if task in VALIDATION_TASKS:
+        return "validation"
+    return "test" if spec.zero_shot else "finetune"
+
+
+def task_splits(task: str) -> tuple[str, ...]:
+    """Splits a task renders: test tasks test/train; the fine-tuning task also val (held out); validation tasks val."""
+    return {"test": ("test", "train"), "finetune": ("test", "train", "val"), "validation": ("val",)}[task_role(task)]
 
 
 def describe(attrs: dict[str, int]) -> str:
@@ -190,19 +227,20 @@ def generate_task(task: str, n: int | None = None, *, seed: int = 0, split: str 
                   image_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """First n labelled images of a task's fixed split: images (n, 3, S, S) in [0, 1], labels (n,) int64.
 
-    A split is a fixed pool (TEST_POOL or TRAIN_POOL images, classes balanced and shuffled), rendered in
-    chunks with their own seeds, so a small n is always a prefix of a larger one (first-N evaluation).
+    A split is a fixed pool (TEST_POOL, TRAIN_POOL or VAL_POOL images, classes balanced and shuffled), rendered in
+    chunks with their own seeds, so a small n is always a prefix of a larger one (first-N evaluation). Validation
+    tasks (VALIDATION_TASKS) render only split="val", seeded by derive_seed(seed, task, "val", ...).
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown mini-world task {task!r}; choose one of {sorted(TASKS)}")
-    pools = {"test": TEST_POOL, "train": TRAIN_POOL}
-    if split not in pools:
-        raise ValueError(f"unknown split {split!r}; choose one of {sorted(pools)}")
-    pool = pools[split]
+    spec = task_spec(task)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
+    if split not in task_splits(task):
+        raise ValueError(f"task {task!r} ({task_role(task)}) has no {split!r} split; it renders "
+                         f"{list(task_splits(task))} (validation tasks render only 'val', never a reported split)")
+    pool = SPLITS[split]
     n = pool if n is None else n
     if not 0 < n <= pool:
         raise ValueError(f"n must be in [1, {pool}] for the {split} split, got {n}")
-    spec = TASKS[task]
     classes = spec.class_attributes()
     g = torch.Generator().manual_seed(derive_seed(seed, task, split, "labels"))
     labels = (torch.arange(pool) % len(classes))[torch.randperm(pool, generator=g)]

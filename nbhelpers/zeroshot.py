@@ -1,30 +1,24 @@
 """The zero-shot head: class text embeddings computed once per model, logits = scale x cosine.
 
 Attacks and training reuse the cached class embeddings: the text tower never runs inside a PGD loop.
+:func:`build_head` is the one way to make a head from an image tower and class embeddings.
 """
 from __future__ import annotations
-
-import hashlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nbhelpers.models import ClipModel
+from nbhelpers.utils import tensor_fingerprint
 
 _CACHE: dict[tuple, torch.Tensor] = {}
 
 
 def model_fingerprint(module: nn.Module, *, exclude_prefix: str | None = None) -> str:
     """Short sha256 of a module's parameters and buffers (names, shapes, values): identifies weights."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        if exclude_prefix is not None and name.startswith(exclude_prefix):
-            continue
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return tensor_fingerprint({name: t for name, t in module.state_dict().items()
+                               if exclude_prefix is None or not name.startswith(exclude_prefix)})
 
 
 @torch.no_grad()
@@ -61,18 +55,6 @@ class ZeroShotClassifier(nn.Module):
         self.classnames = list(classnames) if classnames is not None else None
         self.train(model.training)  # mirror the wrapped model: a fresh Module would default to train mode
 
-    @classmethod
-    def for_task(cls, model: ClipModel, task: str, *, device: torch.device | str = "cpu",
-                 logit_scale: float | None = None) -> "ZeroShotClassifier":
-        """Head for a mini-world task with its class names and the prompt template."""
-        from nbhelpers import world
-
-        names = world.TASKS[task].classnames() if task in world.TASKS else None
-        if names is None:
-            raise ValueError(f"unknown mini-world task {task!r}; choose one of {sorted(world.TASKS)}")
-        emb = build_class_embeddings(model, names, [world.PROMPT_TEMPLATE], device=device)
-        return cls(model, emb, logit_scale=logit_scale, classnames=names).to(device)
-
     @property
     def num_classes(self) -> int:
         """Number of classes C."""
@@ -81,3 +63,15 @@ class ZeroShotClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (N, C) = logit_scale * cos(image embedding, class embedding)."""
         return self.logit_scale * self.model.encode_image(images) @ self.class_embeddings.T
+
+
+def build_head(image_model: ClipModel, class_embeddings: torch.Tensor, *, logit_scale: float | None = None,
+               classnames: list[str] | None = None, device: torch.device | str = "cpu") -> ZeroShotClassifier:
+    """The zero-shot head, in eval mode on device: images (N, 3, S, S) in [0, 1] -> logits (N, C).
+
+    class_embeddings (C, D) are renormalised; logit_scale defaults to the image model's own. Eval mode applies
+    to the wrapped image model too (it is a submodule of the head).
+    """
+    head = ZeroShotClassifier(image_model, class_embeddings.to(device), logit_scale=logit_scale,
+                              classnames=classnames)
+    return head.to(device).eval()

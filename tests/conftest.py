@@ -24,9 +24,11 @@ def mini_model():
 @pytest.fixture(scope="session")
 def objects_head(mini_model):
     """Zero-shot head of the mini CLIP on the 64-class 'objects' task."""
-    from nbhelpers.zeroshot import ZeroShotClassifier
+    from nbhelpers import world
+    from nbhelpers.zeroshot import build_class_embeddings, build_head
 
-    return ZeroShotClassifier.for_task(mini_model, "objects")
+    names = world.TASKS["objects"].classnames()
+    return build_head(mini_model, build_class_embeddings(mini_model, names, [world.PROMPT_TEMPLATE]), classnames=names)
 
 
 @pytest.fixture(autouse=True)

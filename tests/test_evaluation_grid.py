@@ -1,4 +1,5 @@
-"""05's evaluation grid: one row per cell, resume, first-N prefixes, and the sanity signs of a sound evaluation."""
+"""The evaluation runner and 05's grid on it: one row per cell, provenance once per run, resume (also from the
+old row format), first-N prefixes, the runner = the deprecated 00 loop, and the sanity signs of a sound evaluation."""
 from __future__ import annotations
 
 import functools
@@ -8,9 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from nbhelpers import attacks, data, grid, losses, suite, world
+from nbhelpers import attacks, data, evaluation, grid, losses, metrics, suite, utils, world
 from nbhelpers.config import ConfigError, EvaluationConfig
-from nbhelpers.evaluation import text_embedder
+from nbhelpers.evaluation import EvalModel, text_embedder
+from nbhelpers.zeroshot import build_head
 
 GRID = dict(profile="mini", datasets=["shapes"], eps_list=[1.0, 4.0], attacks=["pgd10"],
             strong_attacks=["cw10", "pgd100", "aa"], strong_eps_list=[4.0], n=48, n_strong=16, batch_size=64,
@@ -22,7 +24,7 @@ def two_models(mini_model):
     """Zero-shot CLIP with its own text, and the same image tower against LAAT-expanded anchors."""
     expand = functools.partial(losses.laat_expand, spread=1.5)
     return {"zero_shot": suite.zero_shot_model(mini_model),
-            "laat_text": suite.EvalModel("laat_text", "zero-shot image, LAAT text", mini_model,
+            "laat_text": EvalModel("laat_text", "zero-shot image, LAAT text", mini_model,
                                          text_embedder(mini_model, transform=expand), "laat_expanded")}
 
 
@@ -32,18 +34,23 @@ def first_run(two_models, tmp_path_factory):
     return grid.run_grid(two_models, path=path, config={"test": 1}, **GRID)
 
 
-def test_one_row_per_planned_cell_with_provenance(first_run):
+def test_one_row_per_planned_cell_with_provenance_once_per_run(first_run):
     rows = first_run.rows
-    planned = grid.plan_cells(datasets=["shapes"], models=["zero_shot", "laat_text"], eps_list=[1.0, 4.0],
-                              attacks_=["pgd10"], strong_attacks=["cw10", "pgd100", "aa"], strong_eps_list=[4.0],
-                              n=48, n_strong=16)
+    planned = evaluation.plan_cells(datasets=["shapes"], models=["zero_shot", "laat_text"], eps_list=[1.0, 4.0],
+                                    attacks=["pgd10"], strong_attacks=["cw10", "pgd100", "aa"], strong_eps_list=[4.0],
+                                    n=48, n_strong=16)
     assert len(rows) == len(planned) == first_run.computed == 2 * (1 + 2 + 3)
     stored = [json.loads(line) for line in first_run.path.read_text().splitlines()]
-    assert len(stored) == len(planned)
+    meta = json.loads(first_run.meta_path.read_text())
+    assert first_run.meta_path.name == "05_evaluation.meta.json" and meta["rows"] == len(planned)
+    assert len(stored) == len(planned) and len(meta["runs"]) == 1
     for r in stored:
-        assert {"config", "image_fingerprint", "text_fingerprint", "code_version", "n", "seconds",
-                "clean_accuracy", "accuracy", "created"} <= set(r)
-        assert json.loads(r["config"]) == {"test": 1}
+        assert {"image_fingerprint", "text_fingerprint", "n", "seconds", "clean_accuracy", "accuracy",
+                "margin_mean", "correct", "run"} <= set(r)
+        assert not set(grid.RUN_FIELDS) & set(r), "run-constant provenance belongs in the meta file"
+        assert meta["runs"][r["run"]]["config"] == {"test": 1}
+    run = next(iter(meta["runs"].values()))
+    assert {"code_version", "torch", "device", "base_model", "fast", "amp", "created"} <= set(run)
     assert set(rows[rows.attack == "aa"].n) == {16} and set(rows[rows.attack == "pgd10"].n) == {48}
     # the two text sides differ, the image tower is the same
     fps = rows.groupby("model").agg({"image_fingerprint": "first", "text_fingerprint": "first"})
@@ -73,21 +80,83 @@ def test_rerun_reuses_every_cell_and_recomputes_removed_ones_identically(first_r
                                   first_run.rows[cols].reset_index(drop=True))
 
 
+def test_rows_in_the_old_format_are_converted_and_reused(first_run, two_models, tmp_path):
+    """A store written before provenance moved to the meta file (config, code version... on every row) resumes."""
+    meta = json.loads(first_run.meta_path.read_text())
+    old_rows = []
+    for line in first_run.path.read_text().splitlines():
+        r = json.loads(line)
+        stamp = meta["runs"][r.pop("run")]
+        old_rows.append({**r, **{k: v for k, v in stamp.items() if k != "config"},
+                         "config": json.dumps(stamp["config"], sort_keys=True)})
+    path = tmp_path / "05_evaluation.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in old_rows))
+    rows, runs = grid.load_store(path)
+    assert len(runs) == 1 and all(r["run"] in runs for r in rows)
+    assert next(iter(runs.values()))["config"] == {"test": 1} and not set(grid.RUN_FIELDS) & set(rows[0])
+    kept = [r for r in old_rows if not (r["attack"] == "pgd10" and r["eps"] == 1.0)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    again = grid.run_grid(two_models, path=path, config={"test": 1}, **GRID)
+    assert again.computed == 2 and again.reused == len(kept)
+    stored = [json.loads(line) for line in path.read_text().splitlines()]
+    assert not any(set(grid.RUN_FIELDS) & set(r) for r in stored)
+    assert len(json.loads(again.meta_path.read_text())["runs"]) == 2  # the converted old run and this one
+    cols = ["model", "attack", "eps", "accuracy", "correct"]
+    pd.testing.assert_frame_equal(again.rows[cols], first_run.rows[cols])
+
+
+def test_robustness_table_is_the_runner_with_a_clean_row_per_task(mini_model):
+    """Notebook 00's table: the runner's rows, one clean row and one PGD row per task, chance = 1 / classes."""
+    table = evaluation.robustness_table(mini_model, profile="mini", datasets=["shapes", "colours"], eps_list=[0.0, 2.0],
+                                        n=32, steps=2, batch_size=16)
+    assert table.attack.tolist() == ["clean", "pgd2"] * 2 and table.task.tolist() == ["shapes"] * 2 + ["colours"] * 2
+    assert (table.chance == 1 / table.num_classes).all() and table.accuracy.iloc[1] <= table.accuracy.iloc[0]
+
+
+def test_evaluate_cell_scores_the_same_images_and_names_any_pgd(mini_model):
+    ev = data.load_eval_set("mini", "shapes", n=40)
+    head = build_head(mini_model, text_embedder(mini_model)(ev.classnames, ev.templates))
+    clean = evaluation.evaluate_cell(head, ev, attack="clean", eps=0.0, n=24)
+    cell = evaluation.evaluate_cell(head, ev, attack="cw3", eps=4.0, n=24, seed=1)
+    assert cell["attack_label"] == "CW-PGD-3" and cell["n"] == 24 and clean["n_requested"] == 24
+    assert cell["clean_accuracy"] == clean["accuracy"] and cell["accuracy"] < clean["accuracy"]
+    correct = utils.unpack_mask(cell["correct"], 24)
+    assert correct.mean() == cell["accuracy"]
+    logits = metrics.predict_logits(head, ev.images[:24], ev.labels[:24], eps=4 / 255, steps=3, loss="cw", seed=1)
+    assert (correct == (logits.argmax(1) == ev.labels[:24]).numpy()).all()
+    assert cell["margin_mean"] == pytest.approx(float(metrics.logit_margin(logits, ev.labels[:24]).mean()))
+    with pytest.raises(ValueError, match="unknown attack"):
+        evaluation.resolve_attack("fgsm")
+    with pytest.raises(ValueError, match="eps 0"):
+        evaluation.evaluate_cell(head, ev, attack="clean", eps=4.0, n=8)
+
+
+def test_pairings_carry_their_image_and_text_side(mini_model):
+    sides = {"original": text_embedder(mini_model), "negated": text_embedder(mini_model, transform=lambda e: -e)}
+    models = evaluation.pair_models({"pre-trained": mini_model}, sides)
+    rows = evaluation.evaluate(models, profile="mini", datasets=["shapes"], attacks=["pgd1"], eps_list=[1.0], n=16)
+    assert list(models) == ["pre-trained | original", "pre-trained | negated"]
+    assert rows[["image", "text"]].drop_duplicates().values.tolist() == [["pre-trained", "original"],
+                                                                        ["pre-trained", "negated"]]
+    by_text = rows[rows.attack == "clean"].set_index("text").accuracy
+    assert by_text["negated"] < by_text["original"]  # the text side is what scores the images
+
+
 def test_small_run_is_a_prefix_of_a_large_one(first_run, two_models, tmp_path):
     small = grid.run_grid({"zero_shot": two_models["zero_shot"]}, profile="mini", datasets=["shapes"],
                           eps_list=[4.0], attacks=["pgd10"], n=16, batch_size=64, path=tmp_path / "s.jsonl",
                           progress=False)
     big = first_run.rows.set_index(["model", "attack", "eps"]).loc[("zero_shot", "pgd10", 4.0)]
     small_row = small.rows.set_index(["attack", "eps"]).loc[("pgd10", 4.0)]
-    assert (grid.unpack_mask(small_row.correct, 16) == grid.unpack_mask(big.correct, 48)[:16]).all()
+    assert (utils.unpack_mask(small_row.correct, 16) == utils.unpack_mask(big.correct, 48)[:16]).all()
 
 
 def test_sanity_checks_catch_violations(first_run):
     rows = first_run.rows.copy()
     i = rows.index[(rows.model == "zero_shot") & (rows.attack == "aa")][0]
-    rows.loc[i, "correct"] = grid.pack_mask(torch.ones(16, dtype=torch.bool))  # AA "above" PGD: gradient masking
+    rows.loc[i, "correct"] = utils.pack_mask(torch.ones(16, dtype=torch.bool))  # AA "above" PGD: gradient masking
     j = rows.index[(rows.model == "laat_text") & (rows.attack == "pgd10") & (rows.eps == 4.0)][0]
-    rows.loc[j, "correct"] = grid.pack_mask(torch.ones(48, dtype=torch.bool))  # accuracy rising with eps
+    rows.loc[j, "correct"] = utils.pack_mask(torch.ones(48, dtype=torch.bool))  # accuracy rising with eps
     checks = grid.sanity_checks(rows).set_index("check").passed
     assert not checks.filter(like="AutoAttack").item()
     assert not checks.filter(like="rises with eps").item()
@@ -97,7 +166,7 @@ def test_sanity_checks_catch_violations(first_run):
 def test_live_attack_checks_pass_on_zero_shot_clip(mini_model):
     head = suite.zero_shot_model(mini_model)
     ev = data.load_eval_set("mini", "shapes", n=64)
-    checks = grid.attack_checks(grid.head_for(head, ev), ev.images, ev.labels, eps=4.0, large_eps=32.0,
+    checks = grid.attack_checks(build_head(head.image_model, head.embed(ev.classnames, ev.templates)), ev.images, ev.labels, eps=4.0, large_eps=32.0,
                                 batch_size=64)
     assert checks.passed.all(), checks
     assert checks.value.iloc[1] <= 0.05  # accuracy at 32/255
@@ -114,7 +183,8 @@ def test_autoattack_uses_the_standard_settings(mini_model, monkeypatch):
         return original(self, images, labels)
 
     monkeypatch.setattr(torchattacks.MultiAttack, "forward", spy)
-    head = grid.head_for(suite.zero_shot_model(mini_model), data.load_eval_set("mini", "objects", n=4))
+    ev = data.load_eval_set("mini", "objects", n=4)
+    head = build_head(mini_model, text_embedder(mini_model)(ev.classnames, ev.templates))
     x, y = world.generate_task("objects", 4, split="test")
     adv = attacks.autoattack(head, x, y, eps=4 / 255, n_classes=head.num_classes)
     assert seen == {"APGD": (100, None), "APGDT": (100, 9)}

@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy import stats
 
-from nbhelpers import analysis, metrics
+from nbhelpers import analysis, metrics, utils, zeroshot
 
 
 def test_logit_margin_hand_case():
@@ -47,3 +47,30 @@ def test_correlate_matches_scipy_and_pair_table_shapes():
     table = analysis.pair_table(pm, emb, ["a", "b", "c"])
     assert len(table) == 6 and set(table.similarity) == {0.0}
     assert table[(table.true == "b") & (table.other == "c")].margin.item() == 4.0
+
+
+def test_offset_between_picks_one_pair_of_margin_offsets():
+    rng = np.random.default_rng(1)
+    small = rng.normal(2, 1, 100)
+    sweep = pd.concat([pd.DataFrame({"sample": range(100), "eps": e, "margin": small - 0.5 * e + rng.normal(0, 0.1, 100)})
+                       for e in (1.0, 2.0, 4.0)])
+    row = analysis.offset_between(sweep, eps_small=2.0, eps_large=4.0)
+    full = analysis.margin_offsets(sweep).set_index(["eps_small", "eps_large"]).loc[(2.0, 4.0)]
+    assert row.offset_mean == full.offset_mean == pytest.approx(-1.0, abs=0.05)
+    with pytest.raises(ValueError, match="no eps pair"):
+        analysis.offset_between(sweep, eps_small=4.0, eps_large=1.0)
+
+
+def test_one_fingerprint_helper_for_tensors_and_weights():
+    import hashlib
+
+    t = torch.arange(6, dtype=torch.float32).view(2, 3)
+    # a bare tensor: sha256 of its float32 bytes (the text fingerprints stored in 05's rows stay valid)
+    assert utils.tensor_fingerprint(t) == hashlib.sha256(t.numpy().tobytes()).hexdigest()[:16]
+    assert utils.tensor_fingerprint(t) != utils.tensor_fingerprint(t + 1)
+    # a named mapping also hashes names and shapes
+    assert utils.tensor_fingerprint({"w": t}) != utils.tensor_fingerprint({"v": t})
+    assert utils.tensor_fingerprint({"w": t}) != utils.tensor_fingerprint({"w": t.view(3, 2)})
+    lin = torch.nn.Linear(3, 2)
+    assert zeroshot.model_fingerprint(lin) == utils.tensor_fingerprint(lin.state_dict())
+    assert zeroshot.model_fingerprint(lin, exclude_prefix="bias") == utils.tensor_fingerprint({"weight": lin.weight})

@@ -5,13 +5,13 @@ robust accuracy falls monotonically from eps 1 to 8.
 """
 import pytest
 
-from nbhelpers import metrics, world
+from nbhelpers import evaluation, metrics, world
 
 
 @pytest.fixture(scope="module")
 def grid(mini_model):
-    return metrics.zero_shot_robustness(mini_model, list(world.ZERO_SHOT_TASKS), eps_list=[0.0, 1.0, 2.0, 4.0, 8.0],
-                                        n=256, steps=10)
+    return evaluation.robustness_table(mini_model, profile="mini", datasets=list(world.ZERO_SHOT_TASKS),
+                                       eps_list=[0.0, 1.0, 2.0, 4.0, 8.0], n=256, steps=10)
 
 
 @pytest.fixture(scope="module")
@@ -37,5 +37,6 @@ def test_robust_accuracy_falls_monotonically_with_eps(targets, task):
 
 
 def test_very_large_eps_drives_accuracy_to_about_zero(mini_model):
-    grid = metrics.zero_shot_robustness(mini_model, ["objects"], eps_list=[0.0, 32.0], n=128, steps=20)
+    grid = evaluation.robustness_table(mini_model, profile="mini", datasets=["objects"], eps_list=[0.0, 32.0], n=128,
+                                       steps=20)
     assert grid.set_index("eps").accuracy[32.0] <= 0.05

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nbhelpers import _compat, models, paths, pretrain, utils, world
-from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings
+from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build_head
 
 
 def test_normalisation_is_inside_the_model(mini_model):
@@ -22,7 +22,7 @@ def test_zero_shot_head_uses_cached_text_embeddings(mini_model):
     handle = mini_model.clip.transformer.register_forward_hook(lambda *a: calls.append(1))
     try:
         e2 = build_class_embeddings(mini_model, names, [world.PROMPT_TEMPLATE])
-        head = ZeroShotClassifier.for_task(mini_model, "shapes")
+        head = build_head(mini_model, build_class_embeddings(mini_model, names, [world.PROMPT_TEMPLATE]))
         head(torch.rand(2, 3, 32, 32))
     finally:
         handle.remove()

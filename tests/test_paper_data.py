@@ -19,36 +19,21 @@ from torchvision import transforms
 
 from nbhelpers.paper_data import (
     PAPER_DATASETS,
+    SKIP_CHECKSUMS_ENV,
     TEMPLATE,
+    available_paper_datasets,
+    check_dataset_files,
     get_classnames,
     list_paper_datasets,
     load_paper_dataset,
 )
+from paper_fixtures import FAKE_WNIDS, cifar_batch, write_cifar10, write_class_folders, write_image
+from paper_fixtures import write_imagenet_meta, write_paper_root, write_pickle
 
 TO_TENSOR = transforms.ToTensor()
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _write_image(path: Path, *, size: tuple[int, int] = (12, 10), mode: str = "RGB", seed: int = 0) -> None:
-    """Write a small random image (PNG or JPEG by suffix) in the given PIL mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    channels = {"RGB": 3, "L": 1}[mode]
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
-    Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode=mode).save(path)
-
-
-def _pickle(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(obj, f)
-
-
-def _cifar_batch(n: int, label_key: str, n_classes: int, seed: int) -> dict:
-    """A CIFAR python batch: ``data`` uint8 (n, 3072) in CHW-planar order and integer labels."""
-    data = np.random.default_rng(seed).integers(0, 256, (n, 3072), dtype=np.uint8)
-    return {"data": data, label_key: [i % n_classes for i in range(n)]}
 
 
 @pytest.fixture
@@ -128,19 +113,11 @@ def test_missing_files_raise_quickly_with_path_and_hint(tmp_path: Path, name: st
 # ------------------------------------------------------------------------------------------------- CIFAR
 
 
-def _write_cifar10(root: Path, test_batch: dict, names: list[str]) -> None:
-    base = root / "cifar-10-batches-py"
-    for i in range(1, 6):  # torchvision checks the train batches exist even for the test split
-        _pickle(base / f"data_batch_{i}", _cifar_batch(2, "labels", len(names), seed=i))
-    _pickle(base / "test_batch", test_batch)
-    _pickle(base / "batches.meta", {"label_names": names})
-
-
 def test_cifar10_loads_real_format(tmp_path: Path, skip_cifar_md5: None) -> None:
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    batch = _cifar_batch(5, "labels", 10, seed=42)
+    batch = cifar_batch(5, "labels", 10, seed=42)
     batch["labels"] = [3, 0, 9, 1, 5]
-    _write_cifar10(tmp_path, batch, names)
+    write_cifar10(tmp_path, batch, names)
 
     dataset, classnames = load_paper_dataset("cifar10", root=tmp_path, transform=TO_TENSOR)
 
@@ -155,19 +132,65 @@ def test_cifar10_loads_real_format(tmp_path: Path, skip_cifar_md5: None) -> None
 
 def test_cifar10_md5_mismatch_becomes_file_not_found(tmp_path: Path) -> None:
     names = [f"class{i}" for i in range(10)]
-    _write_cifar10(tmp_path, _cifar_batch(2, "labels", 10, seed=0), names)
+    write_cifar10(tmp_path, cifar_batch(2, "labels", 10, seed=0), names)
     # Without the md5 bypass torchvision raises "Dataset not found or corrupted": we re-raise it with the hint.
     with pytest.raises(FileNotFoundError, match="cifar10.*torchvision: Dataset not found or corrupted") as info:
         load_paper_dataset("cifar10", root=tmp_path)
     assert str(tmp_path / "cifar-10-batches-py" / "test_batch") in str(info.value)
 
 
+def test_skip_checksums_env_reads_fake_cifar_with_real_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = ["airplane", "automobile", "bird"]
+    batch = cifar_batch(4, "labels", 3, seed=7)
+    write_cifar10(tmp_path, batch, names)
+    monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")
+
+    dataset, classnames = load_paper_dataset("cifar10", root=tmp_path, transform=TO_TENSOR)
+
+    assert isinstance(dataset, torchvision.datasets.CIFAR10) and classnames == names
+    expected = torch.from_numpy(batch["data"][2].reshape(3, 32, 32).astype(np.float32) / 255.0)
+    torch.testing.assert_close(dataset[2][0], expected)
+    clone = pickle.loads(pickle.dumps(dataset))  # the existence-checked subclass pickles (DataLoader workers)
+    torch.testing.assert_close(clone[2][0], expected)
+    # A missing file is still caught before torchvision runs, with the hint.
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_3"):
+        load_paper_dataset("cifar10", root=tmp_path)
+
+
+def test_skip_checksums_env_must_be_0_or_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_cifar10(tmp_path, cifar_batch(2, "labels", 3, seed=0), ["a", "b", "c"])
+    monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "yes")
+    with pytest.raises(ValueError, match="TIMA_SKIP_CHECKSUMS must be '0' or '1'"):
+        load_paper_dataset("cifar10", root=tmp_path)
+
+
+def test_skip_checksums_off_still_checks_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_cifar10(tmp_path, cifar_batch(2, "labels", 10, seed=0), [f"class{i}" for i in range(10)])
+    monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "0")
+    with pytest.raises(FileNotFoundError, match="Dataset not found or corrupted"):
+        load_paper_dataset("cifar10", root=tmp_path)
+
+
+def test_available_datasets_and_file_checks_on_a_fixture_root(tmp_path: Path) -> None:
+    write_paper_root(tmp_path, cifar_test=4, cifar_classes=3)
+    assert available_paper_datasets(tmp_path) == ["cifar10", "eurosat", "tinyimagenet"]
+    assert available_paper_datasets(tmp_path, split="train") == ["cifar10", "tinyimagenet"]
+    check_dataset_files("tinyimagenet", root=tmp_path, split="train")
+    with pytest.raises(FileNotFoundError, match="stl10_binary"):
+        check_dataset_files("stl10", root=tmp_path)
+    with pytest.raises(ValueError, match="allowed: all"):
+        check_dataset_files("eurosat", root=tmp_path, split="train")
+    _, names = load_paper_dataset("tinyimagenet", root=tmp_path, split="train")
+    assert names == ["goldfish", "great white shark"]  # wnids mapped through the fixture's imagenet/meta.bin
+
+
 def test_cifar100_loads_real_format(tmp_path: Path, skip_cifar_md5: None) -> None:
     names = ["apple", "aquarium_fish", "baby", "maple_tree"]
     base = tmp_path / "cifar-100-python"
-    _pickle(base / "train", _cifar_batch(3, "fine_labels", len(names), seed=1))
-    _pickle(base / "test", _cifar_batch(6, "fine_labels", len(names), seed=2))
-    _pickle(base / "meta", {"fine_label_names": names, "coarse_label_names": ["fruit", "fish", "people", "trees"]})
+    write_pickle(base / "train", cifar_batch(3, "fine_labels", len(names), seed=1))
+    write_pickle(base / "test", cifar_batch(6, "fine_labels", len(names), seed=2))
+    write_pickle(base / "meta", {"fine_label_names": names, "coarse_label_names": ["fruit", "fish", "people", "trees"]})
 
     dataset, classnames = load_paper_dataset("cifar100", root=tmp_path, transform=TO_TENSOR)
 
@@ -180,23 +203,6 @@ def test_cifar100_loads_real_format(tmp_path: Path, skip_cifar_md5: None) -> Non
 
 
 # -------------------------------------------------------------------------------- ImageFolder: ImageNet
-
-
-N_FAKE_IMAGENET = 1000
-FAKE_WNIDS = [f"n{i:08d}" for i in range(N_FAKE_IMAGENET)]  # sorted, so index i <-> IMAGENET_CLASSNAMES[i]
-
-
-def _write_imagenet_meta(imagenet_dir: Path) -> None:
-    """torchvision's ImageNet ``meta.bin``: ``(wnid_to_classes, val_wnids)`` saved with torch.save."""
-    imagenet_dir.mkdir(parents=True, exist_ok=True)
-    wnid_to_classes = {w: (f"synset {i}",) for i, w in enumerate(FAKE_WNIDS)}
-    torch.save((wnid_to_classes, []), imagenet_dir / "meta.bin")
-
-
-def _write_class_folders(split_dir: Path, wnids: list[str], per_class: int = 2) -> None:
-    for c, wnid in enumerate(wnids):
-        for k in range(per_class):
-            _write_image(split_dir / wnid / f"img_{k}.png", seed=10 * c + k)
 
 
 def test_imagenet_classnames_come_from_open_clip() -> None:
@@ -219,9 +225,9 @@ def test_imagenet_subset_with_meta_uses_torchvision_imagenet(tmp_path: Path) -> 
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
     imagenet_dir = tmp_path / "imagenet"
-    _write_imagenet_meta(imagenet_dir)
+    write_imagenet_meta(imagenet_dir)
     wnids = [FAKE_WNIDS[0], FAKE_WNIDS[1], FAKE_WNIDS[999]]
-    _write_class_folders(imagenet_dir / "val", wnids)
+    write_class_folders(imagenet_dir / "val", wnids)
 
     dataset, classnames = load_paper_dataset("imagenet", root=tmp_path, transform=TO_TENSOR)
 
@@ -235,7 +241,7 @@ def test_imagenet_subset_with_meta_uses_torchvision_imagenet(tmp_path: Path) -> 
 
 def test_imagenet_subset_without_wnid_list_warns_and_uses_wnids(tmp_path: Path) -> None:
     wnids = ["n01440764", "n01443537"]
-    _write_class_folders(tmp_path / "imagenet" / "val", wnids, per_class=1)
+    write_class_folders(tmp_path / "imagenet" / "val", wnids, per_class=1)
     with pytest.warns(UserWarning, match="no ImageNet wnid list"):
         dataset, classnames = load_paper_dataset("imagenet", root=tmp_path, transform=TO_TENSOR)
     assert isinstance(dataset, torchvision.datasets.ImageFolder)
@@ -247,9 +253,9 @@ def test_imagenet_subset_without_wnid_list_warns_and_uses_wnids(tmp_path: Path) 
 
 
 def test_tinyimagenet_maps_wnids_through_imagenet_meta(tmp_path: Path) -> None:
-    _write_imagenet_meta(tmp_path / "imagenet")
-    _write_class_folders(tmp_path / "tinyimagenet" / "val", [FAKE_WNIDS[1], FAKE_WNIDS[2]], per_class=2)
-    _write_class_folders(tmp_path / "tinyimagenet" / "train", [FAKE_WNIDS[1], FAKE_WNIDS[2]], per_class=3)
+    write_imagenet_meta(tmp_path / "imagenet")
+    write_class_folders(tmp_path / "tinyimagenet" / "val", [FAKE_WNIDS[1], FAKE_WNIDS[2]], per_class=2)
+    write_class_folders(tmp_path / "tinyimagenet" / "train", [FAKE_WNIDS[1], FAKE_WNIDS[2]], per_class=3)
 
     dataset, classnames = load_paper_dataset("tinyimagenet", root=tmp_path, transform=TO_TENSOR)
 
@@ -266,7 +272,7 @@ def test_tinyimagenet_maps_wnids_through_full_imagenet_val_folder(tmp_path: Path
     # 1000 wnid folders in <root>/imagenet/val are enough to recover the index order (no files needed).
     for wnid in FAKE_WNIDS:
         (tmp_path / "imagenet" / "val" / wnid).mkdir(parents=True)
-    _write_class_folders(tmp_path / "tinyimagenet" / "val", [FAKE_WNIDS[0], FAKE_WNIDS[3]], per_class=1)
+    write_class_folders(tmp_path / "tinyimagenet" / "val", [FAKE_WNIDS[0], FAKE_WNIDS[3]], per_class=1)
     dataset, classnames = load_paper_dataset("tinyimagenet", root=tmp_path)
     assert classnames == ["tench", get_classnames("imagenet")[3]]
     assert isinstance(dataset[0][0], Image.Image)  # no transform: PIL images come out
@@ -274,7 +280,7 @@ def test_tinyimagenet_maps_wnids_through_full_imagenet_val_folder(tmp_path: Path
 
 def test_tinyimagenet_without_imagenet_falls_back_to_wnids(tmp_path: Path) -> None:
     wnids = ["n01443537", "n01629819", "n01641577"]
-    _write_class_folders(tmp_path / "tinyimagenet" / "val", wnids, per_class=1)
+    write_class_folders(tmp_path / "tinyimagenet" / "val", wnids, per_class=1)
     with pytest.warns(UserWarning, match="falling back to the wnid folder names"):
         dataset, classnames = load_paper_dataset("tinyimagenet", root=tmp_path, transform=TO_TENSOR)
     assert classnames == wnids
@@ -288,7 +294,7 @@ def test_eurosat_image_folder(tmp_path: Path) -> None:
     # EuroSAT's only check is that <root>/eurosat/2750 exists, so a fake passes honestly.
     folders = ["AnnualCrop", "HerbaceousVegetation", "SeaLake"]
     for c, folder in enumerate(folders):
-        _write_image(tmp_path / "eurosat" / "2750" / folder / f"{folder}_1.jpg", size=(16, 16), seed=c)
+        write_image(tmp_path / "eurosat" / "2750" / folder / f"{folder}_1.jpg", size=(16, 16), seed=c)
 
     dataset, classnames = load_paper_dataset("eurosat", root=tmp_path, transform=TO_TENSOR)
 
@@ -301,10 +307,10 @@ def test_eurosat_image_folder(tmp_path: Path) -> None:
 def test_caltech101_grayscale_becomes_rgb(tmp_path: Path) -> None:
     # Caltech101's only check is that 101_ObjectCategories exists; BACKGROUND_Google is dropped by torchvision.
     base = tmp_path / "caltech101" / "101_ObjectCategories"
-    _write_image(base / "BACKGROUND_Google" / "image_0001.jpg")
-    _write_image(base / "Faces_easy" / "image_0001.jpg", mode="L")  # grayscale, as some real images are
-    _write_image(base / "accordion" / "image_0001.jpg")
-    _write_image(base / "accordion" / "image_0002.jpg", mode="L")
+    write_image(base / "BACKGROUND_Google" / "image_0001.jpg")
+    write_image(base / "Faces_easy" / "image_0001.jpg", mode="L")  # grayscale, as some real images are
+    write_image(base / "accordion" / "image_0001.jpg")
+    write_image(base / "accordion" / "image_0002.jpg", mode="L")
 
     dataset, classnames = load_paper_dataset("caltech101", root=tmp_path, transform=TO_TENSOR)
 

@@ -1,3 +1,5 @@
+import json
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -8,17 +10,31 @@ import pytest  # noqa: E402
 from nbhelpers import plots, results  # noqa: E402
 
 
-def test_result_rows_carry_provenance_and_keep_their_own_columns(tmp_path):
-    df = pd.DataFrame({"model": ["tecoa", "tai"], "accuracy": [0.5, 0.6]})
+def test_table_keeps_its_own_columns_and_provenance_goes_once_to_the_meta_file(tmp_path):
+    df = pd.DataFrame({"model": ["tecoa", "tai"], "accuracy": [0.5, 0.6], "config": ["a", "b"]})
     path = results.write_table(df, "04_demo", config={"eps": 4}, model="mini-clip", fingerprint="abc",
                                directory=tmp_path)
     back = pd.read_csv(path)
-    assert back["model"].tolist() == ["tecoa", "tai"]
-    assert set(results.PROVENANCE_COLUMNS) <= set(back.columns)
-    assert back["base_model"].unique().tolist() == ["mini-clip"] and back["config"][0] == '{"eps": 4}'
-    assert [p.name for p in tmp_path.iterdir()] == ["04_demo.csv"]  # no temporary file left
-    with pytest.raises(ValueError, match="provenance column"):
-        results.annotate(pd.DataFrame({"config": [1]}), config={}, model="m", fingerprint="f")
+    pd.testing.assert_frame_equal(back, df)  # no provenance column added; a column named 'config' is the table's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["04_demo.csv", "04_demo.meta.json"]  # no temporary file
+    meta = json.loads((tmp_path / "04_demo.meta.json").read_text())
+    assert meta["config"] == {"eps": 4} and meta["base_model"] == "mini-clip" and meta["model_fingerprint"] == "abc"
+    assert {"code_version", "created", "torch"} <= set(meta)
+    assert meta["columns"] == ["model", "accuracy", "config"] and meta["rows"] == 2
+    table, meta_back = results.read_table("04_demo", directory=tmp_path)
+    pd.testing.assert_frame_equal(table, df)
+    assert meta_back == meta
+
+
+def test_read_table_refuses_a_table_replaced_without_its_meta(tmp_path):
+    df = pd.DataFrame({"model": ["tecoa", "tai"], "accuracy": [0.5, 0.6]})
+    results.write_table(df, "04_demo", config={}, model="m", fingerprint="f", directory=tmp_path)
+    df.iloc[:1].to_csv(tmp_path / "04_demo.csv", index=False)
+    with pytest.raises(ValueError, match="does not match"):
+        results.read_table("04_demo", directory=tmp_path)
+    (tmp_path / "04_demo.meta.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no metadata"):
+        results.read_table("04_demo", directory=tmp_path)
 
 
 def test_save_figure_writes_png_and_pdf_with_checked_names(tmp_path):

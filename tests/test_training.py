@@ -1,16 +1,21 @@
 """The one engine: every method trains, touches only what it tunes, resumes exactly, and runs under DDP."""
 from __future__ import annotations
 
+import copy
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
-from nbhelpers import models, training
-from nbhelpers.config import ConfigError
+from nbhelpers import losses, models, suite, text_tuning, training, world
+from nbhelpers.config import ConfigError, EvaluationConfig
 from nbhelpers.training import FinetuneConfig
+from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings
 
 SMALL = dict(finetune_steps=3, train_batch_size=16, warmup_steps=1, checkpoint_every=100, device="cpu")
 
@@ -86,8 +91,6 @@ def test_bf16_autocast_path_trains(tmp_path):
 
 
 def test_iat_tunes_only_the_text_projection(base_state, tmp_path):
-    from nbhelpers import text_tuning, world
-
     model, _ = models.create_model_and_transforms("mini")
     x, _ = world.generate_task(world.FINETUNE_TASK, 64, split="train")
     cfg = text_tuning.IATConfig(iat_steps=5)
@@ -106,11 +109,156 @@ def test_iat_tunes_only_the_text_projection(base_state, tmp_path):
 def test_cache_key_follows_config_and_engine_version(monkeypatch):
     """A cached model is reused only for the same config and the same engine version (code changes that alter the
     trained weights bump training.ENGINE_VERSION, so stale cached weights are never silently reused)."""
-    from nbhelpers import training
-
     cfg = training.FinetuneConfig.from_params(method="tai")
     key = training.cache_key(cfg)
     assert training.cache_key(training.FinetuneConfig.from_params(method="tai", device="cpu", checkpoint_every=7)) == key
     assert training.cache_key(training.FinetuneConfig.from_params(method="tai", margin_offset=-0.1)) != key
     monkeypatch.setattr(training, "ENGINE_VERSION", training.ENGINE_VERSION + 1)
     assert training.cache_key(cfg) != key
+
+
+# ------------------------------------------------------------------------------ FARE's label-free training attack
+
+
+@pytest.fixture(scope="module")
+def fresh_base():
+    """A mini CLIP of this module's own (engines freeze its flags, as finetune does)."""
+    return models.create_model_and_transforms("mini")[0]
+
+
+@pytest.fixture(scope="module")
+def train_batch():
+    """A batch of the fine-tuning task: images (32, 3, 32, 32), labels (32,), class names, templates."""
+    x, y = world.generate_task(world.FINETUNE_TASK, 32, split="train", seed=3)
+    return x, y, world.TASKS[world.FINETUNE_TASK].classnames(), [world.PROMPT_TEMPLATE]
+
+
+def _engine(cfg: FinetuneConfig, base: models.ClipModel, emb: torch.Tensor) -> training.Engine:
+    """An engine set up as finetune sets it up (student copy, frozen teacher, SGD on the image tower)."""
+    student = copy.deepcopy(base).eval()
+    for name, p in student.named_parameters():
+        p.requires_grad_(name.startswith("clip.visual."))
+    teacher = ZeroShotClassifier(base, emb).eval() if cfg.method in training.NEEDS_TEACHER else None
+    for p in base.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=cfg.finetune_lr,
+                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return training.make_engine(cfg, student, emb, opt, teacher=teacher, scale=base.logit_scale())
+
+
+ATTACK = dict(train_eps=2.0, train_pgd_steps=3, **SMALL)
+
+
+def test_fare_attack_ignores_labels_where_tecoa_attack_uses_them(fresh_base, train_batch):
+    x, y, classnames, templates = train_batch
+    emb = build_class_embeddings(fresh_base, classnames, templates)
+    other = (y + 1) % len(classnames)  # every label changed
+    noise = 2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) - 1
+    adv = {}
+    for method in ("fare", "tecoa"):
+        engine = _engine(FinetuneConfig.from_params(method=method, **ATTACK), fresh_base, emb)
+        adv[method] = training.training_attack(engine, x, y, noise)
+        relabelled = training.training_attack(engine, x, other, noise)
+        assert torch.equal(adv[method], relabelled) == (method == "fare"), method
+    assert not torch.equal(adv["fare"], adv["tecoa"])
+
+
+def test_fare_attack_climbs_fares_own_loss_more_than_the_ce_attack(fresh_base, train_batch):
+    """At 2-3 steps both attacks move the embeddings about as far on this task; at 10 steps FARE's, which ascends
+    the embedding distance itself, is clearly ahead (882 vs 727 per sample when written)."""
+    x, y, classnames, templates = train_batch
+    emb = build_class_embeddings(fresh_base, classnames, templates)
+    strong = {**ATTACK, "train_eps": 4.0, "train_pgd_steps": 10}
+    engine = _engine(FinetuneConfig.from_params(method="fare", **strong), fresh_base, emb)
+    ce_engine = _engine(FinetuneConfig.from_params(method="tecoa", **strong), fresh_base, emb)
+    noise = 2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) - 1
+    targets = training.fare_targets(engine, x)
+    with torch.no_grad():
+        fare_adv = losses.fare_loss(engine.features(training.training_attack(engine, x, y, noise)), targets)
+        ce_adv = losses.fare_loss(engine.features(training.training_attack(ce_engine, x, y, noise)), targets)
+        clean = losses.fare_loss(engine.features(x), targets)
+    assert clean < 1e-6 < ce_adv  # the student starts at the pre-trained weights
+    assert fare_adv > 1.1 * ce_adv, (float(fare_adv), float(ce_adv))
+
+
+def test_fare_training_step_does_not_depend_on_labels(fresh_base, train_batch):
+    x, y, classnames, templates = train_batch
+    emb = build_class_embeddings(fresh_base, classnames, templates)
+    cfg = FinetuneConfig.from_params(method="fare", **ATTACK)
+    noise = 2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) - 1
+    a, b = _engine(cfg, fresh_base, emb), _engine(cfg, fresh_base, emb)
+    loss_a = training.train_step(a, 0, x, y, noise)
+    loss_b = training.train_step(b, 0, x, (y + 1) % len(classnames), noise)
+    assert torch.equal(loss_a, loss_b)
+    trained_a, trained_b = (e.attack_head.model.visual.state_dict() for e in (a, b))
+    assert all(torch.equal(v, trained_b[k]) for k, v in trained_a.items())
+    assert any(not torch.equal(trained_a[k], v) for k, v in fresh_base.visual.state_dict().items()), "must train"
+
+
+# ------------------------------------------------------------------------------ iat_tecoa trains against IAT text
+
+
+def _perturbed_projection(path: Path) -> Path:
+    """An IAT-style projection file: the base projection, moved a little."""
+    model = models.create_model_and_transforms("mini")[0]
+    with torch.no_grad():
+        model.clip.text_projection.add_(0.05 * torch.randn_like(model.clip.text_projection))
+    return text_tuning.save_projection(model, path, config={})
+
+
+def test_iat_tecoa_is_tecoa_trained_against_the_iat_text(fresh_base, tmp_path, monkeypatch):
+    path = _perturbed_projection(tmp_path / "iat.safetensors")
+    ev = EvaluationConfig.from_params(finetune_steps=1, train_batch_size=16, warmup_steps=1, device="cpu")
+    cfgs = suite.finetune_configs(ev, ["iat_tecoa", "tecoa"], iat_path=path)
+    iat_cfg = cfgs["iat_tecoa"]
+    assert (iat_cfg.method, iat_cfg.text_source, iat_cfg.iat_projection) == ("tecoa", "iat", str(path))
+    assert cfgs["tecoa"].text_source == "original"
+    assert training.cache_key(iat_cfg) != training.cache_key(cfgs["tecoa"])
+    data = training.TrainData(iat_cfg)
+    iat_text = build_class_embeddings(training.with_iat_projection(fresh_base, path), data.classnames, data.templates)
+    original = build_class_embeddings(fresh_base, data.classnames, data.templates)
+    assert not torch.allclose(iat_text, original, atol=1e-3)
+    assert torch.equal(training.class_embeddings_for(iat_cfg, fresh_base, data.classnames, data.templates,
+                                                     device="cpu"), iat_text)
+    seen = {}
+    real_make_engine = training.make_engine
+
+    def spy(*args, **kwargs):
+        seen["engine"] = real_make_engine(*args, **kwargs)
+        return seen["engine"]
+
+    monkeypatch.setattr(training, "make_engine", spy)
+    training.finetune(iat_cfg, out=tmp_path / "run.pt", progress=False)
+    engine = seen["engine"]
+    assert torch.equal(engine.class_embeddings, iat_text)  # the objective's logits
+    assert torch.allclose(engine.attack_head.class_embeddings, iat_text, atol=1e-6)  # the training attack's head
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+
+@pytest.mark.parametrize("text, value", [("False", False), ("false", False), ("0", False), ("no", False),
+                                         ("True", True), ("true", True), ("1", True), (" yes ", True)])
+def test_parse_bool(text, value):
+    assert training._parse_bool(text) is value
+
+
+def test_cli_parses_booleans_into_the_config(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_finetune(cfg, *, device, out):
+        seen.update(cfg=cfg, out=out)
+        return training.FinetuneResult(None, pd.DataFrame({"loss": [0.5]}), Path(out) if out else None, cfg, 0.0)
+
+    monkeypatch.setattr(training, "finetune", fake_finetune)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    out = str(tmp_path / "run.pt")
+    assert training.main(["--method", "fare", "--amp", "False", "--device", "cpu", "--out", out]) == 0
+    assert seen["cfg"].amp is False and seen["cfg"].method == "fare" and seen["out"] == out
+    assert json.loads(capsys.readouterr().out)["final_loss"] == 0.5
+    training.main(["--amp", "true", "--device", "cpu", "--finetune_steps", "7"])
+    assert seen["cfg"].amp is True and seen["cfg"].finetune_steps == 7
+    with pytest.raises(SystemExit) as exit_info:
+        training.main(["--amp", "maybe"])
+    assert exit_info.value.code == 2
+    assert "expected True or False, got 'maybe'" in capsys.readouterr().err

@@ -58,3 +58,38 @@ def test_bad_task_and_sizes_are_rejected():
         world.generate_task("shapes", 0)
     with pytest.raises(ValueError, match="n must be"):
         world.generate_task("shapes", world.TEST_POOL + 1)
+
+
+@pytest.mark.parametrize(("task", "split", "labels", "total"), [
+    ("shapes", "test", [7, 3, 1, 1, 3, 2, 3, 4], 7488.2388),
+    ("objects", "test", [18, 42, 52, 36, 77, 71, 13, 35], 15248.0701),
+    ("pattern_shapes", "train", [10, 45, 25, 32, 2, 30, 11, 46], 12753.2400),
+])
+def test_existing_task_rendering_is_pinned(task, split, labels, total):
+    # committed results depend on these pixels: adding validation tasks and the val split must not move them
+    x, y = world.generate_task(task, 8, seed=0, split=split)
+    assert y.tolist() == labels
+    assert float(x.double().sum()) == pytest.approx(total, abs=1e-2)
+
+
+def test_task_lists_keep_their_roles():
+    assert world.ZERO_SHOT_TASKS == ("shapes", "colours", "patterns", "objects", "colour_patterns")
+    assert not set(world.VALIDATION_TASKS) & set(world.TASKS)
+    assert {world.task_role(t) for t in world.ZERO_SHOT_TASKS} == {"test"}
+    assert world.task_role(world.FINETUNE_TASK) == "finetune"
+    assert {world.task_role(t) for t in world.VALIDATION_TASKS} == {"validation"}
+    assert world.task_spec("size_shapes").classnames()[:2] == ["small circle", "small hollow circle"]
+    assert world.task_spec("background_patterns").classnames()[0] == "plain object on a white background"
+
+
+def test_splits_are_refused_where_a_task_has_none():
+    with pytest.raises(ValueError, match="no 'val' split"):
+        world.generate_task("shapes", 8, split="val")  # a reported task never renders for selection
+    with pytest.raises(ValueError, match="no 'test' split"):
+        world.generate_task("size_shapes", 8, split="test")  # validation tasks are never test sets
+    with pytest.raises(ValueError, match="unknown split"):
+        world.generate_task("size_shapes", 8, split="dev")
+    with pytest.raises(ValueError, match="n must be"):
+        world.generate_task("size_shapes", world.VAL_POOL + 1, split="val")
+    x, y = world.generate_task(world.FINETUNE_TASK, 8, split="val")  # held-out fine-tuning images
+    assert x.shape == (8, 3, 32, 32) and y.shape == (8,)

@@ -1,0 +1,302 @@
+"""The comparison study (notebook 06) as data: search space, declared selection rule, resumable store, seed statistics.
+
+Every method gets the same search budget (9 configurations: 3 learning rates x 3 values of one method knob; FARE,
+which has no method weight here, gets a 9-point learning-rate grid instead). Configurations are compared on the
+validation tasks only (:data:`nbhelpers.world.VALIDATION_TASKS`), the selected one of each method is trained with
+several training seeds shared across methods, and the test tasks are reported as a mean with a 95% Student-t
+interval over seeds and as paired per-seed differences between methods.
+
+Training and evaluation stay outside this module: the study loop takes a callable
+``run_config(config, train_seed) -> {metric: value}`` (``config`` is ``{"method": ..., **overrides}``), so it is
+tested without training. Scores are accuracies as fractions in [0, 1]: ``"clean"`` and ``"robust@<eps>"`` (eps in
+1/255 units, see :func:`robust_metric`), each the mean over the evaluated tasks.
+
+Every run is one JSON line of a :class:`StudyStore`, keyed by :func:`row_key`, so an interrupted study resumes
+where it stopped and the notebook renders from the committed file alone.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from nbhelpers.config import FinetuneConfig, IATKnobs, TAIKnobs
+from nbhelpers.findings import t_interval
+from nbhelpers.utils import atomic_path, content_key
+
+STUDY_METHODS: tuple[str, ...] = ("tecoa", "pmg_aft", "laat", "fare", "tai", "tima")
+# study method -> engine method of training.finetune (TIMA = IAT text tuning, then TAI against the tuned text)
+ENGINE_METHOD: dict[str, str] = {"tecoa": "tecoa", "pmg_aft": "pmg_aft", "laat": "laat", "fare": "fare",
+                                 "tai": "tai", "tima": "tai"}
+LR_GRID: dict[str, tuple[float, ...]] = {"mini": (1e-4, 3e-4, 1e-3), "paper": (3e-6, 1e-5, 3e-5)}  # peak SGD lr
+WARMUP_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.25)  # TeCoA's knob: warm-up steps as a fraction of all steps
+PMG_WEIGHTS: tuple[float, ...] = (0.5, 1.0, 2.0)  # PMG-AFT's knob: alpha = beta
+LAAT_SPREADS: tuple[float, ...] = (1.25, 1.5, 2.0)  # LAAT-style's knob: angle expansion factor
+TAI_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 2.0)  # TAI's knob: factor on both the ASAM gain and the TAKD weight
+SC_WEIGHTS: tuple[float, ...] = (1.0, 5.0, 25.0)  # TIMA's knob: IAT's semantic-consistency weight
+BUDGET = 9  # configurations per method
+
+# TIMA's ablations (names only; trained at the selected TAI / TIMA configuration with the same seeds, not searched)
+TIMA_ABLATIONS: dict[str, str] = {
+    "tai_no_takd": "TAI without text-aware distillation (takd_weight 0): margins only",
+    "tai_no_margin": "TAI without margins (margin_kind 'none'): TAKD only",
+    "tai_tam": "TAI with the v1 TAM gate (margin above tam_threshold) instead of ASAM",
+    "tai_no_offset": "ASAM without the measured margin offset (offset_weight 0)",
+    "iat_tecoa": "IAT text + TeCoA image side (TIMA without TAI)",
+    "tima_mhe": "TIMA with MHE-only text tuning (sc_weight 0, iakd_weight 0)",
+    "tima_sc_mhe": "TIMA with SC-MHE text tuning (iakd_weight 0)",
+}
+
+
+def _sig(x: float) -> float:
+    """x rounded to 3 significant digits (clean JSON keys for log-spaced grids)."""
+    return float(f"{x:.3g}")
+
+
+def search_space(*, profile: str = "mini", finetune_steps: int = 200) -> dict[str, list[dict[str, float | int]]]:
+    """{study method: BUDGET override dicts}: 3 lrs x 3 knob values; FARE 9 log-spaced lrs over the span x sqrt(10)."""
+    lrs = LR_GRID[profile]
+    tai = TAIKnobs.defaults()
+    knobs: dict[str, list[dict[str, float | int]]] = {
+        "tecoa": [{"warmup_steps": round(f * finetune_steps)} for f in WARMUP_FRACTIONS],
+        "pmg_aft": [{"pmg_alpha": w, "pmg_beta": w} for w in PMG_WEIGHTS],
+        "laat": [{"laat_spread": s} for s in LAAT_SPREADS],
+        "tai": [{"asam_gain": _sig(float(tai["asam_gain"]) * s), "takd_weight": _sig(float(tai["takd_weight"]) * s)}
+                for s in TAI_STRENGTHS],
+        "tima": [{"sc_weight": w} for w in SC_WEIGHTS],
+    }
+    space = {m: [{"finetune_lr": lr, **k} for lr in lrs for k in ks] for m, ks in knobs.items()}
+    lo, hi = lrs[0], lrs[-1]
+    space["fare"] = [{"finetune_lr": _sig(lo * (hi / lo) ** ((k - 2) / 4))} for k in range(BUDGET)]
+    return {m: space[m] for m in STUDY_METHODS}
+
+
+SEARCH_SPACE: dict[str, list[dict[str, float | int]]] = search_space()
+
+
+def split_overrides(overrides: Mapping[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    """(FinetuneConfig overrides, IAT overrides) of one configuration; an unknown name is an error."""
+    ft_names, iat_names = set(FinetuneConfig.field_names()), set(IATKnobs.field_names())
+    unknown = sorted(set(overrides) - ft_names - iat_names)
+    if unknown:
+        raise ValueError(f"override(s) {unknown} are neither fine-tuning nor IAT parameters")
+    return ({k: v for k, v in overrides.items() if k in ft_names},
+            {k: v for k, v in overrides.items() if k in iat_names})
+
+
+def config_id(overrides: Mapping[str, object]) -> str:
+    """Canonical JSON of an override dict: identity of a configuration and the final tie-breaker of selection."""
+    return json.dumps(dict(overrides), sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def robust_metric(eps: float) -> str:
+    """Score name of robust accuracy at eps (1/255 units), e.g. 4.0 -> 'robust@4'."""
+    return f"robust@{eps:g}"
+
+
+def metric_eps(metric: str) -> float:
+    """eps (1/255 units) of a score name: 0 for 'clean', eps for 'robust@<eps>', NaN for anything else."""
+    if metric == "clean":
+        return 0.0
+    if metric.startswith("robust@"):
+        return float(metric.split("@", 1)[1])
+    return math.nan
+
+
+# ---------------------------------------------------------------------------------------------- selection
+@dataclass(frozen=True)
+class SelectionRule:
+    """Declared before any result: among each method's configurations whose validation clean accuracy is at least
+    the best `reference` configuration's minus `clean_tolerance` (fraction; 0.01 = 1 point), take the highest
+    `metric`; ties by higher clean accuracy, then by config_id; if none qualifies, the highest clean accuracy."""
+
+    metric: str = "robust@4"
+    clean_metric: str = "clean"
+    reference: str = "tecoa"
+    clean_tolerance: float = 0.01
+
+    def describe(self) -> str:
+        """The rule in one sentence (for the notebook and the store's header)."""
+        return (f"per method, highest validation {self.metric} among configurations whose validation "
+                f"{self.clean_metric} is within {100 * self.clean_tolerance:g} point(s) of the best {self.reference} "
+                f"configuration's (ties: higher {self.clean_metric}, then config_id; none within: highest "
+                f"{self.clean_metric})")
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict (for result metadata)."""
+        return asdict(self)
+
+
+DEFAULT_RULE = SelectionRule()
+
+
+def _scores(row: Mapping, names: Iterable[str]) -> dict[str, float]:
+    """The named scores of a row, as floats; a clear error if one is missing."""
+    missing = [n for n in names if n not in row["scores"]]
+    if missing:
+        raise KeyError(f"row {row.get('key', '?')} ({row['method']}) has no score(s) {missing}")
+    return {n: float(row["scores"][n]) for n in names}
+
+
+def rank_configs(rows: Sequence[Mapping], *, rule: SelectionRule = DEFAULT_RULE) -> pd.DataFrame:
+    """Every configuration of the validation rows, scores averaged over its train seeds, with eligibility and rank.
+
+    Columns: method, config_id, overrides, n_seeds, clean, score, eligible, rank (1 = selected), in method order
+    of appearance then rank.
+    """
+    names = [rule.clean_metric, rule.metric]
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], config_id(row["overrides"])), []).append(row)
+    table = []
+    for (method, cid), members in groups.items():
+        s = [_scores(r, names) for r in members]
+        table.append({"method": method, "config_id": cid, "overrides": dict(members[0]["overrides"]),
+                      "n_seeds": len({r["train_seed"] for r in members}),
+                      "clean": sum(x[rule.clean_metric] for x in s) / len(s),
+                      "score": sum(x[rule.metric] for x in s) / len(s)})
+    ref = [t["clean"] for t in table if t["method"] == rule.reference]
+    if not ref:
+        raise ValueError(f"no validation rows of the reference method {rule.reference!r}: the rule needs them")
+    floor = max(ref) - rule.clean_tolerance - 1e-12
+    for t in table:
+        t["eligible"] = t["clean"] >= floor
+    methods = list(dict.fromkeys(t["method"] for t in table))
+    out = []
+    for method in methods:
+        mine = [t for t in table if t["method"] == method]
+        mine.sort(key=lambda t: (not t["eligible"], -t["score"] if t["eligible"] else -t["clean"],
+                                 -t["clean"] if t["eligible"] else -t["score"], t["config_id"]))
+        out += [{**t, "rank": i + 1} for i, t in enumerate(mine)]
+    return pd.DataFrame(out, columns=["method", "config_id", "overrides", "n_seeds", "clean", "score", "eligible",
+                                      "rank"])
+
+
+def select(rows: Sequence[Mapping], *, rule: SelectionRule = DEFAULT_RULE) -> dict[str, dict[str, object]]:
+    """{method: overrides of its selected configuration} under the declared rule (see :class:`SelectionRule`)."""
+    ranked = rank_configs(rows, rule=rule)
+    return {r.method: dict(r.overrides) for r in ranked.itertuples() if r.rank == 1}
+
+
+# ---------------------------------------------------------------------------------------------- store
+def row_key(*, stage: str, method: str, overrides: Mapping[str, object], train_seed: int,
+            evaluation: Mapping[str, object]) -> str:
+    """Key of one trained-and-evaluated configuration (content_key of stage, method, overrides, seed, evaluation)."""
+    return content_key({"stage": stage, "method": method, "overrides": dict(overrides), "train_seed": train_seed,
+                        "evaluation": dict(evaluation)})
+
+
+class StudyStore:
+    """Resumable JSON-lines store: one row per trained configuration and evaluated cell, appended atomically."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def rows(self, *, stage: str | None = None) -> list[dict]:
+        """All rows in file order (only `stage`'s if given)."""
+        if not self.path.is_file():
+            return []
+        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [r for r in rows if stage is None or r.get("stage") == stage]
+
+    def has(self, key: str) -> bool:
+        """Whether a row with this key is stored."""
+        return any(r.get("key") == key for r in self.rows())
+
+    def append(self, row: Mapping[str, object]) -> None:
+        """Add one row (must hold a new 'key'): the file is rewritten to a temporary and renamed onto the store."""
+        key = row.get("key")
+        if not isinstance(key, str) or not key:
+            raise ValueError("a study row needs a non-empty string 'key' (see row_key)")
+        if self.has(key):
+            raise ValueError(f"row {key} is already stored in {self.path}")
+        old = self.path.read_text() if self.path.is_file() else ""
+        if old and not old.endswith("\n"):
+            old += "\n"
+        line = json.dumps(dict(row), sort_keys=True, allow_nan=True)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(old + line + "\n")
+
+
+RunConfig = Callable[[dict[str, object], int], Mapping[str, float]]
+
+
+def run_missing(store: StudyStore, run_config: RunConfig, *, stage: str,
+                configs: Mapping[str, Sequence[Mapping[str, object]]], train_seeds: Sequence[int],
+                evaluation: Mapping[str, object]) -> int:
+    """Run every (train seed, method, configuration) not yet in the store, seeds outermost (an interrupted study has
+    whole seeds across methods); returns how many were run. run_config gets {"method": m, **overrides} and the seed."""
+    done = 0
+    for seed in train_seeds:
+        for method, overrides_list in configs.items():
+            for overrides in overrides_list:
+                key = row_key(stage=stage, method=method, overrides=overrides, train_seed=seed, evaluation=evaluation)
+                if store.has(key):
+                    continue
+                scores = {str(k): float(v) for k, v in run_config({"method": method, **overrides}, seed).items()}
+                store.append({"key": key, "stage": stage, "method": method, "overrides": dict(overrides),
+                              "train_seed": seed, "evaluation": dict(evaluation), "scores": scores})
+                done += 1
+    return done
+
+
+# ---------------------------------------------------------------------------------------------- seeds
+def _by_method_seed(rows: Sequence[Mapping]) -> dict[str, dict[int, dict[str, float]]]:
+    """{method: {train_seed: scores}}; one configuration per method and one row per seed, else an error."""
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    configs: dict[str, set[str]] = {}
+    for row in rows:
+        method, seed = row["method"], int(row["train_seed"])
+        configs.setdefault(method, set()).add(config_id(row["overrides"]))
+        if seed in out.setdefault(method, {}):
+            raise ValueError(f"{method}: train seed {seed} appears twice")
+        out[method][seed] = {k: float(v) for k, v in row["scores"].items()}
+    mixed = sorted(m for m, c in configs.items() if len(c) > 1)
+    if mixed:
+        raise ValueError(f"rows mix several configurations of {mixed}: pass one configuration per method")
+    return out
+
+
+def seed_summary(rows: Sequence[Mapping], *, level: float = 0.95) -> pd.DataFrame:
+    """Mean over train seeds with its Student-t interval, per method and score (fractions; NaN ends below 2 seeds).
+
+    Columns: method, metric, eps (1/255; 0 clean), n_seeds, mean, ci_low, ci_high.
+    """
+    table = []
+    for method, seeds in _by_method_seed(rows).items():
+        metrics = list(dict.fromkeys(k for s in seeds.values() for k in s))
+        for metric in metrics:
+            values = [s[metric] for s in seeds.values() if metric in s]
+            iv = t_interval(values, level=level)
+            table.append({"method": method, "metric": metric, "eps": metric_eps(metric), "n_seeds": len(values),
+                          "mean": iv.estimate, "ci_low": iv.low, "ci_high": iv.high})
+    return pd.DataFrame(table, columns=["method", "metric", "eps", "n_seeds", "mean", "ci_low", "ci_high"])
+
+
+def paired_seed_differences(rows: Sequence[Mapping], a: str, b: str, *, level: float = 0.95) -> pd.DataFrame:
+    """Per-seed paired differences a - b (fractions) over the train seeds both have, per score, with a t-interval.
+
+    Columns: a, b, metric, eps, n_pairs, mean_diff, ci_low, ci_high, seeds (list), diffs (list, in seed order).
+    """
+    by = _by_method_seed(rows)
+    for m in (a, b):
+        if m not in by:
+            raise ValueError(f"no rows of method {m!r}")
+    seeds = sorted(set(by[a]) & set(by[b]))
+    if not seeds:
+        raise ValueError(f"methods {a!r} and {b!r} share no train seed")
+    metrics = [k for k in by[a][seeds[0]] if all(k in by[m][s] for m in (a, b) for s in seeds)]
+    table = []
+    for metric in metrics:
+        diffs = [by[a][s][metric] - by[b][s][metric] for s in seeds]
+        iv = t_interval(diffs, level=level)
+        table.append({"a": a, "b": b, "metric": metric, "eps": metric_eps(metric), "n_pairs": len(seeds),
+                      "mean_diff": iv.estimate, "ci_low": iv.low, "ci_high": iv.high, "seeds": seeds,
+                      "diffs": diffs})
+    return pd.DataFrame(table, columns=["a", "b", "metric", "eps", "n_pairs", "mean_diff", "ci_low", "ci_high",
+                                        "seeds", "diffs"])

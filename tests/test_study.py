@@ -1,0 +1,254 @@
+"""The comparison study's parts: validation tasks, equal search budget, declared selection rule, resumable store,
+seed statistics (no training: run_config is a fake)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from scipy import stats
+
+from nbhelpers import study, world
+from nbhelpers.config import EvaluationConfig, IATKnobs
+
+
+# ---------------------------------------------------------------------------------------------- validation tasks
+def _label_space(task: str) -> frozenset[str]:
+    return frozenset(world.task_spec(task).classnames())
+
+
+def test_validation_label_spaces_are_disjoint_from_test_and_finetune_tasks():
+    reported = [*world.ZERO_SHOT_TASKS, world.FINETUNE_TASK]
+    assert len(world.VALIDATION_TASKS) >= 3
+    for v in world.VALIDATION_TASKS:
+        spec = world.VALIDATION_TASKS[v]
+        assert not spec.zero_shot and v not in world.ZERO_SHOT_TASKS and v != world.FINETUNE_TASK
+        assert len(_label_space(v)) == len(spec.class_attributes()) >= 2  # class names are unique
+        for t in reported:
+            assert spec.label_attributes != world.TASKS[t].label_attributes
+            assert not _label_space(v) & _label_space(t), (v, t)
+        # every validation task labels an attribute no reported task labels (size or background)
+        assert set(spec.label_attributes) - {a for t in reported for a in world.TASKS[t].label_attributes}
+
+
+@pytest.mark.parametrize("task", sorted(world.VALIDATION_TASKS))
+def test_validation_tasks_render_deterministically_from_their_own_seed(task):
+    x1, y1 = world.generate_task(task, 64, seed=0, split="val")
+    x2, y2 = world.generate_task(task, 64, seed=0, split="val")
+    x3, y3 = world.generate_task(task, 16, seed=0, split="val")
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert torch.equal(x1[:16], x3) and torch.equal(y1[:16], y3)
+    assert x1.shape == (64, 3, 32, 32) and float(x1.min()) >= 0 and float(x1.max()) <= 1
+    assert int(y1.max()) < len(world.task_spec(task).classnames())
+    x4, _ = world.generate_task(task, 64, seed=1, split="val")
+    assert not torch.equal(x1, x4)
+
+
+def test_val_split_images_differ_from_test_and_train_splits():
+    # same attributes would give the same classes; the val pool must be its own random stream
+    xv, _ = world.generate_task(world.FINETUNE_TASK, 64, seed=0, split="val")
+    for split in ("test", "train"):
+        xo, _ = world.generate_task(world.FINETUNE_TASK, 64, seed=0, split=split)
+        assert (xv - xo).abs().mean() > 0.05
+    xs, _ = world.generate_task("size_shapes", 64, seed=0, split="val")
+    xt, _ = world.generate_task("shapes", 64, seed=0, split="test")
+    assert (xs - xt).abs().mean() > 0.05
+
+
+def test_size_label_is_rendered():
+    # large objects cover more pixels than small ones (the label is visible, not just a name)
+    x, y = world.generate_task("size_shapes", 256, seed=0, split="val")
+    names = world.task_spec("size_shapes").classnames()
+    large = torch.tensor(["large" in names[int(k)] for k in y])
+    bg_dist = (x - x[:, :, :1, :1]).abs().sum(1) > 0.3  # pixels unlike the corner (background)
+    cover = bg_dist.float().mean((1, 2))
+    assert cover[large].mean() > 1.5 * cover[~large].mean()
+
+
+# ---------------------------------------------------------------------------------------------- search space
+def test_search_budget_is_equal_and_every_config_is_valid():
+    space = study.SEARCH_SPACE
+    assert list(space) == list(study.STUDY_METHODS)
+    assert {len(v) for v in space.values()} == {study.BUDGET} == {9}
+    base = EvaluationConfig()
+    for method, configs in space.items():
+        ids = [study.config_id(c) for c in configs]
+        assert len(set(ids)) == len(ids), method  # no configuration counted twice
+        for c in configs:
+            ft, iat = study.split_overrides(c)
+            cfg = base.finetune_config(study.ENGINE_METHOD[method], **ft)  # validates the values
+            assert all(getattr(cfg, k) == v for k, v in ft.items())
+            if iat:
+                base.iat_config(**iat)
+        if method != "fare":  # 3 lrs x 3 values of one knob
+            assert {c["finetune_lr"] for c in configs} == set(study.LR_GRID["mini"])
+            knobs = {study.config_id({k: v for k, v in c.items() if k != "finetune_lr"}) for c in configs}
+            assert len(knobs) == 3
+    fare_lrs = sorted(c["finetune_lr"] for c in space["fare"])
+    assert fare_lrs[0] < min(study.LR_GRID["mini"]) and fare_lrs[-1] > max(study.LR_GRID["mini"])
+    assert space["tima"][0].keys() - {"finetune_lr"} <= set(IATKnobs.field_names())
+    assert space["pmg_aft"][4]["pmg_alpha"] == space["pmg_aft"][4]["pmg_beta"]
+    assert {c["warmup_steps"] for c in study.search_space(finetune_steps=1000)["tecoa"]} == {0, 100, 250}
+    with pytest.raises(ValueError, match="neither"):
+        study.split_overrides({"finetune_lr": 1e-3, "not_a_knob": 1})
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def _row(method: str, overrides: dict, clean: float, robust: float, seed: int = 0) -> dict:
+    return {"key": f"{method}-{study.config_id(overrides)}-{seed}", "stage": "validation", "method": method,
+            "overrides": overrides, "train_seed": seed, "scores": {"clean": clean, "robust@4": robust}}
+
+
+def test_selection_respects_the_clean_constraint_and_breaks_ties_deterministically():
+    rows = [
+        _row("tecoa", {"finetune_lr": 1e-4}, 0.60, 0.20),
+        _row("tecoa", {"finetune_lr": 1e-3}, 0.55, 0.30),  # best robust but 5 points below the best clean
+        _row("tecoa", {"finetune_lr": 3e-4}, 0.595, 0.25),  # within 1 point: selected
+        _row("pmg_aft", {"finetune_lr": 1e-4}, 0.70, 0.10),
+        _row("pmg_aft", {"finetune_lr": 3e-4}, 0.589, 0.90),  # 1.1 points below tecoa's best: not eligible
+        _row("pmg_aft", {"finetune_lr": 1e-3}, 0.62, 0.15),
+        _row("laat", {"finetune_lr": 1e-4}, 0.62, 0.15),  # tie on robust and clean: config_id decides
+        _row("laat", {"finetune_lr": 1e-3}, 0.62, 0.15),
+        _row("fare", {"finetune_lr": 1e-4}, 0.40, 0.50),  # none eligible: the highest clean
+        _row("fare", {"finetune_lr": 1e-3}, 0.45, 0.05),
+    ]
+    chosen = study.select(rows)
+    assert chosen["tecoa"] == {"finetune_lr": 3e-4}
+    assert chosen["pmg_aft"] == {"finetune_lr": 1e-3}
+    assert chosen["laat"] == {"finetune_lr": 1e-4}  # '{"finetune_lr": 0.0001}' < '{"finetune_lr": 0.001}'
+    assert chosen["fare"] == {"finetune_lr": 1e-3}
+    assert study.select(list(reversed(rows))) == chosen  # order of the rows does not matter
+    ranked = study.rank_configs(rows)
+    assert ranked.groupby("method")["rank"].apply(sorted).map(list).to_dict()["tecoa"] == [1, 2, 3]
+    assert not ranked.query("method == 'fare'")["eligible"].any()
+    loose = study.SelectionRule(clean_tolerance=0.2)
+    assert study.select(rows, rule=loose)["tecoa"] == {"finetune_lr": 1e-3}
+    assert study.select(rows, rule=loose)["pmg_aft"] == {"finetune_lr": 3e-4}
+    with pytest.raises(ValueError, match="reference method"):
+        study.select([r for r in rows if r["method"] != "tecoa"])
+
+
+def test_selection_averages_a_configs_seeds():
+    rows = [_row("tecoa", {"finetune_lr": 1e-4}, 0.60, 0.30, seed=0),
+            _row("tecoa", {"finetune_lr": 1e-4}, 0.60, 0.10, seed=1),  # mean 0.20
+            _row("tecoa", {"finetune_lr": 1e-3}, 0.60, 0.25, seed=0)]
+    ranked = study.rank_configs(rows).set_index("config_id")
+    assert ranked.loc[study.config_id({"finetune_lr": 1e-4}), "score"] == pytest.approx(0.20)
+    assert ranked.loc[study.config_id({"finetune_lr": 1e-4}), "n_seeds"] == 2
+    assert study.select(rows)["tecoa"] == {"finetune_lr": 1e-3}
+
+
+# ---------------------------------------------------------------------------------------------- store
+def _fake_scores(config: dict, seed: int) -> dict[str, float]:
+    """Deterministic fake validation scores from the config and seed."""
+    lr = float(config["finetune_lr"])
+    return {"clean": 0.5 + lr * 100 + 0.01 * seed, "robust@4": 0.2 + 0.001 * seed}
+
+
+def test_store_resumes_after_an_interruption(tmp_path):
+    path = tmp_path / "study.jsonl"
+    configs = {m: study.SEARCH_SPACE[m][:2] for m in ("tecoa", "pmg_aft")}
+    evaluation = {"tasks": sorted(world.VALIDATION_TASKS), "n": 64, "eps": [4.0], "seed": 0}
+    total = 2 * 2 * 2
+    calls = []
+
+    def interrupted(config, seed):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append((config["method"], seed))
+        return _fake_scores(config, seed)
+
+    store = study.StudyStore(path)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_missing(store, interrupted, stage="validation", configs=configs, train_seeds=[0, 1],
+                          evaluation=evaluation)
+    assert len(study.StudyStore(path).rows()) == 3
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary left behind
+
+    resumed = []
+
+    def counting(config, seed):
+        resumed.append((study.config_id({k: v for k, v in config.items() if k != "method"}), seed))
+        return _fake_scores(config, seed)
+
+    store = study.StudyStore(path)
+    assert study.run_missing(store, counting, stage="validation", configs=configs, train_seeds=[0, 1],
+                             evaluation=evaluation) == total - 3
+    assert len(resumed) == total - 3
+    rows = store.rows()
+    assert len(rows) == total and len({r["key"] for r in rows}) == total
+    assert calls == [("tecoa", 0), ("tecoa", 0), ("pmg_aft", 0)]  # seeds outermost
+    assert study.run_missing(store, counting, stage="validation", configs=configs, train_seeds=[0, 1],
+                             evaluation=evaluation) == 0
+    # another evaluation (or stage) is another cell: it runs again
+    assert study.run_missing(store, counting, stage="validation", configs={"tecoa": configs["tecoa"][:1]},
+                             train_seeds=[0], evaluation={**evaluation, "n": 128}) == 1
+    assert len(store.rows(stage="validation")) == total + 1 and store.rows(stage="test") == []
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first["scores"] == _fake_scores({"method": "tecoa", **configs["tecoa"][0]}, 0)
+    key = study.row_key(stage="validation", method="tecoa", overrides=configs["tecoa"][0], train_seed=0,
+                        evaluation=evaluation)
+    assert first["key"] == key and store.has(key)
+    with pytest.raises(ValueError, match="already stored"):
+        store.append(first)
+    with pytest.raises(ValueError, match="key"):
+        store.append({"method": "tecoa"})
+
+
+def test_row_key_changes_with_every_part():
+    parts = dict(stage="validation", method="tecoa", overrides={"finetune_lr": 1e-3}, train_seed=0,
+                 evaluation={"n": 64})
+    key = study.row_key(**parts)
+    assert key == study.row_key(**{**parts, "overrides": {"finetune_lr": 0.001}})
+    for change in ({"stage": "test"}, {"method": "fare"}, {"overrides": {"finetune_lr": 3e-4}}, {"train_seed": 1},
+                   {"evaluation": {"n": 65}}):
+        assert study.row_key(**{**parts, **change}) != key, change
+
+
+# ---------------------------------------------------------------------------------------------- seeds
+def _seed_rows() -> list[dict]:
+    values = {"tecoa": [0.30, 0.34, 0.29], "tima": [0.36, 0.37, 0.33]}
+    clean = {"tecoa": [0.60, 0.62, 0.61], "tima": [0.60, 0.60, 0.60]}
+    return [{"key": f"{m}{s}", "stage": "test", "method": m, "overrides": {"finetune_lr": 1e-3}, "train_seed": s,
+             "scores": {"clean": clean[m][s], "robust@4": v[s]}} for m, v in values.items() for s in range(3)]
+
+
+def test_seed_summary_matches_a_hand_computed_t_interval():
+    table = study.seed_summary(_seed_rows()).set_index(["method", "metric"])
+    row = table.loc[("tecoa", "robust@4")]
+    mean = (0.30 + 0.34 + 0.29) / 3
+    sd = (((0.30 - mean) ** 2 + (0.34 - mean) ** 2 + (0.29 - mean) ** 2) / 2) ** 0.5
+    half = stats.t.ppf(0.975, 2) * sd / 3 ** 0.5  # t(0.975, 2) = 4.303
+    assert row["n_seeds"] == 3 and row["eps"] == 4.0
+    assert row["mean"] == pytest.approx(mean)
+    assert row["ci_low"] == pytest.approx(mean - half) and row["ci_high"] == pytest.approx(mean + half)
+    assert half == pytest.approx(0.0657, abs=1e-4)
+    flat = table.loc[("tima", "clean")]  # identical seeds: a zero-width interval
+    assert flat["ci_low"] == flat["ci_high"] == pytest.approx(0.60)
+    assert table.loc[("tima", "clean"), "eps"] == 0.0
+
+
+def test_paired_differences_pair_by_seed():
+    rows = _seed_rows()
+    table = study.paired_seed_differences(rows, "tima", "tecoa").set_index("metric")
+    row = table.loc["robust@4"]
+    assert row["seeds"] == [0, 1, 2]
+    assert row["diffs"] == pytest.approx([0.06, 0.03, 0.04])
+    mean, sd = 13 / 300, ((0.06 - 13 / 300) ** 2 + (0.03 - 13 / 300) ** 2 + (0.04 - 13 / 300) ** 2) ** 0.5 / 2 ** 0.5
+    half = 4.302652729911275 * sd / 3 ** 0.5
+    assert row["mean_diff"] == pytest.approx(mean)
+    assert row["ci_low"] == pytest.approx(mean - half) and row["ci_high"] == pytest.approx(mean + half)
+    paired = stats.ttest_rel([0.36, 0.37, 0.33], [0.30, 0.34, 0.29]).confidence_interval()
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((paired.low, paired.high))
+    unpaired = stats.ttest_ind([0.36, 0.37, 0.33], [0.30, 0.34, 0.29]).confidence_interval()
+    assert row["ci_low"] > 0 > unpaired.low  # pairing by seed removes the seed effect
+    # seeds that one method lacks are left out of the pairs
+    fewer = study.paired_seed_differences([r for r in rows if (r["method"], r["train_seed"]) != ("tecoa", 2)],
+                                          "tima", "tecoa").set_index("metric")
+    assert fewer.loc["robust@4", "n_pairs"] == 2 and fewer.loc["robust@4", "seeds"] == [0, 1]
+    with pytest.raises(ValueError, match="several configurations"):
+        study.seed_summary(rows + [{**rows[0], "overrides": {"finetune_lr": 1e-4}, "train_seed": 9}])
+    with pytest.raises(ValueError, match="appears twice"):
+        study.seed_summary(rows + [rows[0]])
+    with pytest.raises(ValueError, match="no rows"):
+        study.paired_seed_differences(rows, "tima", "fare")
