@@ -26,7 +26,6 @@ import torch
 
 from nbhelpers import analysis, metrics, paths, results
 from nbhelpers import attacks as attack_mod
-from nbhelpers.attacks import ATTACKS, AttackSpec  # noqa: F401 - re-exported for notebooks
 from nbhelpers.data import load_eval_set
 from nbhelpers.evaluation import EvalModel, evaluate
 from nbhelpers.utils import atomic_path, content_key, unpack_mask

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import platform
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +16,9 @@ import pandas as pd
 import torch
 import torchvision
 
-from nbhelpers import __version__, data, metrics, models, paper_data, paths, plots, utils, world
+from nbhelpers import __version__, data, models, paper_data, paths, plots, utils, world
 from nbhelpers.config import BaseConfig, MiniWorldConfig, finetune_set_for
-from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, model_fingerprint
+from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build_head, model_fingerprint
 
 
 class RandomWeightsWarning(UserWarning):
@@ -109,7 +108,7 @@ def load_zero_shot(cfg: BaseConfig, device: torch.device, *, dataset: str, n: in
     evalset = data.load_eval_set(cfg.profile, dataset, n=n, seed=cfg.seed, data_root=cfg.data_root,
                                  preprocess=preprocess, progress=progress)
     emb = build_class_embeddings(model, evalset.classnames, evalset.templates, device=device)
-    head = ZeroShotClassifier(model, emb, classnames=evalset.classnames).to(device)
+    head = build_head(model, emb, classnames=evalset.classnames, device=device)
     return ZeroShotSetup(model, head, evalset, f"{model.model_name}:{weights_label(cfg)}", model_fingerprint(model))
 
 
@@ -161,22 +160,3 @@ def model_card(cfg: BaseConfig, model: models.ClipModel) -> dict:
     print(f"{n_params:.2f} M parameters; open_clip {model.model_name} at {model.image_size} px; "
           f"weights {weights_label(cfg)}")
     return {**identity, "image_size": model.image_size, "parameters_M": round(n_params, 2)}
-
-
-def zero_shot_robustness(cfg: MiniWorldConfig, model: models.ClipModel, *, preprocess: Callable | None = None,
-                         device: torch.device | str = "cpu", progress: bool = True) -> pd.DataFrame:
-    """Zero-shot accuracy (fraction) per dataset of cfg.eval_datasets() and eps of cfg.eps_list (1/255 units;
-    0 = clean) under PGD-cfg.pgd_steps on the first n_samples test images: rows (task, eps, accuracy, chance, n,
-    pgd_steps). Both profiles read their data through data.load_eval_set (preprocess: the model's)."""
-    rows = []
-    for name in cfg.eval_datasets():
-        ev = data.load_eval_set(cfg.profile, name, n=cfg.n_samples, seed=cfg.seed, data_root=cfg.data_root,
-                                preprocess=preprocess, progress=progress)
-        emb = build_class_embeddings(model, ev.classnames, ev.templates, device=device)
-        head = ZeroShotClassifier(model, emb, classnames=ev.classnames).to(device)
-        for e in cfg.eps_list:
-            logits = metrics.predict_logits(head, ev.images, ev.labels, eps=e / 255, steps=cfg.pgd_steps,
-                                            batch_size=cfg.batch_size, device=device, seed=cfg.seed)
-            rows.append({"task": name, "eps": e, "accuracy": metrics.accuracy(logits, ev.labels),
-                         "chance": 1 / head.num_classes, "n": len(ev), "pgd_steps": cfg.pgd_steps})
-    return pd.DataFrame(rows)

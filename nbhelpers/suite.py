@@ -14,7 +14,7 @@ import torch
 
 from nbhelpers import losses, text_tuning, training
 from nbhelpers.config import EVAL_MODELS, EvaluationConfig, TAINotebookConfig
-from nbhelpers.evaluation import EvalModel, text_embedder, zero_shot_model  # noqa: F401 - zero_shot_model re-exported
+from nbhelpers.evaluation import EvalModel, text_embedder
 from nbhelpers.models import ClipModel, preprocess_for
 
 RunsConfig = TAINotebookConfig | EvaluationConfig  # the notebook configs that carry every knob set

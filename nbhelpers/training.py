@@ -39,12 +39,12 @@ from tqdm.auto import tqdm
 
 from nbhelpers import analysis, attacks, losses, metrics, paper_data, paths, world, zeroshot
 from nbhelpers.attacks import embedding_pgd_attack, pgd_attack
-from nbhelpers.config import METHODS, FinetuneConfig
+from nbhelpers.config import FinetuneConfig
 from nbhelpers.data import stack_items
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
 from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, select_device,
                              source_fingerprint)
-from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, model_fingerprint
+from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build_head, model_fingerprint
 
 # Bump when a change to the engine changes trained weights in a way the source hash cannot see (never needed so
 # far: the cache key holds the source fingerprint of this module, losses, attacks and zeroshot).
@@ -325,7 +325,7 @@ def make_engine(cfg: FinetuneConfig, student: ClipModel, emb: torch.Tensor, opt:
     def logits(x: torch.Tensor) -> torch.Tensor:
         return scale * F.normalize(features(x), dim=-1) @ emb.T
 
-    attack_head = ZeroShotClassifier(student, emb, logit_scale=scale).to(device).eval()
+    attack_head = build_head(student, emb, logit_scale=scale, device=device)
     return Engine(cfg, opt, attack_head, logits, features, teacher, emb, scale, method_margins(cfg, emb), device,
                   image_encoder=ImageEncoder(student))
 
@@ -396,7 +396,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     student = copy.deepcopy(base).eval()
     for name, p in student.named_parameters():
         p.requires_grad_(name.startswith("clip.visual."))
-    teacher = ZeroShotClassifier(base, emb).to(device).eval() if cfg.method in NEEDS_TEACHER else None
+    teacher = build_head(base, emb, device=device) if cfg.method in NEEDS_TEACHER else None
     if teacher is not None:
         for p in base.parameters():
             p.requires_grad_(False)
@@ -503,7 +503,7 @@ def measure_margin_offset(model: ClipModel, cfg: FinetuneConfig, *, eps_large: f
     """
     data = TrainData(cfg, preprocess=preprocess if preprocess is not None else preprocess_for(model))
     emb = build_class_embeddings(model, data.classnames, data.templates, device=device)
-    head = ZeroShotClassifier(model, emb).to(device).eval()
+    head = build_head(model, emb, device=device)
     x, y = data.first(n)
     sweep, _ = metrics.margin_sweep(head, x, y, eps_list=[cfg.train_eps, eps_large], steps=steps,
                                     batch_size=cfg.batch_size, device=device, seed=cfg.seed)

@@ -23,7 +23,7 @@ GRID = dict(profile="mini", datasets=["shapes"], eps_list=[1.0, 4.0], attacks=["
 def two_models(mini_model):
     """Zero-shot CLIP with its own text, and the same image tower against LAAT-expanded anchors."""
     expand = functools.partial(losses.laat_expand, spread=1.5)
-    return {"zero_shot": suite.zero_shot_model(mini_model),
+    return {"zero_shot": evaluation.zero_shot_model(mini_model),
             "laat_text": EvalModel("laat_text", "zero-shot image, LAAT text", mini_model,
                                          text_embedder(mini_model, transform=expand), "laat_expanded")}
 
@@ -164,7 +164,7 @@ def test_sanity_checks_catch_violations(first_run):
 
 
 def test_live_attack_checks_pass_on_zero_shot_clip(mini_model):
-    head = suite.zero_shot_model(mini_model)
+    head = evaluation.zero_shot_model(mini_model)
     ev = data.load_eval_set("mini", "shapes", n=64)
     checks = grid.attack_checks(build_head(head.image_model, head.embed(ev.classnames, ev.templates)), ev.images, ev.labels, eps=4.0, large_eps=32.0,
                                 batch_size=64)

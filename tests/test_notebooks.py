@@ -20,13 +20,13 @@ CI_PARAMETERS = {
     "00_mini_world": {"n_samples": 96, "eps_list": [0.0, 1.0, 4.0], "pgd_steps": 3, "n_gallery": 6},
     "01_margin_offset": {"n_samples": 128, "eps_list": [1.0, 4.0], "eps": 4.0, "pgd_steps": 3},
     "02_margin_vs_similarity": {"n_samples": 320, "pgd_steps": 3},
-    "03_iat": {"n_samples": 64, "pgd_steps": 2, "iat_steps": 20, "finetune_steps": 6, "batch_size": 32,
-               "datasets": ["shapes", "objects"]},
-    "04_tai": {"n_samples": 64, "pgd_steps": 2, "finetune_steps": 6, "batch_size": 32, "datasets": ["shapes", "objects"],
-               "eval_eps_list": [1.0, 4.0]},
-    "05_evaluation": {"models": ["zero_shot", "tecoa", "tai"], "datasets": ["shapes", "objects"], "n_samples": 48,
-                      "n_strong": 16, "eps_list": [1.0, 4.0], "finetune_steps": 6, "batch_size": 32, "pgd_steps": 2,
-                      "analysis_n": 64},
+    "03_iat": {"n_samples": 64, "pgd_steps": 2, "iat_steps": 20, "finetune_steps": 6, "train_batch_size": 32,
+               "batch_size": 64, "datasets": ["shapes", "objects"]},
+    "04_tai": {"n_samples": 64, "pgd_steps": 2, "finetune_steps": 6, "train_batch_size": 32, "batch_size": 64,
+               "iat_steps": 20, "datasets": ["shapes", "objects"], "eval_eps_list": [1.0, 4.0]},
+    "05_evaluation": {"models": ["zero_shot", "tecoa", "tai", "tima"], "datasets": ["shapes", "objects"],
+                      "n_samples": 48, "n_strong": 16, "eps_list": [1.0, 4.0], "finetune_steps": 6,
+                      "train_batch_size": 32, "iat_steps": 20, "batch_size": 64, "pgd_steps": 2, "analysis_n": 64},
 }
 
 
@@ -54,6 +54,7 @@ def test_notebook_runs_under_nbval(notebook, tmp_path):
     figures = list((tmp_path / "figures").glob(f"{stem[:2]}_*.png"))
     tables = list((tmp_path / "results").glob(f"{stem[:2]}_*.csv"))
     assert figures and tables, "a notebook must write its figures and results"
+    assert (tmp_path / "results" / f"{stem[:2]}_findings.json").is_file(), "a notebook must write its findings"
 
 
 def test_users_exact_command_inside_notebooks_dir_validates(tmp_path):

@@ -47,7 +47,7 @@ NBVAL_PARAMETERS = {
     "03_iat": {**FINETUNE, "datasets": ["cifar10"], "n_samples": 2},
     "04_tai": {**FINETUNE, "datasets": ["cifar10"], "n_samples": 2, "eval_eps_list": [4.0], "baselines": ["tecoa"]},
     "05_evaluation": {**FINETUNE, "models": ["zero_shot", "tecoa", "tai", "tima"], "datasets": ["cifar10"],
-                      "include_finetune_set": False, "eps_list": [4.0], "attacks": ["pgd10"], "strong_attacks": [],
+                      "include_finetune_set": False, "eps_list": [1.0, 4.0], "attacks": ["pgd10"], "strong_attacks": [],
                       "n_strong_datasets": 1, "n_samples": 1, "n_strong": 1, "analysis_n": 2},
 }
 # The command for 01 and 02, verbatim, then size-only parameters (a CPU cannot afford the defaults).
@@ -140,7 +140,8 @@ def test_paper_results_cover_the_written_datasets(paper_run: dict) -> None:
     assert 0 < len(pairs) <= 4 * 9  # 4 images of 4 classes, against the 9 other classes
     rows = pd.read_json(results / "05_evaluation.jsonl", lines=True)
     assert set(rows.model) == {"zero_shot", "tecoa", "tai", "tima"} and set(rows.dataset) == {"cifar10"}
-    assert set(rows.attack) == {"clean", "pgd10"} and (rows.profile == "paper").all()
+    assert set(rows.attack) == {"clean", "pgd10"} and set(rows.eps) == {0.0, 1.0, 4.0}
+    assert len(rows) == 4 * 3 and (rows.profile == "paper").all()  # 4 models x (clean, PGD-10 at 1 and 4/255)
     # 05 found every fine-tuned model in the cache that 03 and 04 filled (nothing trained twice).
     cached = sorted(p.name.split("-")[1] for p in (paper_run["base"] / "cache" / "finetune").glob("*.pt"))
     assert cached == ["tai", "tai", "tecoa"]  # TAI and TIMA (TAI on IAT text), and TeCoA

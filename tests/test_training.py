@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nbhelpers import losses, models, suite, text_tuning, training, world
+from nbhelpers import config, losses, models, suite, text_tuning, training, world
 from nbhelpers.config import ConfigError, EvaluationConfig
 from nbhelpers.training import FinetuneConfig
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings
@@ -26,7 +26,7 @@ def base_state():
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("method", sorted(training.METHODS))
+@pytest.mark.parametrize("method", sorted(config.METHODS))
 def test_each_method_trains_and_changes_only_the_image_tower(method, base_state, tmp_path):
     cfg = FinetuneConfig.from_params(method=method, **SMALL)
     res = training.finetune(cfg, out=tmp_path / "run.pt", progress=False)
