@@ -47,7 +47,8 @@ def stack_items(items: list[tuple[object, int]], *, what: str) -> tuple[torch.Te
 
 def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_root: str | os.PathLike = "",
                   preprocess: Callable | None = None, progress: bool = False) -> EvalSet:
-    """First n test samples of a dataset of the profile, as tensors, with class names and templates.
+    """First n test samples of a dataset of the profile (a mini validation task: its val split), as tensors, with
+    class names and templates.
 
     paper: ``preprocess`` should be the model's (``create_model_and_transforms(...)[1]``); None means
     :func:`models.paper_preprocess` at 224 px, the input of ViT-B/32 and most CLIP backbones (the model resizes
@@ -55,9 +56,10 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if profile == "mini":
-        images, labels = world.generate_task(dataset, n, seed=seed, split="test")
-        return EvalSet(dataset, images, labels, world.TASKS[dataset].classnames(), [world.PROMPT_TEMPLATE])
+    if profile == "mini":  # validation tasks (selection only) render their own "val" split, never "test"
+        split = "val" if world.task_role(dataset) == "validation" else "test"
+        images, labels = world.generate_task(dataset, n, seed=seed, split=split)
+        return EvalSet(dataset, images, labels, world.task_spec(dataset).classnames(), [world.PROMPT_TEMPLATE])
     if profile != "paper":
         raise ValueError(f"unknown profile {profile!r}; choose 'mini' or 'paper'")
     transform = preprocess if preprocess is not None else models.paper_preprocess()
@@ -71,5 +73,5 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
 def classnames_for(profile: str, dataset: str, *, data_root: str | os.PathLike = "") -> tuple[list[str], list[str]]:
     """(class names, templates) of a dataset without loading its images."""
     if profile == "mini":
-        return world.TASKS[dataset].classnames(), [world.PROMPT_TEMPLATE]
+        return world.task_spec(dataset).classnames(), [world.PROMPT_TEMPLATE]
     return paper_data.get_classnames(dataset, root=data_root or paths.DATA_ROOT), [paper_data.TEMPLATE]

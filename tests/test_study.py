@@ -252,3 +252,16 @@ def test_paired_differences_pair_by_seed():
         study.seed_summary(rows + [rows[0]])
     with pytest.raises(ValueError, match="no rows"):
         study.paired_seed_differences(rows, "tima", "fare")
+
+
+def test_validation_tasks_evaluate_through_the_one_runner_on_their_val_split(mini_model):
+    """data.load_eval_set (hence evaluation.evaluate) reads a validation task's val split, never a test split."""
+    from nbhelpers import data, evaluation
+
+    ev = data.load_eval_set("mini", "size_shapes", n=24)
+    images, labels = world.generate_task("size_shapes", 24, split="val")
+    assert torch.equal(ev.images, images) and torch.equal(ev.labels, labels)
+    assert ev.classnames == world.VALIDATION_TASKS["size_shapes"].classnames()
+    rows = evaluation.evaluate({"zero_shot": evaluation.zero_shot_model(mini_model)}, profile="mini",
+                               datasets=["size_shapes"], attacks=["pgd2"], eps_list=[4.0], n=24, batch_size=24)
+    assert rows.attack.tolist() == ["clean", "pgd2"] and rows.accuracy.iloc[1] <= rows.accuracy.iloc[0]
