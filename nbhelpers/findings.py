@@ -245,6 +245,14 @@ def _combine(parts: Iterable[bool | None]) -> str:
 
 
 # ---------------------------------------------------------------------------------- 00: the mini CLIP is fit
+def _every_unit_above(intervals: Sequence[Interval], threshold: float) -> tuple[int, str]:
+    """(index of the lowest estimate, verdict): reproduced if every interval lies above threshold, not reproduced
+    if any lies below it, mixed otherwise."""
+    sides = [_side(iv.low, iv.high, threshold) for iv in intervals]
+    verdict = NOT_REPRODUCED if "below" in sides else REPRODUCED if all(x == "above" for x in sides) else MIXED
+    return int(np.argmin([iv.estimate for iv in intervals])), verdict
+
+
 def findings_mini_clip(robustness: pd.DataFrame, *, clean_factor: float = 3.0, eps_half: float = 4.0,
                        n: int | None = None, level: float = 0.95, notebook: str = "00",
                        figure: str = "figures/00_mini_clip_robustness.png") -> list[Finding]:
@@ -266,9 +274,7 @@ def findings_mini_clip(robustness: pd.DataFrame, *, clean_factor: float = 3.0, e
     # (1) clean accuracy over chance, every task
     ratio = [Interval(r["clean"].estimate / r["chance"], r["clean"].low / r["chance"], r["clean"].high / r["chance"])
              for r in rows]
-    worst = int(np.argmin([iv.estimate for iv in ratio]))
-    sides = [_side(iv.low, iv.high, clean_factor) for iv in ratio]
-    v1 = (NOT_REPRODUCED if "below" in sides else REPRODUCED if all(s == "above" for s in sides) else MIXED)
+    worst, v1 = _every_unit_above(ratio, clean_factor)
     f1 = Finding(
         id="00_clean_over_chance", notebook=notebook,
         claim=f"Precondition (not a paper claim): the mini CLIP's clean zero-shot accuracy is at least "
@@ -283,9 +289,7 @@ def findings_mini_clip(robustness: pd.DataFrame, *, clean_factor: float = 3.0, e
     # (2) PGD at eps_half removes at least half of clean accuracy (clean treated as fixed, robust's Wilson interval)
     removed = [Interval(1 - r["robust"].estimate / r["clean"].estimate, 1 - r["robust"].high / r["clean"].estimate,
                         1 - r["robust"].low / r["clean"].estimate) for r in rows]
-    worst = int(np.argmin([iv.estimate for iv in removed]))
-    sides = [_side(iv.low, iv.high, 0.5) for iv in removed]
-    v2 = (NOT_REPRODUCED if "below" in sides else REPRODUCED if all(s == "above" for s in sides) else MIXED)
+    worst, v2 = _every_unit_above(removed, 0.5)
     f2 = Finding(
         id="00_pgd_removes_half", notebook=notebook,
         claim=f"Precondition (not a paper claim): PGD at {eps_half:g}/255 removes at least half of the mini CLIP's "
