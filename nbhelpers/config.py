@@ -41,7 +41,9 @@ METHODS: dict[str, str] = {
     "fare": "FARE: unsupervised; label-free PGD maximises the L2 distance to the frozen clean embedding, then trains it down",
     "tai": "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + text-aware distillation",
 }
-MARGIN_KINDS = ("asam", "tam", "none")
+MARGIN_KINDS = ("asam", "tam", "tam_sample", "none")
+TAKD_TARGETS = ("clean", "adv", "feature")
+SC_KINDS = ("cosine", "row_softmax")
 TEXT_SOURCES = ("original", "iat")
 EVAL_MODELS: dict[str, str] = {
     "zero_shot": "zero-shot CLIP",
@@ -274,19 +276,24 @@ class FinetuneKnobs(Config):
 class TAIKnobs(Config):
     """TIMA's image module (TAI): adaptive margins and text-aware distillation."""
 
-    margin_kind: str = knob("asam", 'TAI margin: "asam" (AAAI), "tam" (v1) or "none"')
+    margin_kind: str = knob("asam", 'TAI margin: "asam" (AAAI), "tam" (v1, text-text gate), "tam_sample" (v1, per-sample image-text gate) or "none"')
     asam_base: float = knob(0.0, "ASAM margin for unrelated classes, cosine units")
     asam_gain: float = knob(0.05, "ASAM growth per unit of text cosine similarity")
     offset_weight: float = knob(0.2, "weight of the measured margin offset in the ASAM margin (0: off)")
+    offset_eps: float = knob(4.0, "ASAM: large radius of the measured margin offset (small: train_eps), 1/255 units")
+    offset_every: int = knob(0, "ASAM: re-measure the offset on the model being trained every k steps (0: once, pre-trained)")
     tam_threshold: float = knob(0.5, "TAM: text similarity above which a class pair gets the margin")
     tam_margin: float = knob(0.1, "TAM margin, cosine units")
     takd_weight: float = knob(1.0, "weight of text-aware distillation (0: off)")
     takd_temperature: float = knob(1.0, "temperature of text-aware distillation")
+    takd_target: str = knob("clean", 'TAKD: "clean" (pre-trained on clean images), "adv" (on the adversarial ones) or "feature" (cosine to its embedding)')
 
     def check(self) -> None:
         super().check()
         self._choice("margin_kind", MARGIN_KINDS)
-        self._non_negative("asam_base", "asam_gain", "tam_margin", "offset_weight", "takd_weight")
+        self._choice("takd_target", TAKD_TARGETS)
+        self._eps("offset_eps")
+        self._non_negative("asam_base", "asam_gain", "tam_margin", "offset_weight", "takd_weight", "offset_every")
         self._positive("takd_temperature")
 
     def tai_knobs(self) -> dict[str, object]:
@@ -305,13 +312,16 @@ class IATKnobs(Config):
     mhe_power: float = knob(2.0, "power of the distance in the energy")
     mhe_bounded: bool = knob(True, "energy 1/(1+d^p) (bounded) or 1/d^p")
     sc_weight: float = knob(5.0, "weight of the semantic-consistency term (SC-MHE)")
+    sc_kind: str = knob("cosine", 'consistency term: "cosine" (squared change of pairwise cosines) or "row_softmax" (KL of row-softmaxed similarities; allows uniform spreading)')
+    sc_temperature: float = knob(0.05, 'temperature of the "row_softmax" consistency term')
     iakd_weight: float = knob(1.0, "weight of image-aware distillation (IAKD)")
     iakd_temperature: float = knob(1.0, "temperature of image-aware distillation")
     iat_images: int = knob(1024, "fine-tuning images whose pre-trained embeddings feed IAKD")
 
     def check(self) -> None:
         super().check()
-        self._positive("iat_steps", "iat_lr", "mhe_power", "iakd_temperature", "iat_images")
+        self._positive("iat_steps", "iat_lr", "mhe_power", "iakd_temperature", "iat_images", "sc_temperature")
+        self._choice("sc_kind", SC_KINDS)
         self._non_negative("mhe_weight", "sc_weight", "iakd_weight")
 
     def iat_knobs(self) -> dict[str, object]:
@@ -440,7 +450,7 @@ class _EvalKnobs(Config):
 
     datasets: list[str] = knob([], "zero-shot datasets to evaluate; empty means all of the profile")
     n_samples: int = knob(512, "first-N test images per dataset")
-    eps: float = knob(4.0, "large radius in 1/255 units: evaluation and margin-offset calibration")
+    eps: float = knob(4.0, "large evaluation radius in 1/255 units")
     pgd_steps: int = knob(10, "evaluation PGD steps (random start, step 1/255)")
 
     def check(self) -> None:
@@ -454,6 +464,27 @@ class _EvalKnobs(Config):
     def eval_datasets(self) -> list[str]:
         """The datasets to evaluate (all zero-shot ones of the profile when the parameter is empty)."""
         return list(self.datasets) or valid_datasets(getattr(self, "profile", "mini"))
+
+
+CONFIG_SOURCES = ("auto", "selected", "knobs")
+
+
+@dataclass(frozen=True)
+class SelectionKnobs(Config):
+    """Where 04 and 05 take each method's configuration from."""
+
+    configs: str = knob("auto", '"selected": each method at the configuration 06 selected on the validation tasks (results/06_study.jsonl); "knobs": the knobs below; "auto": selected on mini, knobs on paper')
+
+    def check(self) -> None:
+        super().check()
+        self._choice("configs", CONFIG_SOURCES)
+
+    def uses_selection(self) -> bool:
+        """Whether each method takes the study's selected configuration (mini only: no paper study exists yet)."""
+        if self.configs == "selected" and getattr(self, "profile", "mini") != "mini":
+            raise ConfigError("parameter 'configs' = 'selected' needs the mini profile: 06's selection exists "
+                              "only there; use 'knobs' (or 'auto') on the paper profile")
+        return self.configs == "selected" or (self.configs == "auto" and getattr(self, "profile", "mini") == "mini")
 
 
 class _RunsMixin:
@@ -484,7 +515,7 @@ class IATNotebookConfig(_RunsMixin, _EvalKnobs, IATKnobs, FinetuneKnobs, BaseCon
 
 
 @dataclass(frozen=True)
-class TAINotebookConfig(_RunsMixin, _EvalKnobs, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+class TAINotebookConfig(_RunsMixin, _EvalKnobs, SelectionKnobs, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
     """04_tai: TAI and TIMA trained beside the baselines, evaluated at eval_eps_list."""
 
     eval_eps_list: list[float] = knob([1.0, 4.0], "evaluation radii in 1/255 units (clean is always added)")
@@ -502,7 +533,7 @@ class TAINotebookConfig(_RunsMixin, _EvalKnobs, TAIKnobs, IATKnobs, FinetuneKnob
 
 
 @dataclass(frozen=True)
-class EvaluationConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+class EvaluationConfig(_RunsMixin, SelectionKnobs, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
     """05_evaluation: models x datasets x attacks x eps, first-N, resumable."""
 
     models: list[str] = knob(["zero_shot", "ft_standard", "tecoa", "pmg_aft", "laat", "tai", "tima"],
@@ -516,7 +547,7 @@ class EvaluationConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig
     n_strong_datasets: int = knob(1, "strong attacks run on the first k evaluated datasets; 0 means all")
     n_samples: int = knob(128, "first-N test images per dataset")
     n_strong: int = knob(32, "first-N of the same images for the strong attacks")
-    eps: float = knob(4.0, "large radius: TAI margin calibration and findings 1 and 2 per model, 1/255 units")
+    eps: float = knob(4.0, "large radius of findings 1 and 2 per model, 1/255 units")
     pgd_steps: int = knob(10, "PGD steps of the margin-offset measurements")
     large_eps: float = knob(32.0, "sanity check: accuracy at this radius must be about zero, 1/255 units")
     analysis_dataset: str = knob("", "dataset of the per-model findings; empty means the last zero-shot one")
@@ -572,6 +603,68 @@ class EvaluationConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig
         return sets[:self.n_strong_datasets] if self.n_strong_datasets else sets
 
 
+STUDY_STAGES = ("validation", "test", "strong", "ablation")
+
+
+@dataclass(frozen=True)
+class StudyConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+    """06_study: selection on validation tasks, seeds with intervals, a strong-attack check, TIMA's ablations."""
+
+    rerun: bool = knob(False, "compute what results/06_study.jsonl lacks for this code (resumes); False: render it")
+    stages: list[str] = knob(list(STUDY_STAGES), "stages to compute when rerun: validation, test, strong, ablation")
+    train_seeds: list[int] = knob([0, 1, 2], "training seeds of the selected models (the first one selects)")
+    val_images: int = knob(512, "first-N images per validation task (selection)")
+    test_images: int = knob(1024, "first-N test images per zero-shot task (selected models)")
+    test_eps_list: list[float] = knob([1.0, 2.0, 4.0, 8.0], "PGD radii of the test stage, 1/255 units")
+    pgd_steps: int = knob(10, "evaluation PGD steps (random start, step 1/255)")
+    select_eps: float = knob(4.0, "radius of the selection score, 1/255 units")
+    clean_tolerance: float = knob(0.01, "selection: clean accuracy within this of the best TeCoA's (fraction)")
+    strong_methods: list[str] = knob(["tecoa", "tima"], "selected models checked with AutoAttack")
+    strong_seeds: list[int] = knob([0], "training seeds checked with AutoAttack")
+    strong_images: int = knob(256, "first-N test images per task under AutoAttack (APGD-CE + APGD-T)")
+    strong_eps: float = knob(4.0, "AutoAttack radius, 1/255 units")
+    ablation_images: int = knob(256, "first-N test images per task for the ablations")
+    ablation_eps_list: list[float] = knob([1.0, 4.0], "PGD radii of the ablation stage, 1/255 units")
+    fast_attacks: bool = knob(True, "same-math faster layers in the evaluation attacks (nbhelpers/fastpath.py)")
+
+    def check(self) -> None:
+        super().check()
+        bad = [s for s in self.stages if s not in STUDY_STAGES]
+        if bad:
+            raise ConfigError(f"parameter 'stages' has unknown stage(s) {bad}; choose from {list(STUDY_STAGES)}")
+        if not self.train_seeds or len(set(self.train_seeds)) != len(self.train_seeds) or min(self.train_seeds) < 0:
+            raise ConfigError(f"parameter 'train_seeds' must be distinct seeds >= 0, got {list(self.train_seeds)}")
+        bad = [s for s in self.strong_seeds if s not in self.train_seeds]
+        if bad:
+            raise ConfigError(f"parameter 'strong_seeds' {bad} must be among train_seeds {list(self.train_seeds)}")
+        for name in ("test_eps_list", "ablation_eps_list"):
+            self._eps(name)
+            self._increasing(name)
+        self._eps("select_eps")
+        self._eps("strong_eps")
+        self._positive("val_images", "test_images", "pgd_steps", "strong_images", "ablation_images", "select_eps",
+                       "strong_eps")
+        if not 0 <= self.clean_tolerance <= 1:
+            raise ConfigError(f"parameter 'clean_tolerance' is a fraction in [0, 1], got {self.clean_tolerance}")
+        if self.profile == "mini":
+            for name in ("test_images", "strong_images", "ablation_images"):
+                if getattr(self, name) > world.TEST_POOL:
+                    raise ConfigError(f"parameter {name!r} must be <= {world.TEST_POOL} on the mini profile")
+            if self.val_images > world.VAL_POOL:
+                raise ConfigError(f"parameter 'val_images' must be <= {world.VAL_POOL} on the mini profile")
+        else:
+            raise ConfigError("06_study runs on the mini profile only for now: the paper profile's validation "
+                              "datasets are documented in docs/STUDY_PLAN.md but not wired (issue 10)")
+
+    def validation_datasets(self) -> list[str]:
+        """Tasks that select configurations (never reported): the mini world's validation tasks."""
+        return list(world.VALIDATION_TASKS)
+
+    def test_datasets(self) -> list[str]:
+        """The reported zero-shot tasks."""
+        return valid_datasets(self.profile)
+
+
 NOTEBOOK_CONFIGS: dict[str, type[BaseConfig]] = {
     "00_mini_world": MiniWorldConfig,
     "01_margin_offset": MarginOffsetConfig,
@@ -579,6 +672,7 @@ NOTEBOOK_CONFIGS: dict[str, type[BaseConfig]] = {
     "03_iat": IATNotebookConfig,
     "04_tai": TAINotebookConfig,
     "05_evaluation": EvaluationConfig,
+    "06_study": StudyConfig,
 }
 
 

@@ -87,6 +87,29 @@ def semantic_consistency(tuned: torch.Tensor, reference: torch.Tensor) -> torch.
     return (s_t - s_r)[off].pow(2).mean()
 
 
+def row_softmax_consistency(tuned: torch.Tensor, reference: torch.Tensor, *, temperature: float = 0.05) -> torch.Tensor:
+    """ours (an SC term that allows a uniform spreading): mean over classes of KL(reference row || tuned row) of the
+    row-softmax of the off-diagonal pairwise cosines / temperature, (C, D) embeddings. Subtracting the same amount
+    from every off-diagonal similarity leaves it unchanged, so MHE may push all classes apart uniformly, while the
+    order and relative sizes of each class's neighbours are kept."""
+    s_t, s_r = pairwise_cosine(tuned), pairwise_cosine(reference.detach())
+    diag = torch.eye(s_t.shape[0], dtype=torch.bool, device=s_t.device)
+    t_logits = (s_t / temperature).masked_fill(diag, -1e4)
+    r_logits = (s_r / temperature).masked_fill(diag, -1e4)
+    return kl_to(r_logits, t_logits)
+
+
+def consistency_loss(tuned: torch.Tensor, reference: torch.Tensor, *, kind: str = "cosine",
+                     temperature: float = 0.05) -> torch.Tensor:
+    """IAT's semantic-consistency term by name: "cosine" (:func:`semantic_consistency`) or "row_softmax"
+    (:func:`row_softmax_consistency`, at temperature)."""
+    if kind == "cosine":
+        return semantic_consistency(tuned, reference)
+    if kind == "row_softmax":
+        return row_softmax_consistency(tuned, reference, temperature=temperature)
+    raise ValueError(f"unknown consistency kind {kind!r}; choose 'cosine' or 'row_softmax'")
+
+
 def image_aware_kd(image_emb: torch.Tensor, tuned_text: torch.Tensor, original_text: torch.Tensor, *,
                    scale: float, temperature: float = 1.0) -> torch.Tensor:
     """ours (IAKD; the paper's form is not public): fixed pre-trained image embeddings (N, D) score the tuned and
@@ -106,6 +129,16 @@ def tam_margins(text_emb: torch.Tensor, *, threshold: float = 0.5, margin: float
     return m.fill_diagonal_(0.0)
 
 
+def tam_sample_margins(image_text_cos: torch.Tensor, labels: torch.Tensor, *, threshold: float = 0.5,
+                       margin: float = 0.1) -> torch.Tensor:
+    """ours, the other reading of TIMA v1's TAM ("when the cosine similarity between the image embedding and the
+    corresponding text embedding exceeds a threshold ... an additional margin is added to these classes"): (N, C)
+    margins in cosine units, `margin` on each wrong class j whose text the image's embedding is closer to than
+    `threshold` (cos(image_i, text_j) (N, C), detached), 0 on the true class. A per-sample gate."""
+    m = (image_text_cos.detach() > threshold).to(image_text_cos.dtype) * margin
+    return m.scatter(1, labels[:, None], 0.0)
+
+
 def asam_margins(text_emb: torch.Tensor, *, base: float = 0.05, gain: float = 0.1, offset: float = 0.0,
                  offset_weight: float = 0.0) -> torch.Tensor:
     """ours (ASAM of the AAAI version; formula not public): (C, C) margins in cosine units growing with semantic
@@ -119,9 +152,11 @@ def asam_margins(text_emb: torch.Tensor, *, base: float = 0.05, gain: float = 0.
     return m.fill_diagonal_(0.0)
 
 
-def margin_logits(logits: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, *, scale: float) -> torch.Tensor:
-    """Add scale x margins[y, j] to every non-target logit j of a sample of class y (CosFace-style, per pair)."""
-    return logits + scale * margins[labels]
+def margin_logits(logits: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, *, scale: float,
+                  per_sample: bool = False) -> torch.Tensor:
+    """Add scale x margin to every non-target logit j (CosFace-style): margins (C, C) per class pair, taken as
+    margins[y, j] for a sample of class y; or, with per_sample, margins (N, C) per sample (zero on the true class)."""
+    return logits + scale * (margins if per_sample else margins[labels])
 
 
 def text_aware_kd(student_logits: torch.Tensor, pretrained_logits: torch.Tensor, *,
@@ -129,3 +164,8 @@ def text_aware_kd(student_logits: torch.Tensor, pretrained_logits: torch.Tensor,
     """ours (TAKD; the paper's form is not public): KL(pre-trained image model's class distribution, both scored
     against the same class text embeddings || tuned model's)."""
     return kl_to(pretrained_logits, student_logits, temperature=temperature)
+
+
+def feature_kd(student_features: torch.Tensor, pretrained_features: torch.Tensor) -> torch.Tensor:
+    """ours (a TAKD variant): mean of 1 - cos(student image embedding, frozen pre-trained embedding), (N, D) each."""
+    return (1 - F.cosine_similarity(student_features, pretrained_features.detach(), dim=-1)).mean()

@@ -12,3 +12,6 @@ CACHE_DIR = Path(os.environ.get("TIMA_CACHE_DIR", PROJECT_ROOT / "cache"))
 CHECKPOINT_DIR = PROJECT_ROOT / "checkpoints"
 MINI_CHECKPOINT = Path(os.environ.get("TIMA_MINI_CHECKPOINT", CHECKPOINT_DIR / "mini_clip.safetensors"))
 DATA_ROOT = Path(os.environ.get("TIMA_DATA_ROOT", PROJECT_ROOT / "data"))
+# notebook 06's resumable store: an input of 04 and 05 (their selected configurations), so it is read from the
+# repository even when TIMA_RESULTS_DIR sends a run's outputs elsewhere
+STUDY_STORE = Path(os.environ.get("TIMA_STUDY_STORE", PROJECT_ROOT / "results" / "06_study.jsonl"))

@@ -219,3 +219,55 @@ def plot_dataset_bars(rows, *, attack: str, eps: float) -> plt.Figure:
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title=None)
     fig.tight_layout()
     return fig
+
+
+def plot_search_frontier(ranked, *, floor: float, metric: str) -> plt.Figure:
+    """06: every configuration tried, validation robust (metric) vs clean accuracy (%), one panel per method;
+    the selected one circled, the clean floor of the selection rule dashed. ranked from study.rank_configs."""
+    methods = list(dict.fromkeys(ranked.method))
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods) + 1, 3.4), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, m in zip(axes[0], methods):
+        sub = ranked[ranked.method == m]
+        ax.scatter(100 * sub.clean, 100 * sub.score, s=28, c=["C0" if e else "C7" for e in sub.eligible])
+        best = sub[sub["rank"] == 1]
+        ax.scatter(100 * best.clean, 100 * best.score, s=160, facecolors="none", edgecolors="C3", linewidths=1.8)
+        ax.axvline(100 * floor, ls="--", color="C3", lw=1)
+        ax.set(title=m, xlabel="val clean (%)")
+    axes[0][0].set_ylabel(f"val {metric} (%)")
+    fig.suptitle("search on the validation tasks: every configuration (grey: below the clean floor; "
+                 "circled: selected)", y=1.03, fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def plot_seed_curves(summary) -> plt.Figure:
+    """06: mean accuracy (%) over train seeds against eps (1/255; 0 clean) with 95% t-intervals, one line per
+    method; summary from study.seed_summary restricted to the mean-over-tasks scores."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (method, sub) in enumerate(summary.groupby("method", sort=False)):
+        sub = sub.sort_values("eps")
+        ax.errorbar(sub.eps + 0.06 * (i - 2.5), 100 * sub["mean"],
+                    yerr=[100 * (sub["mean"] - sub.ci_low).fillna(0), 100 * (sub.ci_high - sub["mean"]).fillna(0)],
+                    marker="o", ms=4, capsize=3, label=method)
+    ax.set(xlabel="eps (1/255; 0 = clean)", ylabel="accuracy (%)",
+           title="selected configurations, mean over zero-shot tasks and train seeds (95% t-intervals)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablations(table, *, metric: str) -> plt.Figure:
+    """06: mean accuracy (%) at one score per ablation variant with its 95% interval over seeds (horizontal bars);
+    table: study.seed_summary rows of that metric."""
+    sub = table[table.metric == metric].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(6.8, 0.32 * len(sub) + 1.2))
+    ax.barh(range(len(sub)), 100 * sub["mean"], color="C0", alpha=0.7,
+            xerr=[100 * (sub["mean"] - sub.ci_low).fillna(0), 100 * (sub.ci_high - sub["mean"]).fillna(0)], capsize=3)
+    ax.set_yticks(range(len(sub)), sub.method)
+    ax.invert_yaxis()
+    lo = 100 * min(sub.ci_low.min(skipna=True), sub["mean"].min())
+    ax.set_xlim(max(0.0, lo - 5), None)
+    ax.set(xlabel=f"{metric} accuracy (%), mean over tasks and seeds", title="TIMA's ablations (95% t-intervals)")
+    fig.tight_layout()
+    return fig

@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from nbhelpers.config import FinetuneConfig, IATKnobs, TAIKnobs
-from nbhelpers.findings import t_interval
+from tqdm.auto import tqdm
+
+from nbhelpers.config import STUDY_STAGES, FinetuneConfig, IATKnobs, TAIKnobs
+from nbhelpers.findings import MIXED, NOT_REPRODUCED, REPRODUCED, Finding, t_interval
 from nbhelpers.utils import atomic_path, content_key
 
+STAGES: tuple[str, ...] = STUDY_STAGES  # validation (selection), test (seeds), strong (AutoAttack), ablation
 STUDY_METHODS: tuple[str, ...] = ("tecoa", "pmg_aft", "laat", "fare", "tai", "tima")
 # study method -> engine method of training.finetune (TIMA = IAT text tuning, then TAI against the tuned text)
 ENGINE_METHOD: dict[str, str] = {"tecoa": "tecoa", "pmg_aft": "pmg_aft", "laat": "laat", "fare": "fare",
@@ -40,16 +44,81 @@ TAI_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 2.0)  # TAI's knob: factor on both
 SC_WEIGHTS: tuple[float, ...] = (1.0, 5.0, 25.0)  # TIMA's knob: IAT's semantic-consistency weight
 BUDGET = 9  # configurations per method
 
-# TIMA's ablations (names only; trained at the selected TAI / TIMA configuration with the same seeds, not searched)
-TIMA_ABLATIONS: dict[str, str] = {
-    "tai_no_takd": "TAI without text-aware distillation (takd_weight 0): margins only",
-    "tai_no_margin": "TAI without margins (margin_kind 'none'): TAKD only",
-    "tai_tam": "TAI with the v1 TAM gate (margin above tam_threshold) instead of ASAM",
-    "tai_no_offset": "ASAM without the measured margin offset (offset_weight 0)",
-    "iat_tecoa": "IAT text + TeCoA image side (TIMA without TAI)",
-    "tima_mhe": "TIMA with MHE-only text tuning (sc_weight 0, iakd_weight 0)",
-    "tima_sc_mhe": "TIMA with SC-MHE text tuning (iakd_weight 0)",
+# study method -> text side the image tower trains against and is evaluated with ("laat": expanded anchors)
+TEXT_SIDE: dict[str, str] = {"tecoa": "original", "pmg_aft": "original", "laat": "laat", "fare": "original",
+                             "tai": "original", "tima": "iat"}
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One ablation variant: trained at the selected configuration of `parent` with `overrides` on top (IAT
+    variants also take TIMA's selected sc_weight where they keep the consistency term), engine method and text."""
+
+    parent: str
+    engine: str
+    text: str
+    overrides: tuple[tuple[str, object], ...]
+    keeps_sc: bool
+    description: str
+
+
+def _ab(parent: str, engine: str, text: str, description: str, *, keeps_sc: bool = False, **overrides: object) -> Ablation:
+    return Ablation(parent, engine, text, tuple(sorted(overrides.items())), keeps_sc, description)
+
+
+# TIMA's ablations (issue 10): not searched; each at the selected configuration of its parent, same train seeds
+ABLATIONS: dict[str, Ablation] = {
+    "margin_uniform": _ab("tai", "tai", "original", "TeCoA + uniform margin only (ASAM's offset term, gain 0)",
+                          takd_weight=0.0, asam_gain=0.0),
+    "margin_semantic": _ab("tai", "tai", "original", "TeCoA + semantic margin only (offset_weight 0)",
+                           takd_weight=0.0, offset_weight=0.0),
+    "margin_asam": _ab("tai", "tai", "original", "TeCoA + ASAM (offset measured once, on the pre-trained model)",
+                       takd_weight=0.0),
+    "margin_asam_adaptive": _ab("tai", "tai", "original", "TeCoA + ASAM, offset re-measured every 50 steps",
+                                takd_weight=0.0, offset_every=50),
+    "margin_tam_text": _ab("tai", "tai", "original", "TeCoA + TAM, text-text gate", takd_weight=0.0,
+                           margin_kind="tam"),
+    "margin_tam_sample": _ab("tai", "tai", "original", "TeCoA + TAM, per-sample image-text gate", takd_weight=0.0,
+                             margin_kind="tam_sample"),
+    "takd_adv_teacher": _ab("tai", "tai", "original", "TAI with TAKD to the pre-trained model on the adversarial image",
+                            takd_target="adv"),
+    "takd_feature": _ab("tai", "tai", "original", "TAI with TAKD as feature cosine to the pre-trained embedding",
+                        takd_target="feature"),
+    "iat_mhe": _ab("tecoa", "tecoa", "iat", "TeCoA against MHE-only text", sc_weight=0.0, iakd_weight=0.0),
+    "iat_sc_mhe": _ab("tecoa", "tecoa", "iat", "TeCoA against SC-MHE text", keeps_sc=True, iakd_weight=0.0),
+    "iat_mhe_iakd": _ab("tecoa", "tecoa", "iat", "TeCoA against MHE + IAKD text", sc_weight=0.0),
+    "iat_full": _ab("tecoa", "tecoa", "iat", "TeCoA against IAT text (SC-MHE + IAKD)", keeps_sc=True),
+    "iat_row_softmax": _ab("tecoa", "tecoa", "iat", "TeCoA against IAT text with row-softmax consistency",
+                           sc_kind="row_softmax"),
 }
+ABLATION_REFERENCES: tuple[str, ...] = ("tecoa", "tai", "tima")  # re-evaluated beside the ablations (same images)
+
+
+def ablation_configs(selected: Mapping[str, Mapping[str, object]],
+                     names: Sequence[str] | None = None) -> dict[str, list[dict[str, object]]]:
+    """{variant: [overrides]}: each variant's parent's selected overrides plus its own (TIMA's selected sc_weight
+    where the variant keeps the consistency term); then the references at their selected configurations."""
+    out: dict[str, list[dict[str, object]]] = {}
+    for name in names if names is not None else ABLATIONS:
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
+        ab = ABLATIONS[name]
+        over = {**selected[ab.parent], **dict(ab.overrides)}
+        if ab.keeps_sc and "sc_weight" in selected.get("tima", {}):
+            over["sc_weight"] = selected["tima"]["sc_weight"]
+        out[name] = [over]
+    for ref in ABLATION_REFERENCES:
+        out[ref] = [dict(selected[ref])]
+    return out
+
+
+def engine_and_text(method: str) -> tuple[str, str]:
+    """(engine method of training.finetune, text side) of a study method or ablation variant."""
+    if method in ABLATIONS:
+        return ABLATIONS[method].engine, ABLATIONS[method].text
+    if method in ENGINE_METHOD:
+        return ENGINE_METHOD[method], TEXT_SIDE[method]
+    raise ValueError(f"unknown study method {method!r}; choose from {list(STUDY_METHODS)} or {sorted(ABLATIONS)}")
 
 
 def _sig(x: float) -> float:
@@ -100,11 +169,13 @@ def robust_metric(eps: float) -> str:
 
 
 def metric_eps(metric: str) -> float:
-    """eps (1/255 units) of a score name: 0 for 'clean', eps for 'robust@<eps>', NaN for anything else."""
-    if metric == "clean":
+    """eps (1/255 units) of a score name: 0 for 'clean', eps for '<attack>@<eps>' (a '/task' or 'text:' part is
+    ignored), NaN for anything else."""
+    name = metric.split(":")[-1].split("/")[0]
+    if name == "clean":
         return 0.0
-    if metric.startswith("robust@"):
-        return float(metric.split("@", 1)[1])
+    if "@" in name:
+        return float(name.split("@", 1)[1])
     return math.nan
 
 
@@ -228,21 +299,26 @@ RunConfig = Callable[[dict[str, object], int], Mapping[str, float]]
 
 def run_missing(store: StudyStore, run_config: RunConfig, *, stage: str,
                 configs: Mapping[str, Sequence[Mapping[str, object]]], train_seeds: Sequence[int],
-                evaluation: Mapping[str, object]) -> int:
+                evaluation: Mapping[str, object], progress: bool = False) -> int:
     """Run every (train seed, method, configuration) not yet in the store, seeds outermost (an interrupted study has
-    whole seeds across methods); returns how many were run. run_config gets {"method": m, **overrides} and the seed."""
-    done = 0
+    whole seeds across methods); returns how many were run. run_config gets {"method": m, **overrides} and the seed.
+    Each row also records how long it took (seconds, training included)."""
+    todo = []
     for seed in train_seeds:
         for method, overrides_list in configs.items():
             for overrides in overrides_list:
                 key = row_key(stage=stage, method=method, overrides=overrides, train_seed=seed, evaluation=evaluation)
-                if store.has(key):
-                    continue
-                scores = {str(k): float(v) for k, v in run_config({"method": method, **overrides}, seed).items()}
-                store.append({"key": key, "stage": stage, "method": method, "overrides": dict(overrides),
-                              "train_seed": seed, "evaluation": dict(evaluation), "scores": scores})
-                done += 1
-    return done
+                if not store.has(key):
+                    todo.append((key, seed, method, overrides))
+    bar = tqdm(todo, desc=f"study {stage}", disable=not progress)
+    for key, seed, method, overrides in bar:
+        bar.set_postfix_str(f"seed {seed} {method}", refresh=False)
+        t0 = time.time()
+        scores = {str(k): float(v) for k, v in run_config({"method": method, **overrides}, seed).items()}
+        store.append({"key": key, "stage": stage, "method": method, "overrides": dict(overrides),
+                      "train_seed": seed, "evaluation": dict(evaluation), "scores": scores,
+                      "seconds": round(time.time() - t0, 1)})
+    return len(todo)
 
 
 # ---------------------------------------------------------------------------------------------- seeds
@@ -300,3 +376,140 @@ def paired_seed_differences(rows: Sequence[Mapping], a: str, b: str, *, level: f
                       "diffs": diffs})
     return pd.DataFrame(table, columns=["a", "b", "metric", "eps", "n_pairs", "mean_diff", "ci_low", "ci_high",
                                         "seeds", "diffs"])
+
+
+# ---------------------------------------------------------------------------------------------- findings
+BASELINES: tuple[str, ...] = ("tecoa", "pmg_aft", "laat", "fare")  # what TIMA is compared with (TAI is part of it)
+_SEED_CRITERION = ("paired over train seeds (same seeds, same test images), mean over the zero-shot tasks, "
+                   "95% Student-t interval of the per-seed differences")
+
+
+def _pair_line(rows: Sequence[Mapping], a: str, b: str, metric: str) -> pd.Series:
+    """One row of paired_seed_differences(a - b) at one metric (fractions)."""
+    table = paired_seed_differences(rows, a, b)
+    hit = table[table.metric == metric]
+    if hit.empty:
+        raise ValueError(f"no paired score {metric!r} for {a} vs {b}")
+    return hit.iloc[0]
+
+
+def _pts(line: Mapping) -> str:
+    """'+1.2 [-0.3, +2.7]' in accuracy points from a paired-difference row (fractions)."""
+    vals = [line["mean_diff"], line["ci_low"], line["ci_high"]]
+    e, lo, hi = (f"{100 * v:+.1f}" if math.isfinite(v) else "n/a" for v in vals)
+    return f"{e} [{lo}, {hi}]"
+
+
+def _verdict_ahead(line: Mapping, *, clean: Mapping | None = None, clean_tolerance: float = 0.01) -> str:
+    """reproduced: CI above 0 (and clean CI upper end >= -tolerance); not reproduced: CI below 0 or mean <= 0 with
+    the clean cost beyond tolerance; mixed: the interval contains 0 (inside the noise)."""
+    lo, hi = float(line["ci_low"]), float(line["ci_high"])
+    clean_ok = clean is None or float(clean["ci_high"]) >= -clean_tolerance
+    if math.isfinite(hi) and hi < 0:
+        return NOT_REPRODUCED
+    if math.isfinite(lo) and lo > 0 and clean_ok:
+        return REPRODUCED
+    return MIXED
+
+
+def best_baseline(rows: Sequence[Mapping], metric: str, *, baselines: Sequence[str] = BASELINES) -> str:
+    """The baseline with the highest mean `metric` over train seeds among those in rows (test-stage rows)."""
+    summary = seed_summary(rows)
+    sub = summary[(summary.metric == metric) & summary.method.isin(list(baselines))]
+    if sub.empty:
+        raise ValueError(f"no baseline rows with score {metric!r}")
+    return str(sub.sort_values("mean", ascending=False).iloc[0].method)
+
+
+def findings_study(test_rows: Sequence[Mapping], *, ablation_rows: Sequence[Mapping] = (),
+                   strong_rows: Sequence[Mapping] = (), eps_small: float = 1.0, eps_large: float = 4.0,
+                   clean_tolerance: float = 0.01, figure: str = "figures/06_seeds.png") -> list[Finding]:
+    """Verdicts of notebook 06: TIMA vs the best baseline at small and large eps (paired over seeds), the detail
+    against TeCoA and PMG-AFT, each TIMA module's contribution (ablations), and the gradient-masking check."""
+    out: list[Finding] = []
+    n_seeds = len({r["train_seed"] for r in test_rows if r["method"] == "tima"})
+    for tag, eps in (("small", eps_small), ("large", eps_large)):
+        metric = robust_metric(eps)
+        best = best_baseline(test_rows, metric)
+        line, clean = _pair_line(test_rows, "tima", best, metric), _pair_line(test_rows, "tima", best, "clean")
+        others = "; ".join(f"vs {b} {_pts(_pair_line(test_rows, 'tima', b, metric))}"
+                           for b in ("tecoa", "pmg_aft") if b != best)
+        out.append(Finding(
+            id=f"06_tima_vs_best_{tag}_eps", notebook="06",
+            claim=f"TIMA is more robust than the best baseline at {tag} eps ({eps:g}/255) at a comparable clean accuracy.",
+            criterion=(f"TIMA minus the baseline with the highest mean PGD-10 accuracy at {eps:g}/255 among "
+                       f"{', '.join(BASELINES)} (each at its validation-selected configuration), {_SEED_CRITERION}: "
+                       f"reproduced if the interval lies above 0 and the clean difference's upper end is at least "
+                       f"-{100 * clean_tolerance:g} point; not reproduced if it lies below 0; mixed (inside the "
+                       f"noise) otherwise."),
+            paper="TIMA above TeCoA, PMG-AFT and FARE at eps 1/255 and 4/255 (main tables)",
+            ours=f"TIMA - {best}: {_pts(line)} points at {eps:g}/255; clean {_pts(clean)}",
+            estimate=100 * float(line["mean_diff"]), ci_low=100 * float(line["ci_low"]),
+            ci_high=100 * float(line["ci_high"]), verdict=_verdict_ahead(line, clean=clean,
+                                                                          clean_tolerance=clean_tolerance),
+            figure=figure,
+            detail=(f"{n_seeds} train seeds; per-seed differences {[round(100 * d, 1) for d in line['diffs']]}; "
+                    f"{others or 'best baseline is TeCoA or PMG-AFT'}.")))
+    if ablation_rows:
+        out += _ablation_findings(ablation_rows, eps=eps_large)
+    if strong_rows:
+        out.append(_strong_finding(strong_rows, eps=eps_large))
+    return out
+
+
+ABLATION_CLAIMS: tuple[tuple[str, str, str, str], ...] = (
+    ("06_ablation_tai", "tai", "tecoa", "TAI (adaptive margins + text-aware distillation) adds robustness to TeCoA"),
+    ("06_ablation_iat", "tima", "tai", "IAT (tuned text) adds robustness on top of TAI"),
+    ("06_ablation_asam_vs_tam", "margin_asam", "margin_tam_text", "ASAM (AAAI) is better than TAM (v1) as a margin"),
+    ("06_ablation_takd", "tai", "margin_asam", "text-aware distillation adds robustness to the margins"),
+)
+
+
+def _ablation_findings(rows: Sequence[Mapping], *, eps: float) -> list[Finding]:
+    """One finding per ablation claim present in the rows: a - b at eps, paired over seeds."""
+    metric = robust_metric(eps)
+    methods = {r["method"] for r in rows}
+    out = []
+    for fid, a, b, claim in ABLATION_CLAIMS:
+        if a not in methods or b not in methods:
+            continue
+        line, clean = _pair_line(rows, a, b, metric), _pair_line(rows, a, b, "clean")
+        out.append(Finding(
+            id=fid, notebook="06", claim=claim + ".",
+            criterion=(f"{a} minus {b}, PGD-10 accuracy at {eps:g}/255, {_SEED_CRITERION} (ablation images): "
+                       "reproduced if above 0; not reproduced if below 0; mixed (inside the noise) otherwise."),
+            paper="each module improves robustness (TIMA's ablation tables)",
+            ours=f"{a} - {b}: {_pts(line)} points at {eps:g}/255; clean {_pts(clean)}",
+            estimate=100 * float(line["mean_diff"]), ci_low=100 * float(line["ci_low"]),
+            ci_high=100 * float(line["ci_high"]), verdict=_verdict_ahead(line), figure="figures/06_ablations.png",
+            detail=f"per-seed differences {[round(100 * d, 1) for d in line['diffs']]}"))
+    return out
+
+
+def _strong_finding(strong_rows: Sequence[Mapping], *, eps: float) -> Finding:
+    """AutoAttack vs PGD-10 at eps on the same images per checked model: a gap much larger for TIMA than for TeCoA
+    would signal gradient masking."""
+    aa, pgd = f"aa@{eps:g}", robust_metric(eps)
+    gaps: dict[str, list[float]] = {}
+    parts = []
+    for r in strong_rows:
+        if aa not in r["scores"] or pgd not in r["scores"]:
+            continue
+        gaps.setdefault(r["method"], []).append(float(r["scores"][pgd]) - float(r["scores"][aa]))
+        parts.append(f"{r['method']} seed {r['train_seed']}: PGD-10 {100 * r['scores'][pgd]:.1f}, "
+                     f"AA {100 * r['scores'][aa]:.1f}")
+    mean_gap = {m: sum(v) / len(v) for m, v in gaps.items()}
+    excess = mean_gap.get("tima", math.nan) - mean_gap.get("tecoa", math.nan)
+    verdict = (MIXED if not math.isfinite(excess) else REPRODUCED if excess <= 0.02 else NOT_REPRODUCED)
+    n = strong_rows[0]["evaluation"]["n"]
+    return Finding(
+        id="06_no_gradient_masking", notebook="06",
+        claim="TIMA's robustness holds under AutoAttack as TeCoA's does (no gradient masking from margins or distillation).",
+        criterion=(f"gap = PGD-10 minus AutoAttack (APGD-CE + APGD-T) accuracy at {eps:g}/255 on the same first {n} "
+                   "test images of every task, mean over tasks: reproduced if TIMA's gap exceeds TeCoA's by at most "
+                   "2 points; not reproduced otherwise."),
+        paper="TIMA reports AutoAttack results in line with PGD",
+        ours=(f"gap TIMA {100 * mean_gap.get('tima', math.nan):.1f}, TeCoA {100 * mean_gap.get('tecoa', math.nan):.1f} "
+              f"points (excess {100 * excess:+.1f})"),
+        estimate=100 * excess, ci_low=math.nan, ci_high=math.nan, verdict=verdict, figure="",
+        detail="; ".join(parts) + ".")

@@ -32,24 +32,25 @@ def _check_names(names: list[str]) -> None:
 
 def margin_offset_for(cfg: RunsConfig, base: ClipModel, *, preprocess: Callable | None = None,
                       device: torch.device | str) -> dict[str, float]:
-    """The 01 margin offset between train_eps and cfg.eps on the fine-tuning task (calibrates ASAM).
+    """The 01 margin offset between train_eps and cfg.offset_eps on the fine-tuning task (calibrates ASAM).
 
     preprocess: how the paper profile reads the fine-tuning images (None: the one that goes with base).
     """
-    return training.measure_margin_offset(base, cfg.finetune_config("tai"), eps_large=cfg.eps, steps=cfg.pgd_steps,
+    return training.measure_margin_offset(base, cfg.finetune_config("tai"), eps_large=cfg.offset_eps,
                                           preprocess=preprocess if preprocess is not None else preprocess_for(base),
                                           device=device)
 
 
 def iat_projection_for(cfg: RunsConfig, base: ClipModel, *, preprocess: Callable | None = None,
-                       device: torch.device | str, progress: bool = True) -> Path:
+                       device: torch.device | str, progress: bool = True, **overrides: object) -> Path:
     """Path of the IAT text projection (tuned on the fine-tuning task once, then cached by config).
 
-    preprocess: how the paper profile reads the fine-tuning images (None: the one that goes with base).
+    preprocess: how the paper profile reads the fine-tuning images (None: the one that goes with base);
+    overrides: IAT knobs or train_seed changed from cfg's (the study's configurations and ablations).
     """
-    train = training.TrainData(cfg.finetune_config("tai"),
+    iat_cfg = cfg.iat_config(**overrides)
+    train = training.TrainData(cfg.finetune_config("tai", train_seed=iat_cfg.train_seed),
                                preprocess=preprocess if preprocess is not None else preprocess_for(base))
-    iat_cfg = cfg.iat_config()
     images = train.first_images(iat_cfg.iat_images)
     path, _ = text_tuning.load_or_tune_projection(base, iat_cfg, classnames=train.classnames,
                                                   templates=train.templates, images=images, device=device,

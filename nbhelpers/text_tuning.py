@@ -53,7 +53,7 @@ def tune_text(base: ClipModel, cfg: IATConfig, *, classnames: list[str], templat
     for step in tqdm(range(cfg.iat_steps), desc="IAT", disable=not progress, mininterval=2):
         tuned = _class_mean(model.encode_text(tokens), n_t)
         mhe = losses.mhe_energy(tuned, power=cfg.mhe_power, bounded=cfg.mhe_bounded)
-        sc = losses.semantic_consistency(tuned, original)
+        sc = losses.consistency_loss(tuned, original, kind=cfg.sc_kind, temperature=cfg.sc_temperature)
         kd = losses.image_aware_kd(img_emb, tuned, original, scale=scale, temperature=cfg.iakd_temperature)
         loss = cfg.mhe_weight * mhe + cfg.sc_weight * sc + cfg.iakd_weight * kd
         opt.zero_grad(set_to_none=True)

@@ -103,16 +103,24 @@ def _fare(ctx: StepContext) -> torch.Tensor:
 
 
 def _tai(ctx: StepContext) -> torch.Tensor:
+    cfg = ctx.cfg
     adv_logits = ctx.logits(ctx.adv)  # one forward serves the margin CE and the distillation
     margin_logits = adv_logits
-    if ctx.margins is not None:
+    if cfg.margin_kind == "tam_sample":  # per-sample gate on the image's cosine to each class's text
+        margins = losses.tam_sample_margins(adv_logits / ctx.scale, ctx.labels, threshold=cfg.tam_threshold,
+                                            margin=cfg.tam_margin)
+        margin_logits = losses.margin_logits(adv_logits, ctx.labels, margins, scale=ctx.scale, per_sample=True)
+    elif ctx.margins is not None:
         margin_logits = losses.margin_logits(adv_logits, ctx.labels, ctx.margins, scale=ctx.scale)
     loss = F.cross_entropy(margin_logits, ctx.labels)
-    if ctx.cfg.takd_weight > 0:
+    if cfg.takd_weight > 0:
+        if cfg.takd_target == "feature":  # cosine of the adversarial embedding to the pre-trained clean one
+            with torch.no_grad():
+                pre = ctx.teacher.model.encode_image(ctx.images, normalize=False)
+            return loss + cfg.takd_weight * losses.feature_kd(ctx.features(ctx.adv), pre)
         with torch.no_grad():
-            pre_clean = ctx.teacher(ctx.images)
-        loss = loss + ctx.cfg.takd_weight * losses.text_aware_kd(adv_logits, pre_clean,
-                                                                 temperature=ctx.cfg.takd_temperature)
+            pre_logits = ctx.teacher(ctx.adv if cfg.takd_target == "adv" else ctx.images)
+        loss = loss + cfg.takd_weight * losses.text_aware_kd(adv_logits, pre_logits, temperature=cfg.takd_temperature)
     return loss
 
 
@@ -269,8 +277,9 @@ def _dist_info() -> tuple[int, int]:
 
 
 def method_margins(cfg: FinetuneConfig, emb: torch.Tensor) -> torch.Tensor | None:
-    """TAI's (C, C) class-pair margins in cosine units (TAM or ASAM) from the class embeddings; None otherwise."""
-    if cfg.method != "tai" or cfg.margin_kind == "none":
+    """TAI's (C, C) class-pair margins in cosine units (TAM or ASAM) from the class embeddings; None otherwise
+    (also for "tam_sample", whose margins depend on each sample and are made in the objective)."""
+    if cfg.method != "tai" or cfg.margin_kind in ("none", "tam_sample"):
         return None
     if cfg.margin_kind == "tam":
         return losses.tam_margins(emb, threshold=cfg.tam_threshold, margin=cfg.tam_margin)
@@ -360,6 +369,16 @@ def training_attack(engine: Engine, x: torch.Tensor, y: torch.Tensor, noise: tor
     return pgd_attack(engine.attack_head, x, y, **budget)
 
 
+def student_margin_offset(engine: Engine, data: "TrainData", *, n: int = 256, steps: int = 10) -> float:
+    """The margin offset (cosine units) of the model being trained: mean margin(offset_eps) - margin(train_eps)
+    under PGD-steps on data.first(n), against the class embeddings it trains against (adaptive ASAM)."""
+    cfg = engine.cfg
+    x, y = data.first(n)
+    sweep, _ = metrics.margin_sweep(engine.attack_head, x, y, eps_list=[cfg.train_eps, cfg.offset_eps], steps=steps,
+                                    batch_size=cfg.batch_size, device=engine.device, seed=cfg.train_seed)
+    return float(analysis.margin_offsets(sweep).iloc[0].offset_mean) / engine.scale
+
+
 def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """One step: the method's training attack from the given start noise (N, 3, S, S) in [-1, 1], the method's
     objective on images x (N, 3, S, S) in [0, 1] with labels y (N,), SGD update at the scheduled lr; returns the
@@ -417,13 +436,20 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     engine = make_engine(cfg, student, emb, opt, teacher=teacher, scale=scale, visual=ddp_visual, device=device)
     bar = tqdm(range(start, cfg.finetune_steps), desc=f"finetune {cfg.method}", disable=not progress or rank != 0,
                initial=start, total=cfg.finetune_steps, mininterval=2)
+    remeasure = cfg.method == "tai" and cfg.margin_kind == "asam" and cfg.offset_every > 0
+    offset = float(history[-1].get("margin_offset", cfg.margin_offset)) if history else cfg.margin_offset
     for step in bar:
+        if remeasure and step % cfg.offset_every == 0 and step > 0:  # truly adaptive ASAM (ours): the offset now
+            offset = student_margin_offset(engine, data)
+        if remeasure:
+            engine.margins = method_margins(dataclasses.replace(cfg, margin_offset=offset), emb)
         x, y = data.batch(step, cfg.train_batch_size)
         g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "train-attack", step))
         noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
         x, y, noise = (t[rank::world_size].to(device) for t in (x, y, noise))
         loss = train_step(engine, step, x, y, noise)
-        history.append({"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"]})
+        history.append({"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
+                        **({"margin_offset": offset} if remeasure else {})})
         done = step + 1
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.finetune_steps or done == stop_after):
             _save(out_path, student=student, opt=opt, step=done, cfg=cfg, history=history, base_fingerprint=base_fp)

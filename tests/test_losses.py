@@ -69,3 +69,35 @@ def test_fare_hand_value():
     assert losses.fare_loss(a, b).item() == pytest.approx(5.0)
     c = torch.tensor([[3.0, 4.0]])  # |c|^2 = 25
     assert losses.fare_loss(a, c, relative=True).item() == pytest.approx((4 + 4) / 25)
+
+
+def test_per_sample_tam_gates_on_the_image_text_cosine_and_spares_the_true_class():
+    cos = torch.tensor([[0.9, 0.6, 0.2], [0.7, 0.3, 0.55]])
+    labels = torch.tensor([0, 2])
+    m = losses.tam_sample_margins(cos, labels, threshold=0.5, margin=0.1)
+    assert torch.allclose(m, torch.tensor([[0.0, 0.1, 0.0], [0.1, 0.0, 0.0]]))
+    logits = torch.zeros(2, 3)
+    out = losses.margin_logits(logits, labels, m, scale=10.0, per_sample=True)
+    assert torch.allclose(out, torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+
+
+def test_row_softmax_consistency_ignores_a_uniform_shift_and_sees_a_reordering():
+    ref = torch.nn.functional.normalize(torch.randn(6, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    assert losses.row_softmax_consistency(ref, ref).item() == pytest.approx(0.0, abs=1e-7)
+    # the defining property, on the similarity logits: one shift of every off-diagonal similarity changes nothing
+    s = losses.pairwise_cosine(ref)
+    diag = torch.eye(6, dtype=torch.bool)
+    shifted = losses.kl_to((s / 0.05).masked_fill(diag, -1e4), ((s - 0.2) / 0.05).masked_fill(diag, -1e4))
+    assert shifted.item() == pytest.approx(0.0, abs=1e-5)
+    permuted = ref[torch.tensor([1, 0, 2, 3, 5, 4])]
+    assert losses.row_softmax_consistency(permuted, ref).item() > 0.01
+    assert losses.consistency_loss(permuted, ref, kind="cosine").item() > 0
+    with pytest.raises(ValueError, match="consistency kind"):
+        losses.consistency_loss(ref, ref, kind="rank")
+
+
+def test_feature_kd_is_one_minus_cosine():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert losses.feature_kd(a, a).item() == pytest.approx(0.0, abs=1e-7)
+    assert losses.feature_kd(a, -a).item() == pytest.approx(2.0)
+    assert losses.feature_kd(a, torch.tensor([[0.0, 1.0], [0.0, 1.0]])).item() == pytest.approx(0.5)

@@ -3,6 +3,7 @@ seed statistics (no training: run_config is a fake)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -265,3 +266,60 @@ def test_validation_tasks_evaluate_through_the_one_runner_on_their_val_split(min
     rows = evaluation.evaluate({"zero_shot": evaluation.zero_shot_model(mini_model)}, profile="mini",
                                datasets=["size_shapes"], attacks=["pgd2"], eps_list=[4.0], n=24, batch_size=24)
     assert rows.attack.tolist() == ["clean", "pgd2"] and rows.accuracy.iloc[1] <= rows.accuracy.iloc[0]
+
+
+# ---------------------------------------------------------------------------------------------- ablations, findings
+def test_ablations_sit_on_their_parents_selected_configuration():
+    selected = {"tecoa": {"finetune_lr": 3e-4, "warmup_steps": 20}, "tai": {"finetune_lr": 1e-4, "asam_gain": 0.1},
+                "tima": {"finetune_lr": 1e-3, "sc_weight": 25.0}}
+    configs = study.ablation_configs(selected)
+    assert set(configs) == set(study.ABLATIONS) | set(study.ABLATION_REFERENCES)
+    assert configs["margin_uniform"] == [{"finetune_lr": 1e-4, "asam_gain": 0.0, "takd_weight": 0.0}]
+    assert configs["iat_sc_mhe"] == [{"finetune_lr": 3e-4, "warmup_steps": 20, "iakd_weight": 0.0, "sc_weight": 25.0}]
+    assert configs["iat_mhe"][0]["sc_weight"] == 0.0  # variants without the term do not take TIMA's weight
+    assert configs["tima"] == [selected["tima"]]
+    for name, (over,) in configs.items():  # every override is a real parameter of the run it configures
+        study.split_overrides(over)
+        assert study.engine_and_text(name)[0] in ("tecoa", "tai")
+    with pytest.raises(ValueError, match="unknown ablation"):
+        study.ablation_configs(selected, ["margin_everything"])
+    with pytest.raises(ValueError, match="unknown study method"):
+        study.engine_and_text("tima_plus")
+
+
+def test_metric_eps_reads_prefixed_and_per_task_names():
+    assert study.metric_eps("robust@4/shapes") == 4.0
+    assert study.metric_eps("original_text:clean/objects") == 0.0
+    assert study.metric_eps("aa@8") == 8.0
+    assert math.isnan(study.metric_eps("loss"))
+
+
+def _study_rows(tima_shift: float, noise: tuple[float, ...] = (0.0, 0.01, -0.01)) -> list[dict]:
+    rows = []
+    for seed, n in enumerate(noise):
+        for method, base in (("tecoa", 0.40), ("pmg_aft", 0.42), ("laat", 0.38), ("fare", 0.30), ("tai", 0.41),
+                             ("tima", 0.42 + tima_shift)):
+            wiggle = n * (1.0 if method == "tima" else 0.5)
+            rows.append({"method": method, "overrides": {}, "train_seed": seed,
+                         "scores": {"clean": 0.80 + n, "robust@1": base + 0.2 + wiggle, "robust@4": base + wiggle}})
+    return rows
+
+
+@pytest.mark.parametrize("shift, verdict", [(0.05, "reproduced"), (-0.05, "not reproduced"), (0.0, "mixed")])
+def test_study_verdict_follows_the_paired_interval_against_the_best_baseline(shift, verdict):
+    found = study.findings_study(_study_rows(shift))
+    assert [f.id for f in found] == ["06_tima_vs_best_small_eps", "06_tima_vs_best_large_eps"]
+    large = found[1]
+    assert large.verdict == verdict
+    assert "pmg_aft" in large.ours  # the best baseline at 4/255 is PMG-AFT (0.42)
+    assert large.estimate == pytest.approx(100 * (shift + (0.0 + 0.005 - 0.005) / 3), abs=1e-6)
+
+
+def test_gradient_masking_finding_compares_the_aa_gap_with_tecoas():
+    def strong(method, pgd, aa):
+        return {"method": method, "train_seed": 0, "evaluation": {"n": 256},
+                "scores": {"clean": 0.8, "robust@4": pgd, "aa@4": aa}}
+    ok = study.findings_study(_study_rows(0.05), strong_rows=[strong("tecoa", 0.40, 0.36), strong("tima", 0.45, 0.40)])
+    assert ok[-1].id == "06_no_gradient_masking" and ok[-1].verdict == "reproduced"
+    masked = study.findings_study(_study_rows(0.05), strong_rows=[strong("tecoa", 0.40, 0.36), strong("tima", 0.45, 0.2)])
+    assert masked[-1].verdict == "not reproduced" and masked[-1].estimate == pytest.approx(21.0)

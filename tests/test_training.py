@@ -262,3 +262,47 @@ def test_cli_parses_booleans_into_the_config(tmp_path, monkeypatch, capsys):
         training.main(["--amp", "maybe"])
     assert exit_info.value.code == 2
     assert "expected True or False, got 'maybe'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", [dict(margin_kind="tam_sample", tam_threshold=0.0),
+                                     dict(takd_target="adv"), dict(takd_target="feature")])
+def test_tai_variants_train_and_differ_from_default_tai(variant, tmp_path):
+    kw = dict(method="tai", margin_offset=0.02, **SMALL)
+    default = training.finetune(FinetuneConfig.from_params(**kw), out=tmp_path / "a.pt", progress=False)
+    other = training.finetune(FinetuneConfig.from_params(**kw, **variant), out=tmp_path / "b.pt", progress=False)
+    assert other.history.loss.notna().all()
+    assert not default.history.loss.equals(other.history.loss)
+
+
+def test_adaptive_asam_remeasures_the_offset_on_the_student_and_resumes_with_it(tmp_path):
+    kw = dict(SMALL, finetune_steps=4, checkpoint_every=2)
+    cfg = FinetuneConfig.from_params(method="tai", margin_offset=0.5, offset_every=2, **kw)
+    full = training.finetune(cfg, out=tmp_path / "full.pt", progress=False)
+    offsets = full.history.margin_offset.tolist()
+    assert offsets[:2] == [0.5, 0.5] and offsets[2] == offsets[3] != 0.5  # measured at step 2, kept until step 4
+    training.finetune(cfg, out=tmp_path / "part.pt", stop_after=3, progress=False)
+    resumed = training.finetune(cfg, out=tmp_path / "part.pt", progress=False)
+    assert resumed.history.margin_offset.tolist() == offsets
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    once = training.finetune(cfg.replace(offset_every=0), out=tmp_path / "once.pt", progress=False)
+    assert "margin_offset" not in once.history.columns
+
+
+def test_default_iat_spreads_the_training_classes_and_keeps_their_order():
+    """Issue 10: the default IAT lowers the MHE energy and raises the minimum distance of the fine-tuning task's
+    class embeddings, with Spearman consistency >= 0.95 against the original ones."""
+    from nbhelpers import analysis
+
+    base, pre = models.create_model_and_transforms("mini")
+    cfg = config.IATConfig()
+    data = training.TrainData(FinetuneConfig(), preprocess=pre)
+    tuned = text_tuning.tune_text(base, cfg, classnames=data.classnames, templates=data.templates,
+                                  images=data.first_images(cfg.iat_images), progress=False)
+    with torch.no_grad():
+        orig = build_class_embeddings(base, data.classnames, data.templates)
+        new = build_class_embeddings(tuned.model, data.classnames, data.templates)
+    off = ~torch.eye(len(orig), dtype=torch.bool)
+    assert losses.mhe_energy(new) < losses.mhe_energy(orig) - 0.005
+    assert torch.cdist(new, new)[off].min() > torch.cdist(orig, orig)[off].min() + 0.01
+    assert analysis.semantic_consistency_rho(orig, new) >= 0.95

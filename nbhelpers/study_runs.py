@@ -1,0 +1,326 @@
+"""Runs the study of notebook 06: trains each configuration (IAT text first for TIMA and the IAT variants, the
+margin offset for TAI), evaluates it on the validation or the test tasks, and appends one row to the store.
+
+Four stages, each resumable (:func:`nbhelpers.study.run_missing` skips what the store holds):
+
+- ``validation``: every configuration of :func:`study.search_space`, first train seed, validation tasks only,
+  clean and PGD at ``select_eps``; :func:`study.select` then picks one configuration per method (declared rule).
+- ``test``: the selected configurations at every train seed, the zero-shot test tasks, clean and PGD at
+  ``test_eps_list``.
+- ``strong``: AutoAttack (APGD-CE + APGD-T) and PGD at ``strong_eps`` on the same first ``strong_images`` of every
+  test task, for ``strong_methods`` at ``strong_seeds`` (the gradient-masking check).
+- ``ablation``: TIMA's ablation variants (:data:`study.ABLATIONS`) and the references TeCoA, TAI and TIMA, every
+  train seed, ``ablation_images`` per test task at ``ablation_eps_list``; IAT variants also with the original text.
+
+A row's key holds its evaluation, and that holds :func:`code_fingerprint` (the source of everything that trains
+or evaluates), so rows computed by older code are never taken for this code's: a rerun recomputes them.
+Scores are accuracies (fractions): ``clean``, ``robust@<eps>`` (PGD), ``aa@<eps>``, each the mean over the tasks,
+and per task as ``<score>/<task>``; the original-text evaluation of an IAT variant is prefixed ``original_text:``.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from nbhelpers import attacks, data, evaluation, losses, paths, study, suite, text_tuning, training, world, zeroshot
+from nbhelpers.config import FinetuneKnobs, IATKnobs, StudyConfig, TAIKnobs
+from nbhelpers.evaluation import EvalModel, text_embedder
+from nbhelpers.models import create_model_and_transforms
+from nbhelpers.utils import content_key, select_device, source_fingerprint
+
+STORE_PATH = paths.STUDY_STORE
+
+
+def code_fingerprint() -> str:
+    """Short hash of the source of every module whose change could change a study score."""
+    return source_fingerprint(training, losses, attacks, zeroshot, text_tuning, evaluation, data, world, suite)
+
+
+def check_config(cfg: StudyConfig) -> None:
+    """Refuse what the config class cannot check by itself (names owned by the study module), before any work."""
+    bad = [m for m in cfg.strong_methods if m not in study.STUDY_METHODS]
+    if bad:
+        raise ValueError(f"parameter 'strong_methods' has unknown method(s) {bad}; choose from "
+                         f"{list(study.STUDY_METHODS)}")
+
+
+def stage_evaluation(cfg: StudyConfig, stage: str) -> dict[str, object]:
+    """What a stage evaluates (tasks, images, attack, radii, seed, backbone, code): part of every row's key."""
+    recipe = {n: getattr(cfg, n) for n in (*FinetuneKnobs.field_names(), *TAIKnobs.field_names(),
+                                             *IATKnobs.field_names())}
+    common = {"profile": cfg.profile, "model": cfg.model, "pretrained": cfg.pretrained, "checkpoint": cfg.checkpoint,
+              "seed": cfg.seed, "pgd_steps": cfg.pgd_steps, "finetune_steps": cfg.finetune_steps,
+              "recipe": content_key(recipe), "code": code_fingerprint()}
+    if stage == "validation":
+        return {**common, "tasks": cfg.validation_datasets(), "n": cfg.val_images, "attack": "pgd",
+                "eps": [cfg.select_eps]}
+    if stage == "test":
+        return {**common, "tasks": cfg.test_datasets(), "n": cfg.test_images, "attack": "pgd",
+                "eps": list(cfg.test_eps_list)}
+    if stage == "strong":
+        return {**common, "tasks": cfg.test_datasets(), "n": cfg.strong_images, "attack": "pgd+aa",
+                "eps": [cfg.strong_eps]}
+    if stage == "ablation":
+        return {**common, "tasks": cfg.test_datasets(), "n": cfg.ablation_images, "attack": "pgd",
+                "eps": list(cfg.ablation_eps_list)}
+    raise ValueError(f"unknown stage {stage!r}; choose from {study.STAGES}")
+
+
+class StudyRunner:
+    """Trains and evaluates one study configuration per call; the base model and the margin offset are made once."""
+
+    def __init__(self, cfg: StudyConfig, *, device: torch.device | str = "cpu", progress: bool = False) -> None:
+        check_config(cfg)
+        self.cfg, self.device, self.progress = cfg, device, progress
+        self.base, self.preprocess = create_model_and_transforms(**cfg.model_spec(), device=device)
+        self.original = text_embedder(self.base, device=device)
+
+    @functools.cached_property
+    def margin_offset(self) -> float:
+        """The pre-trained model's margin offset (cosine units) on the fine-tuning task: calibrates ASAM."""
+        return suite.margin_offset_for(self.cfg, self.base, preprocess=self.preprocess,
+                                       device=self.device)["offset_cosine"]
+
+    def models(self, method: str, overrides: Mapping[str, object], train_seed: int) -> dict[str, EvalModel]:
+        """{text side name: EvalModel} of a configuration: 'own' (the text it trained against) and, for IAT text,
+        also 'original_text'. Trains (or loads from the cache) the image tower and tunes the text first."""
+        engine, text = study.engine_and_text(method)
+        ft_over, iat_over = study.split_overrides(overrides)
+        extra: dict[str, object] = {"train_seed": train_seed}
+        iat_path = None
+        if text == "iat":
+            iat_path = suite.iat_projection_for(self.cfg, self.base, preprocess=self.preprocess, device=self.device,
+                                                progress=self.progress, train_seed=train_seed, **iat_over)
+            extra.update(text_source="iat", iat_projection=str(iat_path))
+        if engine == "tai":
+            extra["margin_offset"] = self.margin_offset
+        ft_cfg = self.cfg.finetune_config(engine, **{**ft_over, **extra})
+        run = training.load_or_finetune(ft_cfg, device=self.device, progress=self.progress)
+        if text == "iat":
+            own = text_embedder(training.with_iat_projection(self.base, iat_path), device=self.device)
+            return {"own": EvalModel(method, method, run.model, own, "iat", run),
+                    "original_text": EvalModel(method, method, run.model, self.original, "original", run)}
+        if text == "laat":
+            expand = functools.partial(losses.laat_expand, spread=ft_cfg.laat_spread)
+            own = text_embedder(self.base, transform=expand, device=self.device)
+            return {"own": EvalModel(method, method, run.model, own, "laat_expanded", run)}
+        return {"own": EvalModel(method, method, run.model, self.original, "original", run)}
+
+    def scores(self, models: Mapping[str, EvalModel], evaluation_spec: Mapping[str, object]) -> dict[str, float]:
+        """Mean and per-task accuracies of the models on the spec's tasks (see the module docstring for names)."""
+        spec = evaluation_spec
+        pgd = f"pgd{self.cfg.pgd_steps}"
+        kw = dict(attacks=[pgd], eps_list=list(spec["eps"]))
+        if spec["attack"] == "pgd+aa":  # AutoAttack and PGD on the same images (the gradient-masking check)
+            kw.update(strong_attacks=["aa"], strong_eps_list=list(spec["eps"]))
+        rows = evaluation.evaluate(dict(models), profile=self.cfg.profile, datasets=list(spec["tasks"]), n=int(spec["n"]),
+                                   seed=self.cfg.seed, batch_size=self.cfg.batch_size, data_root=self.cfg.data_root,
+                                   device=self.device, fast=self.cfg.fast_attacks, amp=self.cfg.amp,
+                                   progress=self.progress, **kw)
+        out: dict[str, float] = {}
+        for r in rows.itertuples(index=False):
+            name = "clean" if r.attack == "clean" else f"{'robust' if r.attack == pgd else r.attack}@{r.eps:g}"
+            prefix = "" if r.model == "own" else f"{r.model}:"
+            out[f"{prefix}{name}/{r.dataset}"] = float(r.accuracy)
+        for key in list(out):
+            metric = key.split("/")[0]
+            if metric not in out:
+                vals = [v for k, v in out.items() if k.split("/")[0] == metric and "/" in k]
+                out[metric] = sum(vals) / len(vals)
+        return out
+
+    def run_config(self, stage: str):
+        """The study.RunConfig of a stage: (config {"method": m, **overrides}, train_seed) -> scores."""
+        spec = stage_evaluation(self.cfg, stage)
+
+        def run(config: dict[str, object], train_seed: int) -> dict[str, float]:
+            overrides = {k: v for k, v in config.items() if k != "method"}
+            return self.scores(self.models(str(config["method"]), overrides, train_seed), spec)
+        return run
+
+
+def current_rows(store: study.StudyStore, cfg: StudyConfig, stage: str) -> list[dict]:
+    """The store's rows of a stage computed with this config's evaluation and this code."""
+    spec = stage_evaluation(cfg, stage)
+    return [r for r in store.rows(stage=stage) if r.get("evaluation") == spec]
+
+
+def stage_configs(cfg: StudyConfig, store: study.StudyStore, stage: str) -> tuple[dict[str, list[dict]], list[int]]:
+    """(configurations per method, train seeds) of a stage; the later stages need the validation stage's rows."""
+    if stage == "validation":
+        return study.search_space(profile=cfg.profile, finetune_steps=cfg.finetune_steps), [cfg.train_seeds[0]]
+    val = current_rows(store, cfg, "validation")
+    missing = [m for m in study.STUDY_METHODS if not any(r["method"] == m for r in val)]
+    if missing:
+        raise RuntimeError(f"stage {stage!r} needs the validation stage of {missing} (run it first)")
+    selected = study.select(val, rule=selection_rule(cfg))
+    if stage == "test":
+        return {m: [selected[m]] for m in study.STUDY_METHODS}, list(cfg.train_seeds)
+    if stage == "strong":
+        return {m: [selected[m]] for m in cfg.strong_methods}, list(cfg.strong_seeds)
+    return study.ablation_configs(selected), list(cfg.train_seeds)
+
+
+def selection_rule(cfg: StudyConfig) -> study.SelectionRule:
+    """The declared rule with this config's radius and tolerance."""
+    return study.SelectionRule(metric=study.robust_metric(cfg.select_eps), clean_tolerance=cfg.clean_tolerance)
+
+
+def run_study(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH, device: torch.device | str = "cpu",
+              progress: bool = True) -> dict[str, int]:
+    """Compute every stage of cfg.stages that the store lacks (in order); returns {stage: rows computed}."""
+    check_config(cfg)
+    store = study.StudyStore(store_path)
+    runner = StudyRunner(cfg, device=device, progress=progress)
+    done = {}
+    for stage in study.STAGES:
+        if stage not in cfg.stages:
+            continue
+        configs, seeds = stage_configs(cfg, store, stage)
+        done[stage] = study.run_missing(store, runner.run_config(stage), stage=stage, configs=configs,
+                                        train_seeds=seeds, evaluation=stage_evaluation(cfg, stage),
+                                        progress=progress)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m nbhelpers.study_runs [--stages validation test] [--train_seeds 0 1 2] ... (StudyConfig's fields)."""
+    ap = argparse.ArgumentParser(description="run (or resume) the study of notebook 06 into results/06_study.jsonl")
+    for name, default in StudyConfig.defaults().items():
+        if name == "rerun":
+            continue
+        if isinstance(default, list):
+            kind = type(default[0]) if default else str
+            ap.add_argument(f"--{name}", nargs="+", type=kind, default=default)
+        else:
+            parse = training._parse_bool if isinstance(default, bool) else type(default)
+            ap.add_argument(f"--{name}", type=parse, default=default)
+    ap.add_argument("--store", default=str(STORE_PATH))
+    args = vars(ap.parse_args(argv))
+    store = args.pop("store")
+    cfg = StudyConfig.from_params(**args, rerun=True)
+    done = run_study(cfg, store_path=store, device=select_device(cfg.device))
+    print(json.dumps({"computed": done, "store": store}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+def store_status(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> pd.DataFrame:
+    """Per stage: rows expected for this config, rows stored for this code and evaluation ('current'), and rows
+    stored by other code or other settings ('other', never used here)."""
+    store = study.StudyStore(store_path)
+    table = []
+    for stage in study.STAGES:
+        current = current_rows(store, cfg, stage)
+        try:
+            configs, seeds = stage_configs(cfg, store, stage)
+            expected = len(seeds) * sum(len(v) for v in configs.values())
+        except RuntimeError:  # the later stages need the selection first
+            expected = None
+        table.append({"stage": stage, "expected": expected, "current": len(current),
+                      "other": len(store.rows(stage=stage)) - len(current),
+                      "compute minutes (current rows)": round(sum(r.get("seconds", 0) for r in current) / 60, 1)})
+    return pd.DataFrame(table)
+
+
+def selected_configurations(cfg: StudyConfig | None = None, *,
+                            store_path: str | Path = STORE_PATH) -> dict[str, dict[str, object]]:
+    """{study method: overrides} selected by the declared rule from the store's validation rows of this code (the
+    default StudyConfig's unless cfg is given); an error naming `make study` if they are missing."""
+    cfg = cfg or StudyConfig()
+    rows = current_rows(study.StudyStore(store_path), cfg, "validation")
+    missing = [m for m in study.STUDY_METHODS if not any(r["method"] == m for r in rows)]
+    if missing:
+        raise FileNotFoundError(f"{store_path} has no validation rows of {missing} for this code: run `make study` "
+                                "(or notebook 06 with rerun=True), or pass use_selected=False")
+    return study.select(rows, rule=selection_rule(cfg))
+
+
+def format_interval(mean: float, low: float, high: float, *, scale: float = 100.0, signed: bool = False) -> str:
+    """'62.1 [60.3, 63.9]' (accuracy points by default; 'n/a' ends for fewer than 2 seeds)."""
+    f = "{:+.1f}" if signed else "{:.1f}"
+    e, lo, hi = (f.format(scale * v) if v == v else "n/a" for v in (mean, low, high))
+    return f"{e} [{lo}, {hi}]"
+
+
+def seed_table(rows: list[dict]) -> pd.DataFrame:
+    """Methods x scores (mean over tasks only): 'mean [95% t-interval]' over train seeds, in accuracy points."""
+    summary = study.seed_summary(rows)
+    summary = summary[~summary.metric.str.contains("/")]
+    summary = summary.assign(cell=[format_interval(m, lo, hi) for m, lo, hi in
+                                   zip(summary["mean"], summary.ci_low, summary.ci_high)])
+    return summary.pivot_table(index="method", columns="metric", values="cell", aggfunc="first", sort=False)
+
+
+# eval model (04, 05) -> the study method whose selected configuration it takes (IAT + TeCoA: TeCoA's image side
+# with TIMA's selected consistency weight); models not in the study keep the knobs
+_SELECTION_OF: dict[str, tuple[str, ...]] = {"tecoa": ("tecoa",), "pmg_aft": ("pmg_aft",), "laat": ("laat",),
+                                             "fare": ("fare",), "tai": ("tai",), "tima": ("tima",),
+                                             "iat_tecoa": ("tecoa", "tima")}
+
+
+def model_overrides(name: str, selected: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
+    """The selected overrides an evaluated model takes (empty for zero_shot and ft_standard)."""
+    sources = _SELECTION_OF.get(name, ())
+    if name == "iat_tecoa":
+        return {**selected["tecoa"], **{k: v for k, v in selected["tima"].items() if k == "sc_weight"}}
+    return dict(selected[sources[0]]) if sources else {}
+
+
+def prepare_models(cfg, names: list[str], *, base, preprocess=None, device: torch.device | str = "cpu",
+                   margin_offset: dict | None = None, progress: bool = True) -> tuple[dict[str, EvalModel], dict]:
+    """suite.prepare_models with each method at its study-selected configuration when cfg.uses_selection() (04, 05).
+
+    Every model is tagged with its configuration (column 'config' of its rows: the overrides' canonical JSON, or
+    'knobs' when the notebook's knobs were used). Returns ({name: EvalModel}, {"margin_offset", "iat_path",
+    "configs": {name: config}}).
+    """
+    if not cfg.uses_selection():
+        models, info = suite.prepare_models(cfg, names, base=base, preprocess=preprocess, device=device,
+                                            margin_offset=margin_offset, progress=progress)
+        for m in models.values():
+            m.tags["config"] = "knobs"
+        return models, {**info, "configs": {n: "knobs" for n in names}}
+    selected = selected_configurations()
+    if margin_offset is None and suite.NEEDS_OFFSET & set(names):
+        margin_offset = suite.margin_offset_for(cfg, base, preprocess=preprocess, device=device)
+    models: dict[str, EvalModel] = {}
+    info: dict[str, object] = {"margin_offset": margin_offset, "iat_path": None, "configs": {}}
+    for name in names:
+        over = model_overrides(name, selected)
+        got, part = suite.prepare_models(cfg.replace(**over), [name], base=base, preprocess=preprocess, device=device,
+                                         margin_offset=margin_offset, progress=progress)
+        config = study.config_id(over) if over else "knobs"
+        got[name].tags["config"] = config
+        info["configs"][name] = config
+        info["iat_path"] = part["iat_path"] or info["iat_path"]
+        models.update(got)
+    return models, info
+
+
+def ablation_table(rows: list[dict], *, metric: str) -> pd.DataFrame:
+    """Per ablation variant and reference: what it is, 'mean [95% t-interval]' of clean and `metric` over seeds,
+    and the paired per-seed difference at `metric` against TeCoA and against TAI (accuracy points)."""
+    table = seed_table(rows)[["clean", metric]]
+    table.insert(0, "variant", [study.ABLATIONS[m].description if m in study.ABLATIONS
+                                else f"reference: {m} at its selected configuration" for m in table.index])
+    for ref in ("tecoa", "tai"):
+        cells = []
+        for m in table.index:
+            if m == ref:
+                cells.append("")
+                continue
+            d = study.paired_seed_differences(rows, m, ref)
+            d = d[d.metric == metric].iloc[0]
+            cells.append(format_interval(d.mean_diff, d.ci_low, d.ci_high, signed=True))
+        table[f"minus {ref} at {metric}"] = cells
+    return table

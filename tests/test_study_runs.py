@@ -1,0 +1,104 @@
+"""Notebook 06's runner: every study method and ablation trains and evaluates through the one engine and runner,
+stages resume from the store, rows made by other code are never used, 04 and 05 take the selected configurations."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nbhelpers import paths, study, study_runs
+from nbhelpers.config import ConfigError, EvaluationConfig, StudyConfig, TAINotebookConfig
+
+TINY = dict(finetune_steps=2, warmup_steps=1, train_batch_size=16, val_images=8, test_images=8, strong_images=4,
+            ablation_images=4, iat_steps=2, iat_images=16, batch_size=16, pgd_steps=1, train_seeds=[0, 1],
+            strong_seeds=[0], strong_methods=["tima"], device="cpu")
+
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    """A tiny study: one configuration per method, two ablations (a TAI and an IAT variant), weights in tmp_path."""
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(study, "ABLATIONS", {k: study.ABLATIONS[k] for k in ("margin_tam_sample", "iat_full")})
+    monkeypatch.setattr(study, "search_space", lambda **_: {m: [{"finetune_lr": 1e-3}] for m in study.STUDY_METHODS})
+    return StudyConfig.from_params(**TINY), tmp_path / "06_study.jsonl"
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(profile="paper"), "mini profile only"),
+    (dict(stages=["selection"]), "unknown stage"),
+    (dict(strong_seeds=[3]), "must be among train_seeds"),
+    (dict(train_seeds=[0, 0]), "distinct seeds"),
+    (dict(test_images=10**6), "<= "),
+    (dict(clean_tolerance=2.0), "fraction"),
+])
+def test_bad_study_parameters_fail_before_any_work(params, message):
+    with pytest.raises(ConfigError, match=message):
+        StudyConfig.from_params(**params)
+
+
+def test_unknown_strong_method_fails_before_any_work(tmp_path):
+    cfg = StudyConfig.from_params(strong_methods=["tima", "tecoa_xl"])
+    with pytest.raises(ValueError, match="tecoa_xl"):
+        study_runs.run_study(cfg, store_path=tmp_path / "s.jsonl")
+    assert not (tmp_path / "s.jsonl").exists()
+
+
+def test_later_stages_need_the_selection(tmp_path):
+    cfg = StudyConfig.from_params(stages=["test"])
+    with pytest.raises(RuntimeError, match="validation stage"):
+        study_runs.stage_configs(cfg, study.StudyStore(tmp_path / "s.jsonl"), "test")
+
+
+def test_tiny_study_runs_every_stage_resumes_and_ignores_other_code(tiny, monkeypatch):
+    cfg, store_path = tiny
+    done = study_runs.run_study(cfg, store_path=store_path, progress=False)
+    n_ablation = len(study.ABLATIONS) + len(study.ABLATION_REFERENCES)
+    assert done == {"validation": 6, "test": 12, "strong": 1, "ablation": 2 * n_ablation}
+    rows = [json.loads(line) for line in store_path.read_text().splitlines()]
+    val = [r for r in rows if r["stage"] == "validation"]
+    assert {tuple(r["evaluation"]["tasks"]) for r in val} == {tuple(cfg.validation_datasets())}
+    assert all(0 <= v <= 1 for r in rows for v in r["scores"].values())
+    test = [r for r in rows if r["stage"] == "test"]
+    assert set(test[0]["scores"]) >= {"clean", "robust@1", "robust@8", "robust@4/shapes"}
+    strong = [r for r in rows if r["stage"] == "strong"]
+    assert all(r["scores"]["aa@4"] <= r["scores"]["robust@4"] + 0.25 for r in strong)
+    iat = [r for r in rows if r["method"] == "iat_full"]
+    assert iat and all("original_text:robust@4" in r["scores"] for r in iat)
+    # seed 0 of the test stage reuses the selection run's weights: same scores on the same images
+    assert study_runs.run_study(cfg, store_path=store_path, progress=False) == {s: 0 for s in study.STAGES}
+    status = study_runs.store_status(cfg, store_path=store_path).set_index("stage")
+    assert (status.expected == status.current).all() and (status.other == 0).all()
+    # rows computed by other code are not this code's: they count as 'other' and would be recomputed
+    monkeypatch.setattr(study_runs, "code_fingerprint", lambda: "0123456789ab")
+    status = study_runs.store_status(cfg, store_path=store_path).set_index("stage")
+    assert status.loc["validation", "current"] == 0 and status.loc["validation", "other"] == 6
+    with pytest.raises(FileNotFoundError, match="make study"):
+        study_runs.selected_configurations(cfg, store_path=store_path)
+
+
+def test_iat_tecoa_takes_tecoas_configuration_and_timas_consistency_weight():
+    selected = {"tecoa": {"finetune_lr": 3e-4, "warmup_steps": 0}, "tima": {"finetune_lr": 1e-4, "sc_weight": 1.0}}
+    assert study_runs.model_overrides("iat_tecoa", selected) == {"finetune_lr": 3e-4, "warmup_steps": 0,
+                                                                 "sc_weight": 1.0}
+    assert study_runs.model_overrides("tima", selected) == selected["tima"]
+    assert study_runs.model_overrides("zero_shot", selected) == {}
+
+
+def test_configs_parameter_of_04_and_05():
+    assert TAINotebookConfig().uses_selection() and EvaluationConfig().uses_selection()
+    assert not EvaluationConfig.from_params(configs="knobs").uses_selection()
+    assert not EvaluationConfig.from_params(profile="paper").uses_selection()  # auto: no paper study yet
+    with pytest.raises(ConfigError, match="needs the mini profile"):
+        EvaluationConfig.from_params(profile="paper", configs="selected").uses_selection()
+    with pytest.raises(ConfigError, match="configs"):
+        EvaluationConfig.from_params(configs="best")
+
+
+def test_committed_study_store_is_complete_and_made_by_this_code():
+    """results/06_study.jsonl holds every row notebook 06 and the selections of 04 and 05 need, computed by the
+    current code (the code fingerprint is in every row's key): editing a module that trains or evaluates makes
+    this fail until `make study` has recomputed the store."""
+    cfg = StudyConfig()
+    status = study_runs.store_status(cfg).set_index("stage")
+    assert (status.current == status.expected).all(), status
+    assert set(study_runs.selected_configurations()) == set(study.STUDY_METHODS)
