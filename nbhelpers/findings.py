@@ -168,9 +168,10 @@ def t_interval(values: Sequence[float] | np.ndarray, *, level: float = 0.95) -> 
 def paired_bootstrap_diff_ci(correct_a: np.ndarray, correct_b: np.ndarray, *,
                              strata: Sequence | np.ndarray | None = None, n_boot: int = 2000,
                              level: float = 0.95, seed: int = 0) -> Interval:
-    """Accuracy of A minus B (fraction) on the same images, from per-image correctness (n,) booleans, with a
-    seeded paired bootstrap CI over images; with strata (e.g. dataset per image) images are resampled within each
-    stratum and the stratum differences averaged with equal weight (a mean over datasets)."""
+    """Accuracy of A minus B (fraction) on the same images, from per-image correctness (n,) booleans (or any per-image
+    scores, e.g. PGD-minus-AA gaps), with a seeded paired bootstrap CI over images; with strata (e.g. dataset per
+    image) images are resampled within each stratum and the stratum differences averaged with equal weight (a mean
+    over datasets)."""
     a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise ValueError(f"paired masks must be non-empty 1-D arrays of one length, got {a.shape} and {b.shape}")

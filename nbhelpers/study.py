@@ -23,13 +23,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tqdm.auto import tqdm
 
 from nbhelpers.config import STUDY_STAGES, FinetuneConfig, IATKnobs, TAIKnobs
-from nbhelpers.findings import MIXED, NOT_REPRODUCED, REPRODUCED, Finding, t_interval
-from nbhelpers.utils import atomic_path, content_key
+from nbhelpers.findings import (MIXED, NOT_REPRODUCED, REPRODUCED, Finding, paired_bootstrap_diff_ci,
+                                t_interval)
+from nbhelpers.utils import atomic_path, content_key, unpack_mask
 
 STAGES: tuple[str, ...] = STUDY_STAGES  # validation (selection), test (seeds), strong (AutoAttack), ablation
 STUDY_METHODS: tuple[str, ...] = ("tecoa", "pmg_aft", "laat", "fare", "tai", "tima")
@@ -294,7 +296,10 @@ class StudyStore:
             tmp.write_text(old + line + "\n")
 
 
-RunConfig = Callable[[dict[str, object], int], Mapping[str, float]]
+# (config, train_seed) -> scores, or (scores, per_sample): per_sample maps "<metric>/<task>" to the packed
+# per-image correctness (nbhelpers.utils.pack_mask) of the evaluation's n images, kept for paired checks
+RunConfig = Callable[[dict[str, object], int],
+                     Mapping[str, float] | tuple[Mapping[str, float], Mapping[str, str]]]
 
 
 def run_missing(store: StudyStore, run_config: RunConfig, *, stage: str,
@@ -314,10 +319,14 @@ def run_missing(store: StudyStore, run_config: RunConfig, *, stage: str,
     for key, seed, method, overrides in bar:
         bar.set_postfix_str(f"seed {seed} {method}", refresh=False)
         t0 = time.time()
-        scores = {str(k): float(v) for k, v in run_config({"method": method, **overrides}, seed).items()}
-        store.append({"key": key, "stage": stage, "method": method, "overrides": dict(overrides),
-                      "train_seed": seed, "evaluation": dict(evaluation), "scores": scores,
-                      "seconds": round(time.time() - t0, 1)})
+        result = run_config({"method": method, **overrides}, seed)
+        scores, per_sample = result if isinstance(result, tuple) else (result, {})
+        row = {"key": key, "stage": stage, "method": method, "overrides": dict(overrides), "train_seed": seed,
+               "evaluation": dict(evaluation), "scores": {str(k): float(v) for k, v in scores.items()},
+               "seconds": round(time.time() - t0, 1)}
+        if per_sample:
+            row["per_sample"] = {str(k): str(v) for k, v in per_sample.items()}
+        store.append(row)
     return len(todo)
 
 
@@ -486,30 +495,97 @@ def _ablation_findings(rows: Sequence[Mapping], *, eps: float) -> list[Finding]:
     return out
 
 
+MASKING_TOLERANCE = 0.02  # ours: how much a model's PGD-minus-AutoAttack gap may exceed TeCoA's (fraction)
+
+
+def _stacked(rows: Sequence[Mapping], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-image correctness (as 0/1 floats) under `metric` of rows of one method stacked over seeds and tasks, with
+    their strata codes (one per seed and task); None if a row lacks per-image data."""
+    values, strata = [], []
+    for k, row in enumerate(sorted(rows, key=lambda r: int(r["train_seed"]))):
+        per_sample, spec = row.get("per_sample"), row["evaluation"]
+        if not per_sample:
+            return None
+        for t, task in enumerate(spec["tasks"]):
+            bits = per_sample.get(f"{metric}/{task}")
+            if bits is None:
+                return None
+            values.append(unpack_mask(bits, int(spec["n"])).astype(float))
+            strata.append(np.full(int(spec["n"]), k * len(spec["tasks"]) + t))
+    return np.concatenate(values), np.concatenate(strata)
+
+
+def strong_gaps(strong_rows: Sequence[Mapping], *, eps: float, reference: str = "tecoa") -> pd.DataFrame:
+    """Per checked method (pooled over its seeds): PGD-10 and AutoAttack accuracy at eps on the same images, the gap
+    PGD - AA and its excess over the reference's gap (same seeds, same images), in points (mean over tasks), each
+    with a 95% paired bootstrap interval over images stratified by seed and task where per-image data is stored."""
+    aa, pgd = f"aa@{eps:g}", robust_metric(eps)
+    by_method: dict[str, list[Mapping]] = {}
+    for r in strong_rows:
+        if aa in r["scores"] and pgd in r["scores"]:
+            by_method.setdefault(str(r["method"]), []).append(r)
+    ref = by_method.get(reference, [])
+    out = []
+    for method, rows in by_method.items():
+        seeds = sorted(int(r["train_seed"]) for r in rows)
+        line = {"method": method, "seeds": seeds,
+                "pgd": 100 * float(np.mean([r["scores"][pgd] for r in rows])),
+                "aa": 100 * float(np.mean([r["scores"][aa] for r in rows])),
+                "gap_low": math.nan, "gap_high": math.nan,
+                "excess": math.nan, "excess_low": math.nan, "excess_high": math.nan}
+        line["gap"] = line["pgd"] - line["aa"]
+        p, a = _stacked(rows, pgd), _stacked(rows, aa)
+        if p is not None and a is not None:
+            gap = paired_bootstrap_diff_ci(p[0], a[0], strata=p[1])
+            line["gap"], line["gap_low"], line["gap_high"] = 100 * gap.estimate, 100 * gap.low, 100 * gap.high
+        ref_rows = [r for r in ref if int(r["train_seed"]) in seeds]
+        if method != reference and len(ref_rows) == len(rows):
+            rp, ra = _stacked(ref_rows, pgd), _stacked(ref_rows, aa)
+            if p is not None and a is not None and rp is not None and ra is not None and len(rp[0]) == len(p[0]):
+                ex = paired_bootstrap_diff_ci(p[0] - a[0], rp[0] - ra[0], strata=p[1])
+                line["excess"], line["excess_low"], line["excess_high"] = (100 * ex.estimate, 100 * ex.low,
+                                                                            100 * ex.high)
+            else:  # no per-image data: the point difference alone
+                line["excess"] = line["gap"] - 100 * float(np.mean([r["scores"][pgd] - r["scores"][aa]
+                                                                    for r in ref_rows]))
+        out.append(line)
+    return pd.DataFrame(out, columns=["method", "seeds", "pgd", "aa", "gap", "gap_low", "gap_high", "excess",
+                                      "excess_low", "excess_high"])
+
+
 def _strong_finding(strong_rows: Sequence[Mapping], *, eps: float) -> Finding:
     """AutoAttack vs PGD-10 at eps on the same images per checked model: a gap much larger for TIMA than for TeCoA
-    would signal gradient masking."""
-    aa, pgd = f"aa@{eps:g}", robust_metric(eps)
-    gaps: dict[str, list[float]] = {}
-    parts = []
-    for r in strong_rows:
-        if aa not in r["scores"] or pgd not in r["scores"]:
-            continue
-        gaps.setdefault(r["method"], []).append(float(r["scores"][pgd]) - float(r["scores"][aa]))
-        parts.append(f"{r['method']} seed {r['train_seed']}: PGD-10 {100 * r['scores'][pgd]:.1f}, "
-                     f"AA {100 * r['scores'][aa]:.1f}")
-    mean_gap = {m: sum(v) / len(v) for m, v in gaps.items()}
-    excess = mean_gap.get("tima", math.nan) - mean_gap.get("tecoa", math.nan)
-    verdict = (MIXED if not math.isfinite(excess) else REPRODUCED if excess <= 0.02 else NOT_REPRODUCED)
+    would signal gradient masking. Verdict from the paired interval of the excess where per-image data exists."""
+    gaps = strong_gaps(strong_rows, eps=eps).set_index("method")
+    tol = 100 * MASKING_TOLERANCE
     n = strong_rows[0]["evaluation"]["n"]
+
+    def part(m: str, g) -> str:
+        text = f"{m} (seeds {g.seeds}): PGD-10 {g.pgd:.1f}, AA {g.aa:.1f}, gap {g.gap:.1f}"
+        text += f" [{g.gap_low:.1f}, {g.gap_high:.1f}]" if math.isfinite(g.gap_low) else ""
+        text += f", excess over TeCoA {g.excess:+.1f}" if math.isfinite(g.excess) else ""
+        return text + (f" [{g.excess_low:+.1f}, {g.excess_high:+.1f}]" if math.isfinite(g.excess_low) else "")
+
+    tima = gaps.loc["tima"] if "tima" in gaps.index else None
+    excess, low, high = ((float(tima.excess), float(tima.excess_low), float(tima.excess_high)) if tima is not None
+                         else (math.nan, math.nan, math.nan))
+    if not math.isfinite(excess):
+        verdict = MIXED
+    elif math.isfinite(low):
+        verdict = REPRODUCED if high <= tol else NOT_REPRODUCED if low > tol else MIXED
+    else:  # no per-image data: the point estimate alone
+        verdict = REPRODUCED if excess <= tol else NOT_REPRODUCED
+    ref_gap = float(gaps.loc["tecoa"].gap) if "tecoa" in gaps.index else math.nan
+    tima_gap = float(tima.gap) if tima is not None else math.nan
     return Finding(
         id="06_no_gradient_masking", notebook="06",
         claim="TIMA's robustness holds under AutoAttack as TeCoA's does (no gradient masking from margins or distillation).",
         criterion=(f"gap = PGD-10 minus AutoAttack (APGD-CE + APGD-T) accuracy at {eps:g}/255 on the same first {n} "
-                   "test images of every task, mean over tasks: reproduced if TIMA's gap exceeds TeCoA's by at most "
-                   "2 points; not reproduced otherwise."),
+                   f"test images of every task, mean over tasks; excess = TIMA's gap minus TeCoA's (same seeds), with "
+                   f"a 95% paired bootstrap interval over the images: reproduced if the interval's upper end is at "
+                   f"most {tol:g} points; not reproduced if its lower end is above {tol:g}; mixed otherwise."),
         paper="TIMA reports AutoAttack results in line with PGD",
-        ours=(f"gap TIMA {100 * mean_gap.get('tima', math.nan):.1f}, TeCoA {100 * mean_gap.get('tecoa', math.nan):.1f} "
-              f"points (excess {100 * excess:+.1f})"),
-        estimate=100 * excess, ci_low=math.nan, ci_high=math.nan, verdict=verdict, figure="",
-        detail="; ".join(parts) + ".")
+        ours=(f"gap TIMA {tima_gap:.1f}, TeCoA {ref_gap:.1f} points (excess {excess:+.1f}"
+              + (f" [{low:+.1f}, {high:+.1f}])" if math.isfinite(low) else ", no interval)")),
+        estimate=excess, ci_low=low, ci_high=high, verdict=verdict, figure="",
+        detail="; ".join(part(m, g) for m, g in gaps.iterrows()) + ".")

@@ -8,7 +8,8 @@ Four stages, each resumable (:func:`nbhelpers.study.run_missing` skips what the 
 - ``test``: the selected configurations at every train seed, the zero-shot test tasks, clean and PGD at
   ``test_eps_list``.
 - ``strong``: AutoAttack (APGD-CE + APGD-T) and PGD at ``strong_eps`` on the same first ``strong_images`` of every
-  test task, for ``strong_methods`` at ``strong_seeds`` (the gradient-masking check).
+  test task, for ``strong_methods`` at ``strong_seeds`` (the gradient-masking check); these rows also keep the
+  per-image correctness (``per_sample``) so that PGD-minus-AA gaps are compared with paired intervals.
 - ``ablation``: TIMA's ablation variants (:data:`study.ABLATIONS`) and the references TeCoA, TAI and TIMA, every
   train seed, ``ablation_images`` per test task at ``ablation_eps_list``; IAT variants also with the original text.
 
@@ -112,8 +113,10 @@ class StudyRunner:
             return {"own": EvalModel(method, method, run.model, own, "laat_expanded", run)}
         return {"own": EvalModel(method, method, run.model, self.original, "original", run)}
 
-    def scores(self, models: Mapping[str, EvalModel], evaluation_spec: Mapping[str, object]) -> dict[str, float]:
-        """Mean and per-task accuracies of the models on the spec's tasks (see the module docstring for names)."""
+    def scores(self, models: Mapping[str, EvalModel],
+               evaluation_spec: Mapping[str, object]) -> tuple[dict[str, float], dict[str, str]]:
+        """Mean and per-task accuracies of the models on the spec's tasks (see the module docstring for names), and
+        for the strong stage the own text's per-image correctness {"<metric>/<task>": packed hex} (paired checks)."""
         spec = evaluation_spec
         pgd = f"pgd{self.cfg.pgd_steps}"
         kw = dict(attacks=[pgd], eps_list=list(spec["eps"]))
@@ -124,22 +127,27 @@ class StudyRunner:
                                    device=self.device, fast=self.cfg.fast_attacks, amp=self.cfg.amp,
                                    progress=self.progress, **kw)
         out: dict[str, float] = {}
+        per_sample: dict[str, str] = {}
         for r in rows.itertuples(index=False):
             name = "clean" if r.attack == "clean" else f"{'robust' if r.attack == pgd else r.attack}@{r.eps:g}"
             prefix = "" if r.model == "own" else f"{r.model}:"
             out[f"{prefix}{name}/{r.dataset}"] = float(r.accuracy)
+            if spec["attack"] == "pgd+aa" and r.model == "own":
+                if int(r.n) != int(spec["n"]):
+                    raise ValueError(f"{r.dataset} has {r.n} images, fewer than the strong stage's {spec['n']}")
+                per_sample[f"{name}/{r.dataset}"] = str(r.correct)
         for key in list(out):
             metric = key.split("/")[0]
             if metric not in out:
                 vals = [v for k, v in out.items() if k.split("/")[0] == metric and "/" in k]
                 out[metric] = sum(vals) / len(vals)
-        return out
+        return out, per_sample
 
     def run_config(self, stage: str):
         """The study.RunConfig of a stage: (config {"method": m, **overrides}, train_seed) -> scores."""
         spec = stage_evaluation(self.cfg, stage)
 
-        def run(config: dict[str, object], train_seed: int) -> dict[str, float]:
+        def run(config: dict[str, object], train_seed: int) -> tuple[dict[str, float], dict[str, str]]:
             overrides = {k: v for k, v in config.items() if k != "method"}
             return self.scores(self.models(str(config["method"]), overrides, train_seed), spec)
         return run

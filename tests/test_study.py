@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
 
 from nbhelpers import study, world
 from nbhelpers.config import EvaluationConfig, IATKnobs
+from nbhelpers.utils import pack_mask
 
 
 # ---------------------------------------------------------------------------------------------- validation tasks
@@ -323,3 +325,39 @@ def test_gradient_masking_finding_compares_the_aa_gap_with_tecoas():
     assert ok[-1].id == "06_no_gradient_masking" and ok[-1].verdict == "reproduced"
     masked = study.findings_study(_study_rows(0.05), strong_rows=[strong("tecoa", 0.40, 0.36), strong("tima", 0.45, 0.2)])
     assert masked[-1].verdict == "not reproduced" and masked[-1].estimate == pytest.approx(21.0)
+
+
+def _strong_row(method, seed, pgd_bits, aa_bits, tasks=("a", "b")):
+    """A strong-stage row with the same per-image correctness on every task (lists of 0/1)."""
+    n = len(pgd_bits)
+    scores = {"robust@4": float(np.mean(pgd_bits)), "aa@4": float(np.mean(aa_bits)), "clean": 0.9}
+    per_sample = {}
+    for t in tasks:
+        per_sample[f"robust@4/{t}"] = pack_mask(np.asarray(pgd_bits, bool))
+        per_sample[f"aa@4/{t}"] = pack_mask(np.asarray(aa_bits, bool))
+    return {"method": method, "train_seed": seed, "evaluation": {"n": n, "tasks": list(tasks)}, "scores": scores,
+            "per_sample": per_sample}
+
+
+def test_gradient_masking_uses_a_paired_interval_over_images_when_rows_keep_them():
+    rng = np.random.default_rng(0)
+    n = 400
+    pgd = rng.random(n) < 0.5
+    ref_aa = pgd & (rng.random(n) < 0.9)  # TeCoA: AA breaks about 10% of PGD's survivors
+    same = pgd & (rng.random(n) < 0.9)
+    rows = [_strong_row("tecoa", 0, pgd, ref_aa), _strong_row("tima", 0, pgd, same)]
+    gaps = study.strong_gaps(rows, eps=4).set_index("method")
+    expected = 100 * ((pgd.astype(float) - same) - (pgd.astype(float) - ref_aa)).mean()
+    assert gaps.loc["tima", "excess"] == pytest.approx(expected)
+    assert gaps.loc["tima", "excess_low"] < gaps.loc["tima", "excess"] < gaps.loc["tima", "excess_high"]
+    assert gaps.loc["tecoa", "gap_low"] <= gaps.loc["tecoa", "gap"] <= gaps.loc["tecoa", "gap_high"]
+    assert math.isnan(gaps.loc["tecoa", "excess"])
+    found = study.findings_study(_study_rows(0.05), strong_rows=rows)[-1]
+    assert found.verdict == ("reproduced" if found.ci_high <= 2 else "mixed")  # small excess: never "not reproduced"
+    assert found.ci_low < found.estimate < found.ci_high
+    masked_aa = pgd & (rng.random(n) < 0.5)  # AA breaks half of TIMA's PGD survivors: far above TeCoA's gap
+    masked = study.findings_study(_study_rows(0.05), strong_rows=[rows[0], _strong_row("tima", 0, pgd, masked_aa)])
+    assert masked[-1].verdict == "not reproduced" and masked[-1].ci_low > 2
+    # TIMA's images fewer than TeCoA's: no paired interval, the point rule alone
+    short = _strong_row("tima", 0, pgd[:200], same[:200])
+    assert math.isnan(study.strong_gaps([rows[0], short], eps=4).set_index("method").loc["tima", "excess_low"])

@@ -9,6 +9,7 @@ import pytest
 
 from nbhelpers import evaluation, paths, study, study_runs, training, world
 from nbhelpers.config import ConfigError, EvaluationConfig, StudyConfig, TAINotebookConfig
+from nbhelpers.utils import unpack_mask
 
 TINY = dict(finetune_steps=2, warmup_steps=1, train_batch_size=16, val_images=8, test_images=8, strong_images=4,
             ablation_images=4, iat_steps=2, iat_images=16, batch_size=16, pgd_steps=1, train_seeds=[0, 1],
@@ -67,6 +68,13 @@ def test_tiny_study_runs_every_stage_resumes_and_ignores_other_code(tiny, monkey
     assert set(test[0]["scores"]) >= {"clean", "robust@1", "robust@8", "robust@4/shapes"}
     strong = [r for r in rows if r["stage"] == "strong"]
     assert all(r["scores"]["aa@4"] <= r["scores"]["robust@4"] + 0.25 for r in strong)
+    # strong rows keep each image's correctness, and it re-scores to the stored accuracies
+    for r in strong:
+        for metric in ("robust@4", "aa@4"):
+            per_task = [unpack_mask(r["per_sample"][f"{metric}/{t}"], r["evaluation"]["n"]).mean()
+                        for t in r["evaluation"]["tasks"]]
+            assert per_task == pytest.approx([r["scores"][f"{metric}/{t}"] for t in r["evaluation"]["tasks"]])
+    assert all("per_sample" not in r for r in rows if r["stage"] != "strong")
     iat = [r for r in rows if r["method"] == "iat_full"]
     assert iat and all("original_text:robust@4" in r["scores"] for r in iat)
     # seed 0 of the test stage reuses the selection run's weights: same scores on the same images
