@@ -253,6 +253,41 @@ def selected_configurations(cfg: StudyConfig | None = None, *,
     return study.select(rows, rule=selection_rule(cfg))
 
 
+def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> list:
+    """Notebook 06's verdicts (study.findings_study) from a store's current rows: the test stage at the smallest test
+    eps and at select_eps, with the ablation and strong stages where the store has them."""
+    store = study.StudyStore(store_path)
+    rows = {stage: current_rows(store, cfg, stage) for stage in ("test", "strong", "ablation")}
+    if not rows["test"]:
+        raise FileNotFoundError(f"{store_path} has no test-stage rows for this code: run `make study`")
+    return study.findings_study(rows["test"], ablation_rows=rows["ablation"], strong_rows=rows["strong"],
+                                eps_small=min(cfg.test_eps_list), eps_large=cfg.select_eps,
+                                clean_tolerance=cfg.clean_tolerance)
+
+
+def compare_replication(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
+                        replica_path: str | Path = paths.STUDY_REPLICA_STORE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study against its end-to-end rerun elsewhere (same code, same keys): (selected configuration per method
+    in each, verdict with estimate [95% interval] per finding in each and whether the verdicts agree)."""
+    sel = {name: selected_configurations(cfg, store_path=path)
+           for name, path in (("study", store_path), ("replica", replica_path))}
+    selection = pd.DataFrame({m: {"study": study.config_id(sel["study"][m]), "replica": study.config_id(sel["replica"][m]),
+                                  "same": sel["study"][m] == sel["replica"][m]} for m in study.STUDY_METHODS}).T
+    found = {name: {f.id: f for f in store_findings(cfg, store_path=path)}
+             for name, path in (("study", store_path), ("replica", replica_path))}
+    lines = []
+    for fid in found["study"]:
+        line = {"finding": fid}
+        for name in ("study", "replica"):
+            f = found[name].get(fid)
+            line[name] = (f"{f.verdict}: {format_interval(f.estimate, f.ci_low, f.ci_high, scale=1, signed=True)}"
+                          if f is not None else "not in the store")
+        a, b = found["study"][fid], found["replica"].get(fid)
+        line["same verdict"] = b is not None and a.verdict == b.verdict
+        lines.append(line)
+    return selection, pd.DataFrame(lines).set_index("finding")
+
+
 def format_interval(mean: float, low: float, high: float, *, scale: float = 100.0, signed: bool = False) -> str:
     """'62.1 [60.3, 63.9]' (accuracy points by default; 'n/a' ends for fewer than 2 seeds)."""
     f = "{:+.1f}" if signed else "{:.1f}"

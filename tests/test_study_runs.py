@@ -81,6 +81,18 @@ def test_tiny_study_runs_every_stage_resumes_and_ignores_other_code(tiny, monkey
     assert study_runs.run_study(cfg, store_path=store_path, progress=False) == {s: 0 for s in study.STAGES}
     status = study_runs.store_status(cfg, store_path=store_path).set_index("stage")
     assert (status.expected == status.current).all() and (status.other == 0).all()
+    # the replication comparison: the store against itself agrees everywhere; a replica that lacks the strong
+    # stage says so for the masking verdict and agrees on the rest
+    replica = store_path.with_name("replica.jsonl")
+    replica.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows if r["stage"] != "strong"))
+    selection, verdicts = study_runs.compare_replication(cfg, store_path=store_path, replica_path=store_path)
+    assert selection.same.all() and verdicts["same verdict"].all()
+    assert verdicts.study.tolist() == [f"{f.verdict}: " + study_runs.format_interval(
+        f.estimate, f.ci_low, f.ci_high, scale=1, signed=True) for f in study_runs.store_findings(cfg, store_path=store_path)]
+    _, verdicts = study_runs.compare_replication(cfg, store_path=store_path, replica_path=replica)
+    assert verdicts.loc["06_no_gradient_masking", "replica"] == "not in the store"
+    assert not verdicts.loc["06_no_gradient_masking", "same verdict"]
+    assert verdicts.drop(index="06_no_gradient_masking")["same verdict"].all()
     # rows computed by other code are not this code's: they count as 'other' and would be recomputed
     monkeypatch.setattr(study_runs, "code_fingerprint", lambda: "0123456789ab")
     status = study_runs.store_status(cfg, store_path=store_path).set_index("stage")
