@@ -619,9 +619,9 @@ class StudyConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
     pgd_steps: int = knob(10, "evaluation PGD steps (random start, step 1/255)")
     select_eps: float = knob(4.0, "radius of the selection score, 1/255 units")
     clean_tolerance: float = knob(0.01, "selection: clean accuracy within this of the best TeCoA's (fraction)")
-    strong_methods: list[str] = knob(["tecoa", "pmg_aft", "tai", "tima"],
+    strong_methods: list[str] = knob(["tecoa", "pmg_aft", "laat", "fare", "tai", "tima"],
                                      "selected models checked with AutoAttack (TeCoA is the reference)")
-    strong_seeds: list[int] = knob([0], "training seeds checked with AutoAttack")
+    strong_seeds: list[int] = knob([0, 1, 2], "training seeds checked with AutoAttack")
     strong_images: int = knob(256, "first-N test images per task under AutoAttack (APGD-CE + APGD-T)")
     strong_eps: float = knob(4.0, "AutoAttack radius, 1/255 units")
     ablation_images: int = knob(256, "first-N test images per task for the ablations")
