@@ -253,7 +253,7 @@ def selected_configurations(cfg: StudyConfig | None = None, *,
     return study.select(rows, rule=selection_rule(cfg))
 
 
-def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> list:
+def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> list[study.Finding]:
     """Notebook 06's verdicts (study.findings_study) from a store's current rows: the test stage at the smallest test
     eps and at select_eps, with the ablation and strong stages where the store has them."""
     store = study.StudyStore(store_path)
@@ -271,7 +271,8 @@ def compare_replication(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH
     in each, verdict with estimate [95% interval] per finding in each and whether the verdicts agree)."""
     sel = {name: selected_configurations(cfg, store_path=path)
            for name, path in (("study", store_path), ("replica", replica_path))}
-    selection = pd.DataFrame({m: {"study": study.config_id(sel["study"][m]), "replica": study.config_id(sel["replica"][m]),
+    selection = pd.DataFrame({m: {"study": study.config_id(sel["study"][m]),
+                                  "replica": study.config_id(sel["replica"][m]),
                                   "same": sel["study"][m] == sel["replica"][m]} for m in study.STUDY_METHODS}).T
     found = {name: {f.id: f for f in store_findings(cfg, store_path=path)}
              for name, path in (("study", store_path), ("replica", replica_path))}
