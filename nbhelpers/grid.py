@@ -35,6 +35,12 @@ from nbhelpers.zeroshot import ZeroShotClassifier, build_head
 KEY_FIELDS = ("profile", "model", "dataset", "attack", "eps", "n_requested", "seed")
 RUN_FIELDS = ("config", "base_model", "model_fingerprint", "code_version", "torch", "device", "fast", "amp",
               "created")  # constant over one run: stored once per run in the meta file, not on every row
+# The store's format, written to its meta file and read back, never guessed from the fields of a row:
+#   1: no 'format_version' in the meta file (or no meta file). Rows of its first layout carry the run stamp on
+#      every row (they hold 'code_version'); later rows of format 1 may carry the model's configuration tag under
+#      the name 'config' (which a run stamp also uses: issue 17), renamed 'model_config' on reading.
+#   2: rows hold only their cell's fields plus 'run'; the model's configuration tag is 'model_config'.
+STORE_FORMAT_VERSION = 2
 
 
 def load_rows(path: str | Path) -> list[dict]:
@@ -52,19 +58,35 @@ def load_rows(path: str | Path) -> list[dict]:
     return rows
 
 
+def store_format(path: str | Path) -> int:
+    """The format version of 05's store at path, from its meta file (1 when the meta file does not declare one)."""
+    meta_file = results.meta_path(path)
+    version = json.loads(meta_file.read_text()).get("format_version", 1) if meta_file.is_file() else 1
+    if version not in (1, STORE_FORMAT_VERSION):
+        raise ValueError(f"{path} is a store of format {version!r}; this code reads formats 1 and "
+                         f"{STORE_FORMAT_VERSION}: update the code, or move the file away to start a new store")
+    return version
+
+
 def load_store(path: str | Path) -> tuple[list[dict], dict[str, dict]]:
     """(rows, runs) of 05's store: the JSON lines and the run stamps of its meta file, by run id.
 
-    Rows written before provenance moved to the meta file (config, code version, ... on every row) are converted:
-    their run-constant fields become a run stamp ('legacy-<hash>') that the row refers to.
+    Format 2 is read as stored. Format 1 is converted (see STORE_FORMAT_VERSION): rows that carry the run stamp
+    ('code_version' on the row) get a run stamp 'legacy-<hash>' made of their run-constant fields; a 'config' on
+    any other row is the model's configuration tag and becomes 'model_config'.
     """
     meta_file = results.meta_path(path)
+    version = store_format(path)
     runs = dict(json.loads(meta_file.read_text()).get("runs", {})) if meta_file.is_file() else {}
     rows = load_rows(path)
+    if version == STORE_FORMAT_VERSION:
+        return rows, runs
     for row in rows:
-        legacy = {f: row.pop(f) for f in RUN_FIELDS if f in row}
-        if not legacy:
+        if "code_version" not in row:
+            if "config" in row:
+                row["model_config"] = row.pop("config")
             continue
+        legacy = {f: row.pop(f) for f in RUN_FIELDS if f in row}
         if isinstance(legacy.get("config"), str):
             legacy["config"] = json.loads(legacy["config"])
         created = legacy.pop("created", "")
@@ -76,10 +98,11 @@ def load_store(path: str | Path) -> tuple[list[dict], dict[str, dict]]:
 
 
 def _write_store(path: Path, rows: list[dict], runs: dict[str, dict]) -> None:
-    """Meta file (the runs the rows refer to), then the JSON lines; each written atomically."""
+    """Meta file (format version, the runs the rows refer to), then the JSON lines; each written atomically."""
     used = {r.get("run") for r in rows}
     meta = {"table": path.stem, "format": "JSON lines, one cell per line; each row's 'run' names its stamp in 'runs'",
-            "key_fields": list(KEY_FIELDS), "runs": {k: v for k, v in runs.items() if k in used}, "rows": len(rows)}
+            "format_version": STORE_FORMAT_VERSION, "key_fields": list(KEY_FIELDS),
+            "runs": {k: v for k, v in runs.items() if k in used}, "rows": len(rows)}
     with atomic_path(results.meta_path(path)) as tmp:
         tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     with atomic_path(path) as tmp:
@@ -121,7 +144,7 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
     """
     path = Path(path) if path is not None else paths.RESULTS_DIR / "05_evaluation.jsonl"
     rows, runs = load_store(path)
-    if rows and not results.meta_path(path).is_file():  # rows of the old format: rewrite them in the new one now
+    if rows and store_format(path) != STORE_FORMAT_VERSION:  # rows of an older format: rewrite them in this one
         _write_store(path, rows, runs)
     stored = {_key(r): r for r in rows}
     stamp = results.provenance_stamp(config=config or {}, model=base_model, device=str(device), fast=fast, amp=amp)

@@ -324,7 +324,7 @@ def prepare_models(cfg, names: list[str], *, base, preprocess=None, device: torc
                    margin_offset: dict | None = None, progress: bool = True) -> tuple[dict[str, EvalModel], dict]:
     """suite.prepare_models with each method at its study-selected configuration when cfg.uses_selection() (04, 05).
 
-    Every model is tagged with its configuration (column 'config' of its rows: the overrides' canonical JSON, or
+    Every model is tagged with its configuration (column 'model_config' of its rows: the overrides' canonical JSON, or
     'knobs' when the notebook's knobs were used). Returns ({name: EvalModel}, {"margin_offset", "iat_path",
     "configs": {name: config}}).
     """
@@ -332,7 +332,7 @@ def prepare_models(cfg, names: list[str], *, base, preprocess=None, device: torc
         models, info = suite.prepare_models(cfg, names, base=base, preprocess=preprocess, device=device,
                                             margin_offset=margin_offset, progress=progress)
         for m in models.values():
-            m.tags["config"] = "knobs"
+            m.tags["model_config"] = "knobs"
         return models, {**info, "configs": {n: "knobs" for n in names}}
     selected = selected_configurations()
     if margin_offset is None and suite.NEEDS_OFFSET & set(names):
@@ -344,7 +344,7 @@ def prepare_models(cfg, names: list[str], *, base, preprocess=None, device: torc
         got, part = suite.prepare_models(cfg.replace(**over), [name], base=base, preprocess=preprocess, device=device,
                                          margin_offset=margin_offset, progress=progress)
         config = study.config_id(over) if over else "knobs"
-        got[name].tags["config"] = config
+        got[name].tags["model_config"] = config
         info["configs"][name] = config
         info["iat_path"] = part["iat_path"] or info["iat_path"]
         models.update(got)

@@ -105,6 +105,51 @@ def test_rows_in_the_old_format_are_converted_and_reused(first_run, two_models, 
     pd.testing.assert_frame_equal(again.rows[cols], first_run.rows[cols])
 
 
+def test_format_1_rows_with_a_model_config_tag_are_not_taken_for_run_stamps(first_run, two_models, tmp_path):
+    """Issue 17: rows of format 1 whose model carries its configuration tag as 'config' ("knobs" or a JSON object
+    of knobs, as 04/05 wrote it) load with the tag renamed 'model_config', are reused, and the store is rewritten
+    in format 2, which is read as stored (no guessing from field names)."""
+    meta = json.loads(first_run.meta_path.read_text())
+    meta.pop("format_version")
+    tags = ["knobs", json.dumps({"finetune_lr": 3e-4}, sort_keys=True)]
+    tagged = [{**json.loads(line), "config": tags[i % 2]}
+              for i, line in enumerate(first_run.path.read_text().splitlines())]
+    path = tmp_path / "05_evaluation.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in tagged))
+    grid.results.meta_path(path).write_text(json.dumps(meta))
+    assert grid.store_format(path) == 1
+    rows, runs = grid.load_store(path)
+    assert [r["model_config"] for r in rows] == [t["config"] for t in tagged]
+    assert not any("config" in r for r in rows) and runs == meta["runs"]
+    again = grid.run_grid(two_models, path=path, config={"test": 1}, **GRID)
+    assert again.computed == 0 and again.reused == len(tagged)
+    assert grid.store_format(path) == grid.STORE_FORMAT_VERSION
+    stored = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["model_config"] for r in stored] == [t["config"] for t in tagged]
+    reread, _ = grid.load_store(path)
+    assert reread == stored
+
+
+def test_a_store_of_an_unknown_format_is_refused_before_any_work(first_run, two_models, tmp_path):
+    path = tmp_path / "05_evaluation.jsonl"
+    path.write_text(first_run.path.read_text())
+    grid.results.meta_path(path).write_text(json.dumps({"format_version": 99, "runs": {}}))
+    with pytest.raises(ValueError, match="format 99"):
+        grid.run_grid(two_models, path=path, config={"test": 1}, **GRID)
+
+
+def test_the_committed_store_loads_as_a_fresh_clone_reads_it():
+    """The committed results/05_evaluation.jsonl (not a copy of a test's store) loads: every row names a stored run,
+    carries no run-constant field, and keeps its model's configuration tag; re-scoring its bits gives its accuracy."""
+    path = grid.paths.PROJECT_ROOT / "results" / "05_evaluation.jsonl"
+    rows, runs = grid.load_store(path)
+    assert rows and all(r["run"] in runs for r in rows)
+    assert not any(set(grid.RUN_FIELDS) & set(r) for r in rows)
+    assert all(isinstance(r["model_config"], str) for r in rows)
+    for r in rows:
+        assert utils.unpack_mask(r["correct"], r["n"]).mean() == pytest.approx(r["accuracy"])
+
+
 def test_robustness_table_is_the_runner_with_a_clean_row_per_task(mini_model):
     """Notebook 00's table: the runner's rows, one clean row and one PGD row per task, chance = 1 / classes."""
     table = evaluation.robustness_table(mini_model, profile="mini", datasets=["shapes", "colours"], eps_list=[0.0, 2.0],
