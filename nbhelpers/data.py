@@ -1,7 +1,8 @@
 """Evaluation data for both profiles as in-memory tensors: images in [0, 1] (N, 3, S, S), labels (N,).
 
 mini: the world's zero-shot tasks (first-N of a fixed test pool). paper: the 16 datasets of TeCoA/PMG-AFT
-from a local data root (:mod:`nbhelpers.paper_data`), first N samples in the dataset's order, each read through
+from a local data root (:mod:`nbhelpers.paper_data`), a subset of n items drawn by a sampling rule of ours
+(default: a seeded permutation fixed per dataset, :func:`nbhelpers.paper_data.subset_indices`), each read through
 ``preprocess`` (the model's: PIL -> float tensor (3, S, S) in [0, 1]).
 """
 from __future__ import annotations
@@ -25,6 +26,13 @@ class EvalSet:
     labels: torch.Tensor
     classnames: list[str]
     templates: list[str]
+    sampling: str = "first"
+    """How the items were chosen: "first" (mini: the first n of the seeded task pool; paper: dataset order) or a
+    paper sampling rule of ours, "random" / "balanced" (see :func:`nbhelpers.paper_data.subset_indices`)."""
+    indices: tuple[int, ...] = ()
+    """Paper profile: the dataset indices of the items, in order (empty for mini)."""
+    sample_seed: int | None = None
+    """The seed of a seeded sampling rule (None for "first")."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,28 +54,40 @@ def stack_items(items: list[tuple[object, int]], *, what: str) -> tuple[torch.Te
 
 
 def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_root: str | os.PathLike = "",
-                  preprocess: Callable | None = None, progress: bool = False) -> EvalSet:
-    """First n test samples of a dataset of the profile (a mini validation task: its val split), as tensors, with
-    class names and templates.
+                  preprocess: Callable | None = None, progress: bool = False, sampling: str | None = None,
+                  sample_seed: int = 0) -> EvalSet:
+    """n evaluation samples of a dataset of the profile (a mini validation task: its val split), as tensors, with
+    class names, templates and the sampling rule used.
 
-    paper: ``preprocess`` should be the model's (``create_model_and_transforms(...)[1]``); None means
-    :func:`models.paper_preprocess` at 224 px, the input of ViT-B/32 and most CLIP backbones (the model resizes
-    any other size to its own input). The mini world ignores preprocess (its images are rendered at 32 px).
+    mini: the first n of the task's seeded pool (``seed``), unchanged; ``sampling`` must be None or "first".
+    paper: the first n of a fixed order of the dataset's test split chosen by ``sampling`` (a rule of ours; None
+    means :data:`paper_data.DEFAULT_SAMPLING`, "random": a permutation seeded by ``sample_seed`` and the dataset
+    name; "balanced": class round-robin; "first": dataset order), so a smaller n is a prefix of a larger one and
+    the images do not depend on the run's ``seed``. ``preprocess`` should be the model's
+    (``create_model_and_transforms(...)[1]``); None means :func:`models.paper_preprocess` at 224 px, the input of
+    ViT-B/32 and most CLIP backbones (the model resizes any other size to its own input). The mini world ignores
+    preprocess (its images are rendered at 32 px). A missing or incomplete dataset fails before any image is read,
+    naming the expected files and where to get them.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if profile == "mini":  # validation tasks (selection only) render their own "val" split, never "test"
+        if sampling not in (None, "first"):
+            raise ValueError(f"sampling={sampling!r}: the mini profile's tasks are seeded draws already and take only "
+                             "their first n (sampling None or 'first'); the sampling rules are for the paper profile")
         split = "val" if world.task_role(dataset) == "validation" else "test"
         images, labels = world.generate_task(dataset, n, seed=seed, split=split)
         return EvalSet(dataset, images, labels, world.task_spec(dataset).classnames(), [world.PROMPT_TEMPLATE])
     if profile != "paper":
         raise ValueError(f"unknown profile {profile!r}; choose 'mini' or 'paper'")
+    rule = paper_data.check_sampling(paper_data.DEFAULT_SAMPLING if sampling is None else sampling)
     transform = preprocess if preprocess is not None else models.paper_preprocess()
     ds, classnames = paper_data.load_paper_dataset(dataset, root=data_root or paths.DATA_ROOT, transform=transform)
-    n = min(n, len(ds))
-    items = [ds[i] for i in tqdm(range(n), desc=f"load {dataset}", disable=not progress)]
+    indices = paper_data.subset_indices(dataset, ds, n=n, sampling=rule, seed=sample_seed)
+    items = [ds[i] for i in tqdm(indices, desc=f"load {dataset}", disable=not progress)]
     images, labels = stack_items(items, what=dataset)
-    return EvalSet(dataset, images, labels, classnames, [paper_data.TEMPLATE])
+    return EvalSet(dataset, images, labels, classnames, [paper_data.TEMPLATE], sampling=rule, indices=tuple(indices),
+                   sample_seed=None if rule == "first" else sample_seed)
 
 
 def classnames_for(profile: str, dataset: str, *, data_root: str | os.PathLike = "") -> tuple[list[str], list[str]]:

@@ -44,31 +44,47 @@ reads under the root it is given (``PaperDatasetSpec.subdir``), i.e. exactly the
     <root>/eurosat/2750/             eurosat
     <root>/dtd/dtd/                  dtd
     <root>/pcam/                     pcam       (HDF5 files; needs the optional h5py package)
-    <root>/tinyimagenet/{train,val}/<wnid>/    tinyimagenet (ImageFolder)
+    <root>/tiny-imagenet-200/        tinyimagenet (the official zip, as extracted; or <root>/tinyimagenet/)
 
-TinyImageNet: the official ``tiny-imagenet-200.zip`` keeps ``train/<wnid>/images/*.JPEG`` (fine for
-ImageFolder, which walks sub-folders) but stores the validation images flat in ``val/images/`` with labels in
-``val/val_annotations.txt``. Re-arrange them into class folders once, e.g.::
-
-    src = Path("tiny-imagenet-200/val")
-    for line in (src / "val_annotations.txt").read_text().splitlines():
-        fname, wnid = line.split("\\t")[:2]
-        (dst := Path(root, "tinyimagenet/val", wnid)).mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / "images" / fname, dst / fname)
+TinyImageNet: torchvision has no class for it. The official ``tiny-imagenet-200.zip`` extracts to
+``<root>/tiny-imagenet-200/`` with ``wnids.txt``, ``words.txt``, ``train/<wnid>/images/*.JPEG`` (read with
+ImageFolder, which walks sub-folders) and the validation images flat in ``val/images/`` with their labels in
+``val/val_annotations.txt``; that layout is read as is (:class:`TinyImageNetVal`; ImageFolder would see one class,
+"images"). Class folders ``<root>/tinyimagenet/{train,val}/<wnid>/*`` are read too; ``<root>/tinyimagenet/`` wins
+when both exist. Labels index the sorted wnids in both layouts.
 
 Caltech101, Caltech256, SUN397 and EuroSAT have no official split in torchvision; as in TeCoA's code the
 whole set is evaluated (``split="all"``).
 
-Checksums: torchvision compares CIFAR-10/100's and STL-10's files with the md5 sums of the official archives.
-Setting the environment variable ``TIMA_SKIP_CHECKSUMS=1`` (:data:`SKIP_CHECKSUMS_ENV`) makes those loaders check
-that each file exists instead; everything else (unpickling, decoding, labels) is unchanged. It is meant for
-small test fixtures in the real layouts (``tests/paper_fixtures.py``), whose bytes cannot match the official sums.
+Checksums: torchvision compares CIFAR-10/100's and STL-10's files, and Flowers102's two .mat files, with the md5
+sums of the official archives. Setting the environment variable ``TIMA_SKIP_CHECKSUMS=1`` (:data:`SKIP_CHECKSUMS_ENV`)
+makes those loaders check that each file exists instead; everything else (unpickling, decoding, labels) is unchanged.
+It is meant for small test fixtures in the real layouts (``tests/paper_fixtures.py``), whose bytes cannot match the
+official sums.
+
+Data doctor
+-----------
+``python -m nbhelpers.paper_data ROOT`` (or :func:`diagnose_data_root` / :func:`format_data_report` from code) lists
+every dataset as found, missing or incomplete, with the files it expected, the folder they go in and where the
+dataset is obtained. Loading a dataset that is missing or incomplete fails the same way before any image is read.
+
+Evaluation subsets (ours)
+-------------------------
+The papers evaluate whole test sets. A smaller run takes a subset (:func:`subset_indices`), by a rule of ours:
+``"random"`` (default at paper scale): the first n of a seeded permutation of the dataset's indices, fixed per
+dataset and seed, an unbiased sample of the full-set accuracy the papers report; ``"balanced"``: round-robin over
+the classes (in a seeded order), each class's items in a seeded order, so n >= the number of classes covers them
+all; ``"first"``: the first n items in the dataset's order (class-sorted for ImageFolder, Caltech, SUN397, EuroSAT,
+so a few classes only). Each rule is a fixed order of the whole dataset, so a smaller run is a prefix of a larger one.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import sys
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,15 +94,27 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 __all__ = [
+    "DATA_STATUSES",
+    "DEFAULT_SAMPLING",
     "PAPER_DATASETS",
+    "SAMPLING_RULES",
     "SKIP_CHECKSUMS_ENV",
     "TEMPLATE",
+    "DatasetStatus",
     "PaperDatasetSpec",
+    "TinyImageNetVal",
     "available_paper_datasets",
     "check_dataset_files",
+    "check_sampling",
+    "dataset_labels",
+    "diagnose_data_root",
+    "format_data_report",
     "get_classnames",
     "list_paper_datasets",
     "load_paper_dataset",
+    "main",
+    "sample_order",
+    "subset_indices",
 ]
 
 # TeCoA's finetuning.py uses ``template = 'This is a photo of a {}'`` -- no trailing period -- and PMG-AFT
@@ -99,7 +127,7 @@ SKIP_CHECKSUMS_ENV = "TIMA_SKIP_CHECKSUMS"
 
 @dataclass(frozen=True)
 class PaperDatasetSpec:
-    """Where one paper-scale dataset lives under the data root and how torchvision reads it."""
+    """Where one paper-scale dataset lives under the data root, how torchvision reads it and where to get it."""
 
     name: str
     """Key users type, e.g. ``"cifar10"``."""
@@ -113,6 +141,8 @@ class PaperDatasetSpec:
     """Folder under the data root that must exist (the one torchvision reads)."""
     hint: str
     """What the user must put where (shown in FileNotFoundError messages)."""
+    source: str
+    """Where the dataset is obtained: the official archive's URL or page (shown in messages and by the doctor)."""
 
 
 _NO_DOWNLOAD = " torchvision cannot download it: get it by hand."
@@ -127,84 +157,101 @@ _SPEC_LIST: tuple[PaperDatasetSpec, ...] = (
         "cifar10", "CIFAR10", "test", True, "cifar-10-batches-py",
         "Extract cifar-10-python.tar.gz so that <root>/cifar-10-batches-py/ holds data_batch_1..5, test_batch "
         "and batches.meta." + _download_hint("cifar-10-batches-py"),
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     ),
     PaperDatasetSpec(
         "cifar100", "CIFAR100", "test", True, "cifar-100-python",
         "Extract cifar-100-python.tar.gz so that <root>/cifar-100-python/ holds train, test and meta."
         + _download_hint("cifar-100-python"),
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
     ),
     PaperDatasetSpec(
         "stl10", "STL10", "test", True, "stl10_binary",
         "Extract stl10_binary.tar.gz so that <root>/stl10_binary/ holds {train,test}_{X,y}.bin, unlabeled_X.bin "
         "and class_names.txt (torchvision checks every file)." + _download_hint("stl10_binary"),
+        "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
     ),
     PaperDatasetSpec(
         "imagenet", "ImageFolder", "val", True, "imagenet",
         "Put the ImageNet-1k validation images in class folders: <root>/imagenet/val/<wnid>/*.JPEG (1000 folders). "
         "Optionally add ILSVRC2012_devkit_t12.tar.gz or torchvision's meta.bin to <root>/imagenet/ to read it "
         "with torchvision.datasets.ImageNet." + _NO_DOWNLOAD,
+        "https://image-net.org/challenges/LSVRC/2012/2012-downloads.php (ILSVRC2012_img_val.tar and "
+        "ILSVRC2012_devkit_t12.tar.gz; registration needed)",
     ),
     PaperDatasetSpec(
         "caltech101", "Caltech101", "all", True, "caltech101",
         "Extract 101_ObjectCategories.tar.gz to <root>/caltech101/101_ObjectCategories/<category>/image_*.jpg "
         "(no official split: the whole set is used)." + _download_hint("caltech101"),
+        "https://data.caltech.edu/records/mzrjq-6wc02 (caltech-101.zip, holding 101_ObjectCategories.tar.gz)",
     ),
     PaperDatasetSpec(
         "caltech256", "Caltech256", "all", True, "caltech256",
         "Extract 256_ObjectCategories.tar to <root>/caltech256/256_ObjectCategories/<NNN.category>/*.jpg "
         "(no official split: the whole set is used)." + _download_hint("caltech256"),
+        "https://data.caltech.edu/records/nyy15-4j048/files/256_ObjectCategories.tar",
     ),
     PaperDatasetSpec(
         "oxfordpet", "OxfordIIITPet", "test", True, "oxford-iiit-pet",
         "Extract images.tar.gz and annotations.tar.gz into <root>/oxford-iiit-pet/ (images/, annotations/test.txt)."
         + _download_hint("oxford-iiit-pet"),
+        "https://www.robots.ox.ac.uk/~vgg/data/pets/ (data/images.tar.gz and data/annotations.tar.gz)",
     ),
     PaperDatasetSpec(
         "flowers102", "Flowers102", "test", True, "flowers-102",
         "Put 102flowers.tgz's jpg/ folder, imagelabels.mat and setid.mat into <root>/flowers-102/."
         + _download_hint("flowers-102"),
+        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, imagelabels.mat, setid.mat)",
     ),
     PaperDatasetSpec(
         "fgvc_aircraft", "FGVCAircraft", "test", True, "fgvc-aircraft-2013b",
         "Extract fgvc-aircraft-2013b.tar.gz so that <root>/fgvc-aircraft-2013b/data/ holds images/, variants.txt "
         "and images_variant_test.txt." + _download_hint("fgvc-aircraft-2013b"),
+        "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
     ),
     PaperDatasetSpec(
         "stanfordcars", "StanfordCars", "test", True, "stanford_cars",
         "Put devkit/ (with cars_meta.mat), cars_test/ and cars_test_annos_withlabels.mat into <root>/stanford_cars/."
         " The original URL is dead, so" + _NO_DOWNLOAD.lstrip(),
+        "mirrors listed in https://github.com/pytorch/vision/issues/7545 (the images from Kaggle's "
+        "stanford-cars-dataset, car_devkit.tgz and cars_test_annos_withlabels.mat)",
     ),
     PaperDatasetSpec(
         "sun397", "SUN397", "all", True, "SUN397",
         "Extract SUN397.tar.gz so that <root>/SUN397/ holds ClassName.txt and the a/, b/, ... image folders "
         "(no official split in torchvision: the whole set is used)." + _download_hint("SUN397"),
+        "http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",
     ),
     PaperDatasetSpec(
         "food101", "Food101", "test", True, "food-101",
         "Extract food-101.tar.gz so that <root>/food-101/ holds images/ and meta/test.json."
         + _download_hint("food-101"),
+        "http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz",
     ),
     PaperDatasetSpec(
         "eurosat", "EuroSAT", "all", True, "eurosat",
         "Extract EuroSAT.zip (RGB) so that <root>/eurosat/2750/<Class>/*.jpg exists "
         "(no official split: the whole set is used)." + _download_hint("eurosat"),
+        "https://huggingface.co/datasets/torchgeo/eurosat (EuroSAT.zip, the RGB version)",
     ),
     PaperDatasetSpec(
         "dtd", "DTD", "test", True, "dtd",
         "Extract dtd-r1.0.1.tar.gz into <root>/dtd/ so that <root>/dtd/dtd/images/ and <root>/dtd/dtd/labels/test1.txt "
         "exist (partition 1)." + _download_hint("dtd"),
+        "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
     ),
     PaperDatasetSpec(
         "pcam", "PCAM", "test", True, "pcam",
         "Put the decompressed camelyonpatch_level_2_split_test_{x,y}.h5 files into <root>/pcam/ (reading them needs "
         "`pip install h5py`)." + _download_hint("pcam"),
+        "https://github.com/basveeling/pcam (Google Drive links to the .h5.gz files)",
     ),
     PaperDatasetSpec(
         "tinyimagenet", "ImageFolder", "val", False, "tinyimagenet",
-        "Put TinyImageNet in class folders: <root>/tinyimagenet/train/<wnid>/... and "
-        "<root>/tinyimagenet/val/<wnid>/... (the official val/images/ must be re-arranged with "
-        "val_annotations.txt, see this module's docstring)."
-        + _NO_DOWNLOAD,
+        "Extract tiny-imagenet-200.zip into <root>/ as is (<root>/tiny-imagenet-200/ with wnids.txt, "
+        "train/<wnid>/images/, val/images/ and val/val_annotations.txt), or put class folders in "
+        "<root>/tinyimagenet/train/<wnid>/ and <root>/tinyimagenet/val/<wnid>/." + _NO_DOWNLOAD,
+        "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
     ),
 )
 
@@ -270,6 +317,22 @@ def _resolve_split(spec: PaperDatasetSpec, split: str | None) -> str:
     return split
 
 
+_TINY_OFFICIAL = "tiny-imagenet-200"  # the folder tiny-imagenet-200.zip extracts to
+
+
+def _dataset_dir(name: str, root: Path) -> Path:
+    """The folder under ``root`` holding ``name`` (tinyimagenet: tinyimagenet/, else tiny-imagenet-200/ if there)."""
+    folder = root / PAPER_DATASETS[name].subdir
+    if name == "tinyimagenet" and not folder.exists() and (root / _TINY_OFFICIAL).exists():
+        return root / _TINY_OFFICIAL
+    return folder
+
+
+def _tiny_val_is_official(val_dir: Path) -> bool:
+    """Whether a TinyImageNet val/ folder is in the official flat layout (images/ + val_annotations.txt)."""
+    return (val_dir / "images").is_dir() or (val_dir / "val_annotations.txt").is_file()
+
+
 def _required_paths(name: str, root: Path, split: str) -> list[Path]:
     """Files/folders torchvision needs for ``name``/``split`` under ``root`` (checked without hashing)."""
     if name == "cifar10":
@@ -282,8 +345,13 @@ def _required_paths(name: str, root: Path, split: str) -> list[Path]:
         base = root / "stl10_binary"
         files = ("train_X.bin", "train_y.bin", "unlabeled_X.bin", "test_X.bin", "test_y.bin", "class_names.txt")
         return [base / f for f in files]
-    if name in ("imagenet", "tinyimagenet"):
+    if name == "imagenet":
         return [root / name / split]
+    if name == "tinyimagenet":
+        base = _dataset_dir(name, root)
+        if split == "val" and _tiny_val_is_official(base / "val"):
+            return [base / "val" / "images", base / "val" / "val_annotations.txt"]
+        return [base / split]
     if name == "caltech101":
         return [root / "caltech101" / "101_ObjectCategories"]
     if name == "caltech256":
@@ -303,7 +371,7 @@ def _required_paths(name: str, root: Path, split: str) -> list[Path]:
             return [base / "devkit" / "cars_meta.mat", base / "devkit" / "cars_train_annos.mat", base / "cars_train"]
         return [base / "devkit" / "cars_meta.mat", base / "cars_test_annos_withlabels.mat", base / "cars_test"]
     if name == "sun397":
-        return [root / "SUN397" / "ClassName.txt"]
+        return [root / "SUN397" / "ClassName.txt", root / "SUN397" / "a"]  # a/abbey/... holds the first class
     if name == "food101":
         base = root / "food-101"
         return [base / "images", base / "meta" / f"{split}.json"]
@@ -319,16 +387,52 @@ def _required_paths(name: str, root: Path, split: str) -> list[Path]:
     raise AssertionError(f"no layout for {name!r}")  # pragma: no cover - every spec has a branch
 
 
-def _missing_error(spec: PaperDatasetSpec, paths: Sequence[Path], detail: str = "") -> FileNotFoundError:
-    """The FileNotFoundError users see: dataset name, exact paths under the root, and the spec's hint."""
+def _is_empty_dir(path: Path) -> bool:
+    """True for a folder without any entry (one directory read, stops at the first entry)."""
+    with os.scandir(path) as entries:
+        return next(entries, None) is None
+
+
+def _problems(name: str, root: Path, split: str) -> tuple[list[Path], list[Path]]:
+    """(missing paths, empty folders) among what ``name``/``split`` needs under ``root``; only ``stat`` calls and
+    one directory read per required folder, so it is instant on any size of dataset."""
+    required = _required_paths(name, root, split)
+    if name == "imagenet" and not required[0].is_dir() and split == "val":
+        # torchvision's ImageNet can build val/ itself from the official archives.
+        archives = [root / "imagenet" / _IMAGENET_DEVKIT, root / "imagenet" / _IMAGENET_VAL_TAR]
+        if all(p.is_file() for p in archives):
+            return [], []
+    missing = [p for p in required if not p.exists()]
+    empty = [p for p in required if p.is_dir() and _is_empty_dir(p)]
+    return missing, empty
+
+
+def _obtain(spec: PaperDatasetSpec) -> str:
+    """The how-to-obtain sentence of every data error: what to put where, and where to get it."""
+    return f"{spec.hint} Get it from {spec.source} (read with torchvision.datasets.{spec.torchvision_class})."
+
+
+def _missing_error(spec: PaperDatasetSpec, paths: Sequence[Path], detail: str = "", *, root: Path | None = None,
+                   empty: Sequence[Path] = ()) -> FileNotFoundError:
+    """The FileNotFoundError users see: dataset name, exact paths under the root, what to put there and where to
+    get it; "incomplete" when the dataset's folder exists but some of its files are missing or empty."""
     listed = ", ".join(str(p) for p in paths)
     if detail:
-        return FileNotFoundError(f"{spec.name}: could not read the files expected at {listed} ({detail}). {spec.hint}")
-    return FileNotFoundError(f"{spec.name}: not found: {listed}. {spec.hint}")
+        return FileNotFoundError(f"{spec.name}: could not read the files expected at {listed} ({detail}). "
+                                 f"{_obtain(spec)}")
+    folder = _dataset_dir(spec.name, root) if root is not None else None
+    if folder is not None and folder.is_dir():
+        parts = [f"lacks {listed}"] if paths else []
+        if empty:
+            parts.append("has empty folder(s) " + ", ".join(str(p) for p in empty))
+        return FileNotFoundError(f"{spec.name}: incomplete: {folder} exists but {' and '.join(parts)}. "
+                                 f"{_obtain(spec)}")
+    return FileNotFoundError(f"{spec.name}: not found: {listed}. {_obtain(spec)}")
 
 
 def check_dataset_files(name: str, *, root: str | os.PathLike[str], split: str | None = None) -> None:
-    """Raise FileNotFoundError (paths + what to put there) unless ``name``'s ``split`` files are under ``root``.
+    """Raise FileNotFoundError (paths + what to put there + where to get it) unless ``name``'s ``split`` files are
+    under ``root``: "not found" without the dataset's folder, "incomplete" when files are missing or folders empty.
 
     Only ``stat`` calls: instant, reads nothing. ValueError for an unknown name or split.
     """
@@ -352,16 +456,99 @@ def available_paper_datasets(root: str | os.PathLike[str], *, split: str | None 
 
 
 def _check_files(spec: PaperDatasetSpec, root: Path, split: str) -> None:
-    """Raise FileNotFoundError naming every missing required path; only ``stat`` calls, so it is instant."""
-    required = _required_paths(spec.name, root, split)
-    if spec.name == "imagenet" and not required[0].is_dir():
-        # torchvision's ImageNet can build val/ itself from the official archives.
-        archives = [root / "imagenet" / _IMAGENET_DEVKIT, root / "imagenet" / _IMAGENET_VAL_TAR]
-        if split == "val" and all(p.is_file() for p in archives):
-            return
-    missing = [p for p in required if not p.exists()]
-    if missing:
-        raise _missing_error(spec, missing)
+    """Raise FileNotFoundError naming every missing required path and empty required folder."""
+    missing, empty = _problems(spec.name, root, split)
+    if missing or empty:
+        raise _missing_error(spec, missing, root=root, empty=empty)
+
+
+# ------------------------------------------------------------------------------------------------- data doctor
+
+# Splits the doctor checks per dataset: the evaluation split, and TinyImageNet's train split (the fine-tuning set).
+_DOCTOR_SPLITS: dict[str, tuple[str, ...]] = {"tinyimagenet": ("val", "train")}
+
+DATA_STATUSES = ("found", "missing", "incomplete")
+"""What :func:`diagnose_data_root` says of a dataset: all files there, its folder absent, or folder there but not
+every file (or an empty folder)."""
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """One dataset as found under a data root (a row of :func:`diagnose_data_root`)."""
+
+    dataset: str
+    status: str
+    """One of :data:`DATA_STATUSES`."""
+    folder: str
+    """The folder the dataset must go in (under the data root)."""
+    splits: tuple[str, ...]
+    """The splits checked (the evaluation split; TinyImageNet also its train split)."""
+    expected: tuple[str, ...]
+    """Every file or folder checked."""
+    problems: tuple[str, ...]
+    """The expected paths that are missing, and required folders that are empty (``"<path> (empty)"``)."""
+    torchvision_class: str
+    source: str
+    """Where the dataset is obtained (URL or page)."""
+    hint: str
+    """What to put where."""
+
+    def as_row(self) -> dict[str, str]:
+        """A flat dict of strings (one table row; ``pandas.DataFrame([s.as_row() for s in statuses])``)."""
+        return {"dataset": self.dataset, "status": self.status, "folder": self.folder, "splits": ", ".join(self.splits),
+                "problems": "; ".join(self.problems), "expected": "; ".join(self.expected),
+                "torchvision_class": self.torchvision_class, "source": self.source, "hint": self.hint}
+
+
+def diagnose_data_root(root: str | os.PathLike[str], *, datasets: Sequence[str] | None = None) -> list[DatasetStatus]:
+    """The status of every paper dataset (or of ``datasets``, in that order) under the data root ``root``.
+
+    Only ``stat`` calls and one directory read per required folder: instant, reads no image. A root that does not
+    exist gives every dataset as missing. ValueError for an unknown dataset name.
+    """
+    base = Path(root).expanduser()
+    names = list(PAPER_DATASETS) if datasets is None else list(datasets)
+    for name in names:
+        _spec(name)
+    out = []
+    for name in names:
+        spec = PAPER_DATASETS[name]
+        splits = _DOCTOR_SPLITS.get(name, (spec.split,))
+        expected: list[Path] = []
+        problems: list[str] = []
+        for split in splits:
+            missing, empty = _problems(name, base, split)
+            expected += _required_paths(name, base, split)
+            problems += [str(p) for p in missing] + [f"{p} (empty)" for p in empty]
+        folder = _dataset_dir(name, base)
+        status = "found" if not problems else ("incomplete" if folder.is_dir() else "missing")
+        out.append(DatasetStatus(name, status, str(folder), splits, tuple(dict.fromkeys(map(str, expected))),
+                                 tuple(dict.fromkeys(problems)), spec.torchvision_class, spec.source, spec.hint))
+    return out
+
+
+def format_data_report(statuses: Sequence[DatasetStatus], *, root: str | os.PathLike[str] | None = None) -> str:
+    """A plain-text table of :func:`diagnose_data_root`'s statuses: one line per dataset, then for each one not
+    found the files it lacks (relative to ``root`` when given), where they go and where to get the dataset."""
+    base = None if root is None else str(Path(root).expanduser())
+
+    def short(path: str) -> str:
+        return path[len(base):].lstrip(os.sep) or "." if base and path.startswith(base) else path
+
+    lines = [f"data root: {base}"] if base is not None else []
+    width = max((len(s.dataset) for s in statuses), default=7)
+    lines.append(f"{'dataset':<{width}}  {'status':<10}  folder")
+    lines += [f"{s.dataset:<{width}}  {s.status:<10}  {short(s.folder)}" for s in statuses]
+    for s in statuses:
+        if s.status == "found":
+            continue
+        what = "expected" if s.status == "missing" else "lacks"
+        lines += ["", f"{s.dataset} ({s.status}): {what} {', '.join(short(p) for p in s.problems)}",
+                  f"  goes in: {s.folder}", f"  what:    {s.hint}",
+                  f"  get it:  {s.source} (torchvision.datasets.{s.torchvision_class})"]
+    counts = {k: sum(s.status == k for s in statuses) for k in DATA_STATUSES}
+    lines += ["", ", ".join(f"{v} {k}" for k, v in counts.items())]
+    return "\n".join(lines)
 
 
 class _ToRGB:
@@ -392,8 +579,8 @@ def _skip_checksums() -> bool:
 
 
 def _existence_checked(cls: type) -> type:
-    """A subclass of an md5-checking torchvision dataset class (CIFAR10/100, STL10) whose checks only test that
-    each file exists (every md5 set to None, which torchvision's ``check_integrity`` reads as "no sum").
+    """A subclass of an md5-checking torchvision dataset class (CIFAR10/100, STL10, Flowers102) whose checks only test
+    that each file exists (every md5 set to None, which torchvision's ``check_integrity`` reads as "no sum").
 
     Registered under its own name in this module, so its instances pickle (DataLoader workers).
     """
@@ -402,11 +589,69 @@ def _existence_checked(cls: type) -> type:
         attrs: dict[str, Any] = {"__module__": __name__, "__qualname__": name,
                                  "__doc__": f"torchvision {cls.__name__} with existence-only file checks."}
         for key in ("train_list", "test_list"):
-            attrs[key] = [[filename, None] for filename, _ in getattr(cls, key)]
+            if hasattr(cls, key):
+                attrs[key] = [[filename, None] for filename, _ in getattr(cls, key)]
         if isinstance(getattr(cls, "meta", None), dict):
             attrs["meta"] = {**cls.meta, "md5": None}
+        if isinstance(getattr(cls, "_file_dict", None), dict):  # Flowers102: {key: (filename, md5)}
+            attrs["_file_dict"] = {key: (filename, None) for key, (filename, _) in cls._file_dict.items()}
         globals()[name] = type(name, (cls,), attrs)
     return globals()[name]
+
+
+class TinyImageNetVal:
+    """TinyImageNet's official val split: flat ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt``.
+
+    torchvision has no TinyImageNet class, and its ImageFolder would read this folder as a single class
+    ("images"). Labels index the sorted wnids of ``wnids.txt`` (next to val/; else the annotated ones), the order
+    ImageFolder gives the class folders of train/, so train and val labels agree. Items are
+    ``(transform(PIL RGB image), int label)``; ``classes``, ``targets`` and ``samples`` as in ImageFolder.
+    """
+
+    def __init__(self, val_dir: str | os.PathLike[str], *, transform: Callable[[Any], Any] | None = None) -> None:
+        self.root = str(val_dir)
+        self.transform = transform
+        folder = Path(val_dir)
+        annotations = folder / "val_annotations.txt"
+        rows = [line.split() for line in annotations.read_text().splitlines() if line.strip()]
+        bad = [i + 1 for i, row in enumerate(rows) if len(row) < 2]
+        if bad or not rows:
+            where = "empty file" if not rows else f"line {bad[0]} is not"
+            raise ValueError(f"{annotations}: expected lines '<file>\\t<wnid>\\t...' ({where}); "
+                             "re-extract tiny-imagenet-200.zip")
+        wnids_file = folder.parent / "wnids.txt"
+        wnids = wnids_file.read_text().split() if wnids_file.is_file() else [row[1] for row in rows]
+        self.classes = sorted(set(wnids))
+        self.class_to_idx = {wnid: i for i, wnid in enumerate(self.classes)}
+        unknown = sorted({row[1] for row in rows} - set(self.class_to_idx))
+        if unknown:
+            raise ValueError(f"{annotations}: wnids {unknown[:3]} are not in {wnids_file}; "
+                             "re-extract tiny-imagenet-200.zip")
+        self.samples = [(str(folder / "images" / row[0]), self.class_to_idx[row[1]]) for row in rows]
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from torchvision.datasets.folder import default_loader
+
+        path, label = self.samples[index]
+        image = default_loader(path)
+        return (image if self.transform is None else self.transform(image)), label
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.root!r}, {len(self)} images, {len(self.classes)} classes)"
+
+
+def _sorted_sun397(dataset: Any) -> Any:
+    """SUN397 with its items sorted by path. torchvision lists the images with ``Path.rglob``, whose order is the
+    file system's: the same files would get other indices on another machine, so "first N" and seeded subsets
+    would not be reproducible. Sorting fixes the order (labels move with their images)."""
+    pairs = sorted(zip(dataset._image_files, dataset._labels), key=lambda pair: str(pair[0]))
+    dataset._image_files = [path for path, _ in pairs]
+    dataset._labels = [label for _, label in pairs]
+    return dataset
 
 
 def _construct(name: str, root: Path, split: str, transform: Callable[[Any], Any] | None, download: bool) -> Any:
@@ -420,18 +665,23 @@ def _construct(name: str, root: Path, split: str, transform: Callable[[Any], Any
     if name in ("cifar10", "cifar100"):
         cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
         return (_existence_checked(cls) if skip else cls)(root, train=split == "train", **kw)
-    if name == "stl10" and skip:
-        return _existence_checked(tvd.STL10)(root, split=split, **kw)
+    if name in ("stl10", "flowers102") and skip:
+        return _existence_checked(getattr(tvd, PAPER_DATASETS[name].torchvision_class))(root, split=split, **kw)
     if name == "imagenet":
         imagenet_dir = root / "imagenet"
         if _use_torchvision_imagenet(imagenet_dir):
             return tvd.ImageNet(imagenet_dir, split=split, **kw)
         return tvd.ImageFolder(imagenet_dir / split, **kw)
     if name == "tinyimagenet":
-        return tvd.ImageFolder(root / "tinyimagenet" / split, **kw)
+        split_dir = _dataset_dir(name, root) / split
+        if split == "val" and _tiny_val_is_official(split_dir):
+            return TinyImageNetVal(split_dir, transform=transform)
+        return tvd.ImageFolder(split_dir, **kw)
     if name == "caltech101":
         return tvd.Caltech101(root, target_type="category", **kw)
-    if name in ("caltech256", "sun397", "eurosat"):
+    if name == "sun397":
+        return _sorted_sun397(tvd.SUN397(root, **kw))
+    if name in ("caltech256", "eurosat"):
         return getattr(tvd, PAPER_DATASETS[name].torchvision_class)(root, **kw)
     # The remaining classes all take split= with our split names.
     return getattr(tvd, PAPER_DATASETS[name].torchvision_class)(root, split=split, **kw)
@@ -453,14 +703,17 @@ def load_paper_dataset(
 ) -> tuple[Dataset, list[str]]:
     """Load a paper dataset from ``root``: returns ``(dataset, classnames)`` with ``classnames[label]`` per label.
 
-    The dataset is the torchvision object; items are ``(transform(PIL RGB image), int label)``. ``root`` is
+    The dataset is the torchvision object (TinyImageNet's official val split: :class:`TinyImageNetVal`; SUN397
+    with its items sorted by path); items are ``(transform(PIL RGB image), int label)``. ``root`` is
     the data root holding every dataset (layout in the module docstring); ``split`` defaults to the spec's
     evaluation split. Images are not resized or normalised here: pass a transform that produces float
     tensors in [0, 1] (the model code supplies a 224 x 224 one). ``download`` is handed to torchvision
     (ignored for imagenet, tinyimagenet and stanfordcars, which torchvision cannot fetch).
 
-    Raises ValueError for an unknown name or split, FileNotFoundError (before any slow work) when the files
-    are missing, naming the expected paths and what to put there, and ImportError when pcam lacks h5py.
+    Raises ValueError for an unknown name or split; FileNotFoundError before any slow work when the dataset's
+    folder is absent ("not found") or lacks files or has empty image folders ("incomplete"), naming the expected
+    paths, what to put there and where to get the dataset (also when torchvision then finds no image or a
+    checksum mismatch); ImportError when pcam lacks h5py.
     """
     spec = _spec(name)
     split = _resolve_split(spec, split)
@@ -484,7 +737,95 @@ def load_paper_dataset(
         raise
     except FileNotFoundError as exc:  # ImageFolder: no class folders or an empty class folder
         raise _missing_error(spec, expected, detail=str(exc)) from exc
+    if len(dataset) == 0:
+        raise _missing_error(spec, expected, detail="torchvision found no images there")
     return dataset, get_classnames(name, dataset, root=data_root)
+
+
+# ---------------------------------------------------------------------------------- evaluation subsets (ours)
+
+SAMPLING_RULES = ("random", "balanced", "first")
+"""How a paper-scale evaluation subset is drawn (rules of ours; see :func:`subset_indices`)."""
+
+DEFAULT_SAMPLING = "random"
+
+
+def check_sampling(sampling: str) -> str:
+    """Return ``sampling`` if it is one of :data:`SAMPLING_RULES`, else raise ValueError listing them."""
+    if sampling not in SAMPLING_RULES:
+        raise ValueError(f"unknown sampling rule {sampling!r}; choose one of {', '.join(SAMPLING_RULES)}")
+    return sampling
+
+
+def dataset_labels(dataset: Any) -> list[int]:
+    """Every item's integer label in item order, read from the dataset's metadata: no image is decoded.
+
+    Works for every loader :func:`load_paper_dataset` returns (torchvision 0.29 keeps them in ``targets``,
+    ``labels``, ``y``, ``_labels`` or ``_samples``; PCAM's are read from its ``_y.h5`` file); TypeError otherwise.
+    """
+    values: Any = None
+    for attr in ("targets", "labels", "y", "_labels"):
+        values = getattr(dataset, attr, None)
+        if values is not None:
+            break
+    if values is None and getattr(dataset, "_samples", None) is not None:  # StanfordCars: [(path, label), ...]
+        values = [label for _, label in dataset._samples]
+    if values is None and type(dataset).__name__ == "PCAM":
+        targets = dataset._FILES[dataset._split]["targets"][0]
+        with dataset.h5py.File(dataset._base_folder / targets) as f:
+            values = f["y"][:, 0, 0, 0]
+    if values is None:
+        raise TypeError(f"{type(dataset).__name__}: no label list found (targets, labels, y, _labels, _samples)")
+    labels = [int(v) for v in values]
+    if len(labels) != len(dataset):
+        raise ValueError(f"{type(dataset).__name__}: {len(labels)} labels for {len(dataset)} items")
+    return labels
+
+
+def _rng(name: str, seed: int) -> Any:
+    """numpy Generator fixed by (seed, dataset name): each dataset gets its own stream, stable across runs."""
+    import numpy as np
+
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def sample_order(name: str, dataset: Any, *, sampling: str = DEFAULT_SAMPLING, seed: int = 0) -> list[int]:
+    """The fixed order of ``dataset``'s indices under a sampling rule (ours); :func:`subset_indices` takes a prefix.
+
+    * ``"random"``: a permutation seeded by (``seed``, ``name``).
+    * ``"balanced"``: classes in a seeded order, each class's items in a seeded order, then round-robin: item k of
+      every class (that has one) before item k + 1 of any. Needs labels (:func:`dataset_labels`), no images.
+    * ``"first"``: the dataset's own order.
+    """
+    check_sampling(sampling)
+    size = len(dataset)
+    if sampling == "first":
+        return list(range(size))
+    rng = _rng(name, seed)
+    if sampling == "random":
+        return [int(i) for i in rng.permutation(size)]
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(dataset_labels(dataset)):
+        by_class.setdefault(label, []).append(index)
+    classes = sorted(by_class)
+    queues = [[by_class[c][int(i)] for i in rng.permutation(len(by_class[c]))] for c in classes]
+    queues = [queues[int(i)] for i in rng.permutation(len(queues))]
+    longest = max((len(q) for q in queues), default=0)
+    return [q[k] for k in range(longest) for q in queues if k < len(q)]
+
+
+def subset_indices(name: str, dataset: Any, *, n: int, sampling: str = DEFAULT_SAMPLING, seed: int = 0) -> list[int]:
+    """The indices of a paper-scale evaluation subset of ``min(n, len(dataset))`` items (a rule of ours).
+
+    The first n of :func:`sample_order`: fixed per dataset, rule and seed, and a smaller n is always a prefix of a
+    larger one (``subset_indices(..., n=10) == subset_indices(..., n=40)[:10]``). ``"random"`` (the default) is an
+    unbiased sample of the full test set whose accuracy the papers report; ``"balanced"`` covers every class once
+    n reaches the number of classes; ``"first"`` is the old first-N (a few classes of a class-sorted dataset).
+    """
+    check_sampling(sampling)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return sample_order(name, dataset, sampling=sampling, seed=seed)[:n]
 
 
 # ----------------------------------------------------------------------------------------- class names
@@ -524,8 +865,24 @@ def _imagenet_wnids(imagenet_dir: Path) -> list[str] | None:
     return None
 
 
-def _wnids_to_names(wnids: Sequence[str], imagenet_dir: Path, *, what: str) -> list[str]:
-    """ImageNet names (open_clip) for ``wnids``; wnids themselves, with a warning, where no mapping exists."""
+def _words_names(wnids: Sequence[str], words_file: Path | None) -> list[str] | None:
+    """The first synonym of each wnid in TinyImageNet's ``words.txt`` (``<wnid>\\t<synonyms, ...>``), or None if the
+    file is absent or lacks one of the wnids."""
+    if words_file is None or not words_file.is_file():
+        return None
+    words = {}
+    for line in words_file.read_text().splitlines():
+        wnid, _, text = line.partition("\t")
+        words[wnid.strip()] = text.split(",")[0].strip()
+    if not all(words.get(w) for w in wnids):
+        return None
+    return [words[w] for w in wnids]
+
+
+def _wnids_to_names(wnids: Sequence[str], imagenet_dir: Path, *, what: str,
+                    words_file: Path | None = None) -> list[str]:
+    """ImageNet names (open_clip) for ``wnids``; else the first synonyms of ``words_file`` (TinyImageNet's
+    words.txt), else the wnids themselves; a warning in both fallbacks."""
     all_wnids = _imagenet_wnids(imagenet_dir)
     names = _imagenet_classnames()
     if all_wnids is not None and len(all_wnids) == len(names):
@@ -539,6 +896,11 @@ def _wnids_to_names(wnids: Sequence[str], imagenet_dir: Path, *, what: str) -> l
             f"no ImageNet wnid list was found in {imagenet_dir} (meta.bin, {_IMAGENET_DEVKIT}, or val/ with "
             "1000 wnid folders)"
         )
+    words = _words_names(wnids, words_file)
+    if words is not None:
+        warnings.warn(f"{what}: {reason}; using the first synonyms of {words_file} as class names instead of "
+                      "open_clip's curated ImageNet names. Provide the ImageNet metadata to get those.", stacklevel=3)
+        return words
     warnings.warn(
         f"{what}: {reason}; falling back to the wnid folder names as class names, which ruins zero-shot "
         "accuracy. Provide the ImageNet metadata to get open_clip's names.",
@@ -576,9 +938,10 @@ def get_classnames(
 
     * imagenet: open_clip's ``IMAGENET_CLASSNAMES`` (1000, ``"tench"`` first) when ``dataset`` is None or has
       all 1000 classes; for a subset, each folder wnid is mapped through the ImageNet wnid list.
-    * tinyimagenet: its wnid folders (from ``dataset`` or ``<root>/tinyimagenet/val``) mapped to open_clip's
+    * tinyimagenet: its wnids (from ``dataset`` or the val split under ``root``) mapped to open_clip's
       ImageNet names via the wnid list found in ``<root>/imagenet/`` (torchvision ``meta.bin``, the devkit
-      archive, or a ``val/`` with 1000 wnid folders); without one, the wnids themselves (with a warning).
+      archive, or a ``val/`` with 1000 wnid folders); without one, the first synonyms of its ``words.txt``
+      (official layout), else the wnids themselves (with a warning either way).
     * pcam: TeCoA's two class phrases; flowers102: torchvision's ``Flowers102.classes``.
     * others: the dataset's ``classes``/``categories`` refined like TeCoA (lower-case, ``_``/``-`` to spaces),
       plus: Caltech256 drops the ``NNN.`` prefix and ``-101`` suffix, SUN397 turns ``/`` into a space, EuroSAT
@@ -609,18 +972,41 @@ def get_classnames(
     if name == "tinyimagenet":
         if dataset is not None:
             wnids = list(dataset.classes)
-            if data_root is None:  # ImageFolder root is <root>/tinyimagenet/<split>
-                data_root = Path(dataset.root).parent.parent
+            tiny_dir = Path(dataset.root).parent  # the dataset's root is <data root>/<tinyimagenet folder>/<split>
+            data_root = tiny_dir.parent if data_root is None else data_root
         elif data_root is not None:
-            folder = data_root / "tinyimagenet" / spec.split
-            if not folder.is_dir():
-                raise _missing_error(spec, [folder])
-            wnids = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+            _check_files(spec, data_root, spec.split)
+            tiny_dir = _dataset_dir(name, data_root)
+            folder = tiny_dir / spec.split
+            wnids = (TinyImageNetVal(folder).classes if _tiny_val_is_official(folder)
+                     else sorted(entry.name for entry in os.scandir(folder) if entry.is_dir()))
         else:
             raise ValueError("tinyimagenet class names depend on its folders: pass dataset= or root=")
-        return _wnids_to_names(wnids, data_root / "imagenet", what="tinyimagenet")
+        return _wnids_to_names(wnids, data_root / "imagenet", what="tinyimagenet", words_file=tiny_dir / "words.txt")
     if dataset is None:
         if data_root is None:
             raise ValueError(f"{name} class names are read from the dataset files: pass dataset= or root=")
         return load_paper_dataset(name, root=data_root)[1]
     return _classnames_from_dataset(name, dataset)
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m nbhelpers.paper_data ROOT``: print the data doctor's report; exit 0 if every dataset checked is
+    found, 1 otherwise."""
+    parser = argparse.ArgumentParser(prog="python -m nbhelpers.paper_data",
+                                     description="Data doctor: which paper datasets are under ROOT, which are missing "
+                                                 "or incomplete, what goes where and where to get it.")
+    parser.add_argument("root", help="the data root (the folder that holds every dataset's folder)")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME", choices=list(PAPER_DATASETS),
+                        help="check only these (default: all 16)")
+    args = parser.parse_args(argv)
+    statuses = diagnose_data_root(args.root, datasets=args.datasets)
+    print(format_data_report(statuses, root=Path(args.root).expanduser()))
+    return 0 if all(s.status == "found" for s in statuses) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,13 +1,15 @@
 """Writers of tiny paper-scale datasets in the exact on-disk layouts torchvision reads (nothing is downloaded).
 
-Used by tests/test_paper_data.py (one dataset per test) and tests/test_paper_profile.py (a whole data root that
-the six notebooks run on). CIFAR's files are the real pickled batches, but their md5 sums cannot match the
-official archives': loaders need ``TIMA_SKIP_CHECKSUMS=1`` (:data:`nbhelpers.paper_data.SKIP_CHECKSUMS_ENV`) or
-a patched ``torchvision.datasets.cifar.check_integrity`` to read them.
+Used by tests/test_paper_data.py (each of the 16 datasets, :data:`FIXTURE_WRITERS`) and tests/test_paper_profile.py
+(a whole data root that the six notebooks run on). CIFAR's, STL-10's and Flowers102's files are in the real formats,
+but their md5 sums cannot match the official archives': loaders need ``TIMA_SKIP_CHECKSUMS=1``
+(:data:`nbhelpers.paper_data.SKIP_CHECKSUMS_ENV`) or a patched ``check_integrity`` to read them.
 """
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,364 @@ def write_paper_root(root: Path, *, cifar_test: int = 40, cifar_classes: int = 1
     for c, folder in enumerate(eurosat_classes):
         write_image(root / "eurosat" / "2750" / folder / f"{folder}_1.jpg", size=(64, 64), seed=100 + c)
     return root
+
+
+# ------------------------------------------------------------------ the sixteen paper datasets, as downloaded
+#
+# One writer per dataset: the files its official archive (or torchvision's download) puts under the data root,
+# with real file names, split files and metadata formats, but a few tiny images per class. Every image of class k
+# is a flat grey of value class_value(k, i) (i: its index within the class), so a test can check that a loader
+# pairs each image with the right label. Class folders and names are real ones of each dataset unless a comment says.
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """What a dataset writer put under the root: the class names the loader must return (after clean-up, indexed by
+    label), the number of items of the evaluation split and the labels those items carry."""
+
+    name: str
+    classnames: list[str]
+    size: int
+    labels: list[int]
+
+
+def class_value(label: int, i: int = 0) -> int:
+    """The grey level of image i of class `label` (labels up to 10, i up to 9)."""
+    return 20 + 20 * label + i
+
+
+def label_of(image: torch.Tensor) -> int:
+    """The class whose grey level the image (float tensor in [0, 1]) carries (inverse of class_value)."""
+    return int(round((float(image.mean()) * 255 - 20) / 20 - 0.2))
+
+
+def write_flat(path: Path, value: int, *, size: tuple[int, int] = (16, 12), mode: str = "RGB") -> None:
+    """A flat image of the given grey value (PNG or JPEG by suffix); size is (width, height)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value if mode == "L" else (value,) * 3).save(path)
+
+
+def _cifar_flat_batch(labels: list[int], label_key: str) -> dict:
+    """A CIFAR python batch whose image j is flat at class_value(labels[j], j // n_classes)."""
+    data = np.stack([np.full(3072, class_value(y, j // max(1, max(labels) + 1)), dtype=np.uint8)
+                     for j, y in enumerate(labels)])
+    return {"data": data, label_key: list(labels), "filenames": [f"img_{j}.png" for j in range(len(labels))]}
+
+
+def write_cifar10_fixture(root: Path) -> Fixture:
+    """cifar-10-batches-py/ with 12 test images over the 10 real classes (batches.meta's label_names)."""
+    labels = [j % 10 for j in range(12)]
+    write_cifar10(root, _cifar_flat_batch(labels, "labels"), CIFAR10_NAMES)
+    return Fixture("cifar10", list(CIFAR10_NAMES), 12, labels)
+
+
+def write_cifar100_fixture(root: Path) -> Fixture:
+    """cifar-100-python/{train,test,meta}: 4 of the real fine classes (names with underscores) in meta."""
+    names = ["apple", "aquarium_fish", "maple_tree", "willow_tree"]
+    base = root / "cifar-100-python"
+    labels = [0, 1, 2, 3, 3, 2, 1, 0]
+    write_pickle(base / "train", _cifar_flat_batch([0, 1], "fine_labels") | {"coarse_labels": [0, 1]})
+    write_pickle(base / "test", _cifar_flat_batch(labels, "fine_labels") | {"coarse_labels": labels})
+    write_pickle(base / "meta", {"fine_label_names": names, "coarse_label_names": ["fruit", "fish", "trees", "trees"]})
+    return Fixture("cifar100", ["apple", "aquarium fish", "maple tree", "willow tree"], len(labels), labels)
+
+
+STL10_NAMES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+
+
+def _stl10_images(labels: list[int]) -> bytes:
+    """STL-10's binary image format: uint8 (N, 3, 96, 96), column-major per channel (flat images don't care)."""
+    return np.stack([np.full((3, 96, 96), class_value(y, j // 10), dtype=np.uint8)
+                     for j, y in enumerate(labels)]).tobytes()
+
+
+def write_stl10_fixture(root: Path) -> Fixture:
+    """stl10_binary/: {train,test}_{X,y}.bin (labels 1-based uint8), unlabeled_X.bin, class_names.txt,
+    fold_indices.txt; torchvision md5-checks the .bin files (TIMA_SKIP_CHECKSUMS=1)."""
+    base = root / "stl10_binary"
+    base.mkdir(parents=True, exist_ok=True)
+    labels = [3, 0, 9, 5, 3]
+    (base / "test_X.bin").write_bytes(_stl10_images(labels))
+    (base / "test_y.bin").write_bytes(bytes(y + 1 for y in labels))
+    (base / "train_X.bin").write_bytes(_stl10_images([1, 2]))
+    (base / "train_y.bin").write_bytes(bytes([2, 3]))
+    (base / "unlabeled_X.bin").write_bytes(_stl10_images([0]))
+    (base / "class_names.txt").write_text("\n".join(STL10_NAMES) + "\n")
+    (base / "fold_indices.txt").write_text("\n".join("0 1" for _ in range(10)) + "\n")
+    return Fixture("stl10", list(STL10_NAMES), len(labels), labels)
+
+
+def write_imagenet_fixture(root: Path) -> Fixture:
+    """imagenet/meta.bin (torchvision's, made from the devkit) and val/<wnid>/ILSVRC2012_val_*.JPEG for the 1st, 2nd
+    and last of the 1000 (fake, sorted) wnids: names come from open_clip's list by wnid index."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    imagenet_dir = root / "imagenet"
+    write_imagenet_meta(imagenet_dir)
+    picked = [0, 1, 999]
+    labels = []
+    for label, w in enumerate(picked):
+        for i in range(2):
+            write_flat(imagenet_dir / "val" / FAKE_WNIDS[w] / f"ILSVRC2012_val_{10 * w + i + 1:08d}.JPEG",
+                       class_value(label, i))
+            labels.append(label)
+    return Fixture("imagenet", [IMAGENET_CLASSNAMES[w] for w in picked], len(labels), labels)
+
+
+def write_caltech101_fixture(root: Path) -> Fixture:
+    """caltech101/101_ObjectCategories/<category>/image_NNNN.jpg with BACKGROUND_Google (dropped by torchvision),
+    the two face folders (renamed as in CLIP's evaluation) and a grayscale image, as some real ones are."""
+    base = root / "caltech101" / "101_ObjectCategories"
+    write_flat(base / "BACKGROUND_Google" / "image_0001.jpg", 255)
+    folders = ["Faces", "Faces_easy", "Leopards", "accordion"]  # sorted as torchvision sorts them
+    labels = []
+    for label, folder in enumerate(folders):
+        for i in range(2):
+            write_flat(base / folder / f"image_{i + 1:04d}.jpg", class_value(label, i), mode="L" if i else "RGB")
+            labels.append(label)
+    return Fixture("caltech101", ["off-center face", "centered face", "leopards", "accordion"], len(labels), labels)
+
+
+def write_caltech256_fixture(root: Path) -> Fixture:
+    """caltech256/256_ObjectCategories/NNN.name/NNN_NNNN.jpg. torchvision rebuilds each file name from the folder's
+    sorted position, so the folders are numbered from 001 without gaps: the first three real categories and a
+    '-101' one (faces-easy-101, really 253) numbered 004 here."""
+    base = root / "caltech256" / "256_ObjectCategories"
+    folders = ["001.ak47", "002.american-flag", "003.backpack", "004.faces-easy-101"]
+    labels = []
+    for label, folder in enumerate(folders):
+        for i in range(2):
+            write_flat(base / folder / f"{label + 1:03d}_{i + 1:04d}.jpg", class_value(label, i),
+                       mode="L" if label == 1 and i == 1 else "RGB")
+            labels.append(label)
+    return Fixture("caltech256", ["ak47", "american flag", "backpack", "faces easy"], len(labels), labels)
+
+
+def write_oxfordpet_fixture(root: Path) -> Fixture:
+    """oxford-iiit-pet/images/<Breed>_<n>.jpg and annotations/{test,trainval}.txt ('<image> <class> <species>
+    <breed id>', class ids 1-based, cat breeds capitalised) for the first four real breeds."""
+    base = root / "oxford-iiit-pet"
+    breeds = [("Abyssinian", 1), ("american_bulldog", 2), ("american_pit_bull_terrier", 2), ("basset_hound", 2)]
+    test_lines, train_lines, labels = [], [], []
+    for label, (breed, species) in enumerate(breeds):
+        for i in range(2):
+            image_id = f"{breed}_{100 + i}"
+            write_flat(base / "images" / f"{image_id}.jpg", class_value(label, i))
+            test_lines.append(f"{image_id} {label + 1} {species} {label + 1}")
+            labels.append(label)
+        write_flat(base / "images" / f"{breed}_1.jpg", class_value(label))
+        train_lines.append(f"{breed}_1 {label + 1} {species} {label + 1}")
+    (base / "annotations").mkdir(parents=True, exist_ok=True)
+    (base / "annotations" / "test.txt").write_text("\n".join(test_lines) + "\n")
+    (base / "annotations" / "trainval.txt").write_text("\n".join(train_lines) + "\n")
+    names = ["abyssinian", "american bulldog", "american pit bull terrier", "basset hound"]
+    return Fixture("oxfordpet", names, len(labels), labels)
+
+
+def write_flowers102_fixture(root: Path) -> Fixture:
+    """flowers-102/jpg/image_NNNNN.jpg, imagelabels.mat ('labels', 1-based, 1 x N) and setid.mat (trnid, valid,
+    tstid); torchvision md5-checks the two .mat files (TIMA_SKIP_CHECKSUMS=1). Names: torchvision's 102."""
+    from scipy.io import savemat
+    from torchvision.datasets import Flowers102
+
+    base = root / "flowers-102"
+    image_labels = [1, 2, 3, 1, 2, 3, 1, 2, 3, 3]  # image_00001 .. image_00010
+    for image_id, y in enumerate(image_labels, 1):
+        write_flat(base / "jpg" / f"image_{image_id:05d}.jpg", class_value(y - 1, image_id // 3))
+    savemat(base / "imagelabels.mat", {"labels": np.array([image_labels], dtype=np.uint8)})
+    tstid = [4, 5, 6, 7, 8, 9, 10]
+    sets = {"trnid": [1, 2], "valid": [3, 10], "tstid": tstid}
+    savemat(base / "setid.mat", {key: np.array([ids], dtype=np.uint16) for key, ids in sets.items()})
+    names = [" ".join(c.lower().replace("-", " ").replace("_", " ").split()) for c in Flowers102.classes]
+    return Fixture("flowers102", names, len(tstid), [image_labels[i - 1] - 1 for i in tstid])
+
+
+def write_fgvc_aircraft_fixture(root: Path) -> Fixture:
+    """fgvc-aircraft-2013b/data/: images/<7-digit id>.jpg, variants.txt (class order) and
+    images_variant_{test,trainval}.txt ('<id> <variant>')."""
+    data = root / "fgvc-aircraft-2013b" / "data"
+    variants = ["707-320", "727-200", "737-200", "F-16A/B"]
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "variants.txt").write_text("\n".join(variants) + "\n")
+    test_lines, labels = [], []
+    for label, variant in enumerate(variants):
+        for i in range(2):
+            image_id = f"{1025794 + 10 * label + i:07d}"
+            write_flat(data / "images" / f"{image_id}.jpg", class_value(label, i))
+            test_lines.append(f"{image_id} {variant}")
+            labels.append(label)
+    (data / "images_variant_test.txt").write_text("\n".join(test_lines) + "\n")
+    (data / "images_variant_trainval.txt").write_text("\n".join(test_lines[:2]) + "\n")
+    return Fixture("fgvc_aircraft", ["707 320", "727 200", "737 200", "f 16a/b"], len(labels), labels)
+
+
+def write_stanfordcars_fixture(root: Path) -> Fixture:
+    """stanford_cars/ as torchvision 0.29 reads it: devkit/cars_meta.mat ('class_names', 1 x K cell),
+    cars_test_annos_withlabels.mat ('annotations', 1 x N struct: bbox_x1..y2, class (1-based), fname) and
+    cars_test/NNNNN.jpg, for the first three real classes."""
+    from scipy.io import savemat
+
+    base = root / "stanford_cars"
+    names = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012"]
+    cells = np.empty((1, len(names)), dtype=object)
+    cells[0, :] = names
+    (base / "devkit").mkdir(parents=True, exist_ok=True)
+    savemat(base / "devkit" / "cars_meta.mat", {"class_names": cells})
+    fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname"]
+    labels = [0, 1, 2, 2, 1, 0]
+    annotations = np.zeros((1, len(labels)), dtype=[(f, object) for f in fields])
+    for j, y in enumerate(labels):
+        fname = f"{j + 1:05d}.jpg"
+        write_flat(base / "cars_test" / fname, class_value(y, j // 3))
+        annotations[0, j] = (np.uint8(1), np.uint8(1), np.uint8(15), np.uint8(11), np.uint8(y + 1), fname)
+    savemat(base / "cars_test_annos_withlabels.mat", {"annotations": annotations})
+    return Fixture("stanfordcars", [n.lower() for n in names], len(labels), labels)
+
+
+def write_sun397_fixture(root: Path) -> Fixture:
+    """SUN397/ClassName.txt ('/a/abbey', ...) and SUN397/<letter>/<class path>/sun_<id>.jpg for three real classes,
+    one with a two-level path."""
+    base = root / "SUN397"
+    classes = ["/a/abbey", "/a/apartment_building/outdoor", "/b/bakery/shop"]
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "ClassName.txt").write_text("\n".join(classes) + "\n")
+    labels = []
+    for label, path in enumerate(classes):
+        for i, stem in enumerate(("aqsnbtllbbsrbkna", "bzmjrgqgzawpgcvd")):
+            write_flat(base / path.lstrip("/") / f"sun_{stem}.jpg", class_value(label, i))
+            labels.append(label)
+    return Fixture("sun397", ["abbey", "apartment building outdoor", "bakery shop"], len(labels), labels)
+
+
+def write_food101_fixture(root: Path) -> Fixture:
+    """food-101/images/<class>/<id>.jpg and meta/{test,train}.json ({class: ['<class>/<id>', ...]}), classes.txt,
+    labels.txt, for the first three real classes."""
+    import json
+
+    base = root / "food-101"
+    classes = ["apple_pie", "baby_back_ribs", "beef_carpaccio"]
+    test: dict[str, list[str]] = {}
+    labels = []
+    for label, cls in enumerate(classes):
+        test[cls] = []
+        for i in range(2):
+            image_id = f"{1011328 + 7 * label + i}"
+            write_flat(base / "images" / cls / f"{image_id}.jpg", class_value(label, i))
+            test[cls].append(f"{cls}/{image_id}")
+            labels.append(label)
+    (base / "meta").mkdir(parents=True, exist_ok=True)
+    (base / "meta" / "test.json").write_text(json.dumps(test))
+    (base / "meta" / "train.json").write_text(json.dumps({cls: items[:1] for cls, items in test.items()}))
+    (base / "meta" / "classes.txt").write_text("\n".join(classes) + "\n")
+    (base / "meta" / "labels.txt").write_text("\n".join(c.replace("_", " ").capitalize() for c in classes) + "\n")
+    return Fixture("food101", ["apple pie", "baby back ribs", "beef carpaccio"], len(labels), labels)
+
+
+def write_eurosat_fixture(root: Path) -> Fixture:
+    """eurosat/2750/<Class>/<Class>_<n>.jpg (64 px, as the RGB release) for four real classes."""
+    folders = ["AnnualCrop", "Forest", "HerbaceousVegetation", "SeaLake"]
+    labels = []
+    for label, folder in enumerate(folders):
+        for i in range(2):
+            write_flat(root / "eurosat" / "2750" / folder / f"{folder}_{i + 1}.jpg", class_value(label, i),
+                       size=(64, 64))
+            labels.append(label)
+    return Fixture("eurosat", ["annual crop", "forest", "herbaceous vegetation", "sea lake"], len(labels), labels)
+
+
+def write_dtd_fixture(root: Path) -> Fixture:
+    """dtd/dtd/images/<class>/<class>_NNNN.jpg and dtd/dtd/labels/{test,train,val}1.txt ('<class>/<file>')."""
+    data = root / "dtd" / "dtd"
+    classes = ["banded", "blotchy", "braided", "bubbly"]
+    lines, labels = [], []
+    for label, cls in enumerate(classes):
+        for i in range(2):
+            fname = f"{cls}_{i + 2:04d}.jpg"
+            write_flat(data / "images" / cls / fname, class_value(label, i))
+            lines.append(f"{cls}/{fname}")
+            labels.append(label)
+    (data / "labels").mkdir(parents=True, exist_ok=True)
+    (data / "labels" / "test1.txt").write_text("\n".join(lines) + "\n")
+    (data / "labels" / "train1.txt").write_text("\n".join(lines[::2]) + "\n")
+    (data / "labels" / "val1.txt").write_text("\n".join(lines[1::2]) + "\n")
+    return Fixture("dtd", list(classes), len(labels), labels)
+
+
+def write_pcam_fixture(root: Path) -> Fixture:
+    """pcam/camelyonpatch_level_2_split_test_{x,y}.h5: 'x' uint8 (N, 96, 96, 3) and 'y' uint8 (N, 1, 1, 1), the
+    decompressed official files (needs h5py)."""
+    import h5py
+
+    base = root / "pcam"
+    base.mkdir(parents=True, exist_ok=True)
+    labels = [0, 1, 1, 0, 1]
+    x = np.stack([np.full((96, 96, 3), class_value(y, j // 2), dtype=np.uint8) for j, y in enumerate(labels)])
+    with h5py.File(base / "camelyonpatch_level_2_split_test_x.h5", "w") as f:
+        f.create_dataset("x", data=x)
+    with h5py.File(base / "camelyonpatch_level_2_split_test_y.h5", "w") as f:
+        f.create_dataset("y", data=np.array(labels, dtype=np.uint8).reshape(-1, 1, 1, 1))
+    return Fixture("pcam", ["healthy lymph node tissue", "lymph node tumor tissue"], len(labels), labels)
+
+
+def write_tinyimagenet_official(root: Path, wnids: list[str], *, per_class: int = 2,
+                                words: dict[str, str] | None = None, folder: str = "tiny-imagenet-200") -> list[int]:
+    """<root>/<folder>/ as tiny-imagenet-200.zip extracts: wnids.txt (unsorted), words.txt, train/<wnid>/images/
+    <wnid>_<k>.JPEG + <wnid>_boxes.txt, val/images/val_<k>.JPEG + val/val_annotations.txt, test/images/.
+    Val images are interleaved over the classes; returns their labels (index in the sorted wnids)."""
+    base = root / folder
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "wnids.txt").write_text("\n".join(reversed(wnids)) + "\n")
+    words = words or {w: f"synset {w}, other name" for w in wnids}
+    (base / "words.txt").write_text("".join(f"{w}\t{text}\n" for w, text in {"n00001740": "entity", **words}.items()))
+    order = sorted(wnids)
+    for w in wnids:
+        label = order.index(w)
+        for k in range(per_class):
+            write_flat(base / "train" / w / "images" / f"{w}_{k}.JPEG", class_value(label, k), size=(64, 64))
+        (base / "train" / w / f"{w}_boxes.txt").write_text("".join(f"{w}_{k}.JPEG\t0\t0\t63\t63\n"
+                                                                   for k in range(per_class)))
+    lines, labels = [], []
+    for k in range(per_class * len(wnids)):
+        w = wnids[k % len(wnids)]
+        label = order.index(w)
+        write_flat(base / "val" / "images" / f"val_{k}.JPEG", class_value(label, k // len(wnids)), size=(64, 64))
+        lines.append(f"val_{k}.JPEG\t{w}\t0\t0\t63\t63")
+        labels.append(label)
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    write_flat(base / "test" / "images" / "test_0.JPEG", 0, size=(64, 64))
+    return labels
+
+
+def write_tinyimagenet_fixture(root: Path) -> Fixture:
+    """TinyImageNet in its official layout (<root>/tiny-imagenet-200/) over two of the (fake) ImageNet wnids, named
+    through <root>/imagenet/meta.bin as on a real run."""
+    write_imagenet_meta(root / "imagenet")
+    wnids = [FAKE_WNIDS[2], FAKE_WNIDS[1]]
+    labels = write_tinyimagenet_official(root, wnids)
+    return Fixture("tinyimagenet", ["goldfish", "great white shark"], len(labels), labels)
+
+
+FIXTURE_WRITERS: dict[str, Callable[[Path], Fixture]] = {
+    "cifar10": write_cifar10_fixture,
+    "cifar100": write_cifar100_fixture,
+    "stl10": write_stl10_fixture,
+    "imagenet": write_imagenet_fixture,
+    "caltech101": write_caltech101_fixture,
+    "caltech256": write_caltech256_fixture,
+    "oxfordpet": write_oxfordpet_fixture,
+    "flowers102": write_flowers102_fixture,
+    "fgvc_aircraft": write_fgvc_aircraft_fixture,
+    "stanfordcars": write_stanfordcars_fixture,
+    "sun397": write_sun397_fixture,
+    "food101": write_food101_fixture,
+    "eurosat": write_eurosat_fixture,
+    "dtd": write_dtd_fixture,
+    "pcam": write_pcam_fixture,
+    "tinyimagenet": write_tinyimagenet_fixture,
+}
+"""One writer per paper dataset (paper order): writes it under a data root, returns what the loader must give."""
+
+
+def write_fixture(name: str, root: Path) -> Fixture:
+    """Write dataset `name` in its real on-disk layout under the data root `root`."""
+    return FIXTURE_WRITERS[name](root)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,18 +18,23 @@ import torchvision
 from PIL import Image
 from torchvision import transforms
 
+from nbhelpers import data
 from nbhelpers.paper_data import (
     PAPER_DATASETS,
     SKIP_CHECKSUMS_ENV,
     TEMPLATE,
+    TinyImageNetVal,
     available_paper_datasets,
     check_dataset_files,
+    dataset_labels,
+    diagnose_data_root,
     get_classnames,
     list_paper_datasets,
     load_paper_dataset,
 )
-from paper_fixtures import FAKE_WNIDS, cifar_batch, write_cifar10, write_class_folders, write_image
-from paper_fixtures import write_imagenet_meta, write_paper_root, write_pickle
+from paper_fixtures import FAKE_WNIDS, FIXTURE_WRITERS, cifar_batch, label_of, write_cifar10, write_class_folders
+from paper_fixtures import write_fixture, write_image, write_imagenet_meta, write_paper_root, write_pickle
+from paper_fixtures import write_tinyimagenet_official
 
 TO_TENSOR = transforms.ToTensor()
 
@@ -328,13 +334,8 @@ def test_caltech101_grayscale_becomes_rgb(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ PCAM
 
 
-def test_pcam_without_h5py_gives_clear_import_error(tmp_path: Path) -> None:
-    try:
-        import h5py  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("h5py is installed")
+def test_pcam_without_h5py_gives_clear_import_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "h5py", None)  # `import h5py` raises ImportError, as when it is not installed
     (tmp_path / "pcam").mkdir()
     for xy in ("x", "y"):
         (tmp_path / "pcam" / f"camelyonpatch_level_2_split_test_{xy}.h5").write_bytes(b"")
@@ -348,3 +349,215 @@ def test_fixed_classnames_need_no_files() -> None:
     assert len(flowers) == 102 and flowers[0] == "pink primrose"
     with pytest.raises(ValueError, match="pass dataset= or root="):
         get_classnames("cifar10")
+
+
+# ------------------------------------------------------------------------ the sixteen datasets, as downloaded
+
+
+def _needs(name: str) -> None:
+    """Skip (with the reason) what this machine cannot read: pcam without the optional h5py."""
+    if name == "pcam":
+        pytest.importorskip("h5py", reason="pcam's .h5 files need the optional h5py (pip install -e '.[paper]')")
+
+
+def test_every_paper_dataset_has_a_fixture_writer() -> None:
+    assert list(FIXTURE_WRITERS) == list_paper_datasets()
+
+
+@pytest.mark.parametrize("name", list_paper_datasets())
+def test_each_paper_dataset_reads_from_its_downloaded_layout(tmp_path: Path, name: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real loader reads each dataset from the files its archive provides: class names after clean-up, class
+    count, item count, and every image paired with its own label (the fixture writes class k's images at grey
+    level class_value(k, i), so label_of(image) must equal the label the loader gives)."""
+    _needs(name)
+    monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")  # CIFAR, STL-10 and Flowers102 md5-check their files
+    fixture = write_fixture(name, tmp_path)
+
+    check_dataset_files(name, root=tmp_path)
+    assert [s.status for s in diagnose_data_root(tmp_path, datasets=[name])] == ["found"]
+    dataset, classnames = load_paper_dataset(name, root=tmp_path, transform=TO_TENSOR)
+
+    assert classnames == fixture.classnames and len(classnames) == len(fixture.classnames)
+    assert len(dataset) == fixture.size
+    items = [dataset[i] for i in range(len(dataset))]
+    labels = [label for _, label in items]
+    assert sorted(labels) == sorted(fixture.labels)
+    for image, label in items:
+        _assert_image_sample((image, label), len(classnames))
+        assert label_of(image) == label, f"{name}: an image of class {label_of(image)} came out labelled {label}"
+    assert dataset_labels(dataset) == labels  # the labels sampling uses, read without decoding images
+    if name == "imagenet":  # without a dataset object: open_clip's 1000 names, those of the full validation set
+        assert get_classnames(name, root=tmp_path)[:2] == classnames[:2]
+    else:
+        assert get_classnames(name, root=tmp_path) == classnames
+
+
+@pytest.mark.parametrize("name", list_paper_datasets())
+def test_each_paper_dataset_through_load_eval_set(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.load_eval_set(profile="paper") on each fixture: all items (n above the size), names, labels, sampling."""
+    _needs(name)
+    monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")
+    fixture = write_fixture(name, tmp_path)
+    small = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
+
+    ev = data.load_eval_set("paper", name, n=fixture.size + 5, data_root=tmp_path, preprocess=small)
+
+    assert len(ev) == fixture.size and ev.images.shape == (fixture.size, 3, 8, 8)
+    assert ev.classnames == fixture.classnames and ev.templates == [TEMPLATE]
+    assert sorted(ev.labels.tolist()) == sorted(fixture.labels)
+    assert [label_of(x) for x in ev.images] == ev.labels.tolist()
+    assert ev.sampling == "random" and sorted(ev.indices) == list(range(fixture.size)) and ev.sample_seed == 0
+
+
+@pytest.mark.parametrize("name", ["cifar10", "stl10", "flowers102"])
+def test_md5_checked_datasets_still_check_without_the_switch(tmp_path: Path, name: str) -> None:
+    """Fixture bytes cannot match the official md5 sums: without TIMA_SKIP_CHECKSUMS torchvision refuses them, and
+    the error names the files and where to get the dataset."""
+    write_fixture(name, tmp_path)
+    with pytest.raises(FileNotFoundError, match="Dataset not found or corrupted") as info:
+        load_paper_dataset(name, root=tmp_path)
+    assert PAPER_DATASETS[name].source in str(info.value)
+
+
+def test_sun397_order_does_not_depend_on_the_file_system(tmp_path: Path) -> None:
+    """torchvision lists SUN397 with rglob (file-system order); the loader sorts by path, so indices are stable."""
+    write_fixture("sun397", tmp_path)
+    dataset, _ = load_paper_dataset("sun397", root=tmp_path)
+    paths = [str(p) for p in dataset._image_files]
+    assert paths == sorted(paths)
+    assert dataset_labels(dataset) == [0, 0, 1, 1, 2, 2]  # class paths sort like ClassName.txt here
+
+
+# ---------------------------------------------------------------------------- TinyImageNet's official layout
+
+
+def test_tinyimagenet_official_layout_under_tinyimagenet_folder_is_not_one_class(tmp_path: Path) -> None:
+    """The official zip's contents put in <root>/tinyimagenet/: val/ was once read by ImageFolder as one class
+    ("images"), every label the same. Now val_annotations.txt gives each image its class."""
+    write_imagenet_meta(tmp_path / "imagenet")
+    wnids = [FAKE_WNIDS[3], FAKE_WNIDS[1], FAKE_WNIDS[2]]
+    labels = write_tinyimagenet_official(tmp_path, wnids, folder="tinyimagenet")
+
+    val, names = load_paper_dataset("tinyimagenet", root=tmp_path, transform=TO_TENSOR)
+
+    assert isinstance(val, TinyImageNetVal)
+    assert names == [get_classnames("imagenet")[i] for i in (1, 2, 3)]  # sorted wnids
+    got = [val[i][1] for i in range(len(val))]
+    assert got == labels and len(set(got)) == 3
+    assert [label_of(val[i][0]) for i in range(len(val))] == got
+    train, train_names = load_paper_dataset("tinyimagenet", root=tmp_path, split="train", transform=TO_TENSOR)
+    assert isinstance(train, torchvision.datasets.ImageFolder) and train.classes == val.classes
+    assert train_names == names and len(train) == 6
+    assert all(label_of(train[i][0]) == train[i][1] for i in range(len(train)))  # train/<wnid>/images/ walked
+    clone = pickle.loads(pickle.dumps(val))  # DataLoader workers
+    torch.testing.assert_close(clone[1][0], val[1][0])
+
+
+def test_tinyimagenet_prefers_tinyimagenet_folder_over_the_zip_folder(tmp_path: Path) -> None:
+    write_imagenet_meta(tmp_path / "imagenet")
+    write_tinyimagenet_official(tmp_path, [FAKE_WNIDS[1], FAKE_WNIDS[2]])  # <root>/tiny-imagenet-200/
+    write_class_folders(tmp_path / "tinyimagenet" / "val", [FAKE_WNIDS[5]], per_class=1)
+    dataset, names = load_paper_dataset("tinyimagenet", root=tmp_path)
+    assert isinstance(dataset, torchvision.datasets.ImageFolder) and names == [get_classnames("imagenet")[5]]
+
+
+def test_tinyimagenet_official_without_imagenet_uses_words_txt(tmp_path: Path) -> None:
+    words = {"n01443537": "goldfish, Carassius auratus",
+             "n01484850": "great white shark, white shark, man-eater, man-eating shark, Carcharodon carcharias"}
+    write_tinyimagenet_official(tmp_path, list(words), words=words)
+    with pytest.warns(UserWarning, match="first synonyms of .*words.txt"):
+        _, names = load_paper_dataset("tinyimagenet", root=tmp_path)
+    assert names == ["goldfish", "great white shark"]
+    with pytest.warns(UserWarning, match="words.txt"):
+        assert get_classnames("tinyimagenet", root=tmp_path) == names
+
+
+def test_tinyimagenet_official_val_without_annotations_is_incomplete(tmp_path: Path) -> None:
+    write_tinyimagenet_official(tmp_path, [FAKE_WNIDS[1], FAKE_WNIDS[2]])
+    (tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="tinyimagenet: incomplete") as info:
+        load_paper_dataset("tinyimagenet", root=tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt") in message
+    assert "http://cs231n.stanford.edu/tiny-imagenet-200.zip" in message
+
+
+def test_tinyimagenet_annotations_naming_unknown_wnids_are_refused(tmp_path: Path) -> None:
+    write_tinyimagenet_official(tmp_path, [FAKE_WNIDS[1], FAKE_WNIDS[2]])
+    annotations = tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt"
+    annotations.write_text(annotations.read_text() + "val_9.JPEG\tn09999999\t0\t0\t1\t1\n")
+    with pytest.raises(ValueError, match=r"n09999999.*wnids.txt"):
+        TinyImageNetVal(annotations.parent)
+
+
+# ------------------------------------------------------------- missing or incomplete data: errors before any work
+
+# Per dataset, a file of its layout to remove (or a folder to empty) to make it incomplete.
+_BREAK = {
+    "cifar10": "cifar-10-batches-py/data_batch_3", "cifar100": "cifar-100-python/meta",
+    "stl10": "stl10_binary/test_y.bin", "imagenet": "imagenet/val",
+    "caltech101": "caltech101/101_ObjectCategories/*", "caltech256": "caltech256/256_ObjectCategories/*",
+    "oxfordpet": "oxford-iiit-pet/annotations/test.txt", "flowers102": "flowers-102/setid.mat",
+    "fgvc_aircraft": "fgvc-aircraft-2013b/data/images_variant_test.txt",
+    "stanfordcars": "stanford_cars/cars_test_annos_withlabels.mat", "sun397": "SUN397/ClassName.txt",
+    "food101": "food-101/meta/test.json", "eurosat": "eurosat/2750/*", "dtd": "dtd/dtd/labels/test1.txt",
+    "pcam": "pcam/camelyonpatch_level_2_split_test_y.h5",
+    "tinyimagenet": "tiny-imagenet-200/val/val_annotations.txt",
+}
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _never_called(image: object) -> torch.Tensor:
+    raise AssertionError("an image was read before the data check")
+
+
+def test_every_dataset_has_a_way_to_break_it() -> None:
+    assert sorted(_BREAK) == sorted(list_paper_datasets())
+
+
+@pytest.mark.parametrize("name", list_paper_datasets())
+def test_incomplete_dataset_fails_before_any_work(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset folder that lacks a file (or whose image folder is empty) fails in load_eval_set before any image
+    is read, saying "incomplete", naming the file and where to get the dataset; the doctor agrees."""
+    _needs(name)
+    monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")
+    write_fixture(name, tmp_path)
+    target = _BREAK[name]
+    if target.endswith("/*"):
+        broken = tmp_path / target[:-2]
+        for child in list(broken.iterdir()):
+            _remove(child)
+    else:
+        broken = tmp_path / target
+        _remove(broken)
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match=f"{name}: incomplete: ") as info:
+        data.load_eval_set("paper", name, n=4, data_root=tmp_path, preprocess=_never_called)
+    assert time.perf_counter() - start < 2.0
+    message = str(info.value)
+    assert str(broken) in message and PAPER_DATASETS[name].source in message and PAPER_DATASETS[name].hint in message
+    if target.endswith("/*"):
+        assert "empty folder" in message
+    (status,) = diagnose_data_root(tmp_path, datasets=[name])
+    assert status.status == "incomplete" and any(p.startswith(str(broken)) for p in status.problems)
+
+
+def test_missing_dataset_fails_in_load_eval_set_before_any_work(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")
+    write_fixture("cifar10", tmp_path)  # another dataset is there; dtd is not
+    with pytest.raises(FileNotFoundError, match="dtd: not found: ") as info:
+        data.load_eval_set("paper", "dtd", n=4, data_root=tmp_path, preprocess=_never_called)
+    message = str(info.value)
+    assert str(tmp_path / "dtd" / "dtd" / "labels" / "test1.txt") in message
+    assert "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz" in message
+    assert "torchvision.datasets.DTD" in message

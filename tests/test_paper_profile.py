@@ -169,7 +169,8 @@ def test_paper_eval_set_reads_the_fixture_through_the_preprocess(paper_run: dict
     monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")
     model, preprocess = vit_b32
     ev = data.load_eval_set("paper", "cifar10", n=3, data_root=paper_run["data_root"], preprocess=preprocess)
-    assert ev.images.shape == (3, 3, model.image_size, model.image_size) and ev.labels.tolist() == [0, 1, 2]
+    assert ev.images.shape == (3, 3, model.image_size, model.image_size) and ev.sampling == "random"
+    assert ev.labels.tolist() == [i % 10 for i in ev.indices]  # the fixture's test image i has label i % 10
     assert 0 <= float(ev.images.min()) and float(ev.images.max()) <= 1
     assert ev.classnames[:2] == ["airplane", "automobile"] and ev.templates == ["This is a photo of a {}"]
     default = data.load_eval_set("paper", "cifar10", n=3, data_root=paper_run["data_root"])  # 224 px default

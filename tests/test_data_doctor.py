@@ -1,0 +1,108 @@
+"""The data doctor (issue 19, item 3): ``python -m nbhelpers.paper_data ROOT`` and ``diagnose_data_root(root)`` list
+every paper dataset as found, missing or incomplete, with the files expected, the folder and where to get it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nbhelpers.paper_data import (
+    DATA_STATUSES,
+    PAPER_DATASETS,
+    diagnose_data_root,
+    format_data_report,
+    list_paper_datasets,
+    main,
+)
+from paper_fixtures import write_fixture
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESENT = ["cifar10", "stl10", "sun397", "eurosat", "dtd"]
+
+
+@pytest.fixture
+def mixed_root(tmp_path: Path) -> Path:
+    """Five datasets in their downloaded layouts, Flowers102 without setid.mat, the other ten absent."""
+    for name in PRESENT + ["flowers102"]:
+        write_fixture(name, tmp_path)
+    (tmp_path / "flowers-102" / "setid.mat").unlink()
+    return tmp_path
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*"))
+
+
+def test_diagnose_reports_found_missing_and_incomplete(mixed_root: Path) -> None:
+    before = _listing(mixed_root)
+    start = time.perf_counter()
+    statuses = diagnose_data_root(mixed_root)
+    assert time.perf_counter() - start < 2.0
+    assert _listing(mixed_root) == before  # reads, never writes
+
+    assert [s.dataset for s in statuses] == list_paper_datasets()
+    by_name = {s.dataset: s for s in statuses}
+    expected = {name: "found" if name in PRESENT else "incomplete" if name == "flowers102" else "missing"
+                for name in list_paper_datasets()}
+    assert {s.dataset: s.status for s in statuses} == expected
+    assert all(s.status in DATA_STATUSES for s in statuses)
+
+    flowers = by_name["flowers102"]
+    assert flowers.problems == (str(mixed_root / "flowers-102" / "setid.mat"),)
+    assert str(mixed_root / "flowers-102" / "jpg") in flowers.expected
+    assert flowers.folder == str(mixed_root / "flowers-102")
+    for name, status in by_name.items():
+        spec = PAPER_DATASETS[name]
+        assert status.source == spec.source and status.hint == spec.hint and status.torchvision_class
+        assert status.folder == str(mixed_root / spec.subdir) and status.expected
+        assert (status.problems == ()) == (status.status == "found")
+        if status.status == "missing":
+            assert set(status.problems) == set(status.expected)
+    assert by_name["pcam"].problems == tuple(str(mixed_root / "pcam" / f"camelyonpatch_level_2_split_test_{xy}.h5")
+                                             for xy in ("x", "y"))
+    assert by_name["tinyimagenet"].splits == ("val", "train")  # the fine-tuning set's train split is checked too
+    assert set(by_name["dtd"].as_row()) >= {"dataset", "status", "folder", "problems", "expected", "source"}
+
+
+def test_diagnose_finds_tinyimagenet_in_the_official_zip_folder(tmp_path: Path) -> None:
+    write_fixture("tinyimagenet", tmp_path)  # <root>/tiny-imagenet-200/ and <root>/imagenet/meta.bin
+    tiny, imagenet = diagnose_data_root(tmp_path, datasets=["tinyimagenet", "imagenet"])
+    assert tiny.status == "found" and tiny.folder == str(tmp_path / "tiny-imagenet-200")
+    assert imagenet.status == "incomplete" and imagenet.problems == (str(tmp_path / "imagenet" / "val"),)
+
+
+def test_diagnose_an_absent_root_and_unknown_names(tmp_path: Path) -> None:
+    assert {s.status for s in diagnose_data_root(tmp_path / "nowhere")} == {"missing"}
+    with pytest.raises(ValueError, match="unknown paper dataset 'mnist'"):
+        diagnose_data_root(tmp_path, datasets=["cifar10", "mnist"])
+
+
+def test_report_and_main(mixed_root: Path, capsys: pytest.CaptureFixture) -> None:
+    text = format_data_report(diagnose_data_root(mixed_root), root=mixed_root)
+    assert "5 found, 10 missing, 1 incomplete" in text
+    assert "flowers102 (incomplete): lacks flowers-102/setid.mat" in text
+    assert "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/" in text
+    assert "get it:  http://cs231n.stanford.edu/tiny-imagenet-200.zip" in text
+    lines = text.splitlines()
+    assert any(line.split()[:2] == ["cifar10", "found"] for line in lines)
+    assert any(line.split()[:2] == ["pcam", "missing"] for line in lines)
+
+    assert main([str(mixed_root)]) == 1
+    assert capsys.readouterr().out.strip() == text
+    assert main([str(mixed_root), "--datasets", "cifar10", "dtd"]) == 0
+    assert "2 found, 0 missing, 0 incomplete" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(mixed_root), "--datasets", "mnist"])
+
+
+def test_python_dash_m_runs_the_doctor(mixed_root: Path) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "nbhelpers.paper_data", str(mixed_root)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert ["flowers102", "incomplete", "flowers-102"] in [line.split() for line in proc.stdout.splitlines()]
+    assert "5 found, 10 missing, 1 incomplete" in proc.stdout
