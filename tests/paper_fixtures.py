@@ -446,3 +446,30 @@ FIXTURE_WRITERS: dict[str, Callable[[Path], Fixture]] = {
 def write_fixture(name: str, root: Path) -> Fixture:
     """Write dataset `name` in its real on-disk layout under the data root `root`."""
     return FIXTURE_WRITERS[name](root)
+
+
+def write_imagenet_devkit(imagenet_dir: Path) -> None:
+    """imagenet/ILSVRC2012_devkit_t12.tar.gz as ImageNet's site ships it: ILSVRC2012_devkit_t12/data/meta.mat (the
+    'synsets' struct: the 1000 fake leaf wnids, ILSVRC2012_ID 1..1000, plus one non-leaf synset torchvision must
+    skip) and data/ILSVRC2012_validation_ground_truth.txt. Its md5 cannot match the official archive's."""
+    import tarfile
+    import tempfile
+
+    from scipy.io import savemat
+
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+              "num_train_images"]
+    synsets = np.zeros((1, N_FAKE_IMAGENET + 1), dtype=[(f, object) for f in fields])
+    for i, wnid in enumerate(FAKE_WNIDS):
+        synsets[0, i] = (np.uint16(i + 1), wnid, f"synset {i}, other name", "a gloss", np.uint8(0),
+                         np.zeros((1, 0)), np.uint8(0), np.uint16(1300))
+    synsets[0, N_FAKE_IMAGENET] = (np.uint16(1001), "n99999999", "entity", "a root", np.uint8(2),
+                                   np.array([[1, 2]], dtype=np.uint16), np.uint8(19), np.uint16(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "ILSVRC2012_devkit_t12" / "data"
+        data.mkdir(parents=True)
+        savemat(data / "meta.mat", {"synsets": synsets})
+        (data / "ILSVRC2012_validation_ground_truth.txt").write_text("1\n2\n1000\n")
+        imagenet_dir.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(imagenet_dir / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+            tar.add(Path(tmp) / "ILSVRC2012_devkit_t12", arcname="ILSVRC2012_devkit_t12")

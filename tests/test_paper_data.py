@@ -34,7 +34,7 @@ from nbhelpers.paper_data import (
 )
 from paper_fixtures import FAKE_WNIDS, FIXTURE_WRITERS, cifar_batch, label_of, write_cifar10, write_class_folders
 from paper_fixtures import write_fixture, write_image, write_imagenet_meta, write_paper_root, write_pickle
-from paper_fixtures import write_tinyimagenet_official
+from paper_fixtures import write_imagenet_devkit, write_tinyimagenet_official
 
 TO_TENSOR = transforms.ToTensor()
 
@@ -243,6 +243,26 @@ def test_imagenet_subset_with_meta_uses_torchvision_imagenet(tmp_path: Path) -> 
     labels = sorted(dataset[i][1] for i in range(len(dataset)))
     assert labels == [0, 0, 1, 1, 2, 2]
     _assert_image_sample(dataset[0], len(classnames), hw=(10, 12))
+
+
+def test_imagenet_devkit_archive_gives_the_wnid_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ILSVRC2012_devkit_t12.tar.gz (as downloaded) and val/ class folders, torchvision's ImageNet parses the
+    devkit into meta.bin and the names follow the wnid order of its meta.mat. The fake archive cannot match the
+    official md5, so torchvision's archive check is bypassed here (a corrupted real archive is reported instead)."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    imagenet_dir = tmp_path / "imagenet"
+    write_imagenet_devkit(imagenet_dir)
+    write_class_folders(imagenet_dir / "val", [FAKE_WNIDS[0], FAKE_WNIDS[7]], per_class=1)
+    with pytest.raises(FileNotFoundError, match="(?s)imagenet: could not read.*corrupted"):
+        load_paper_dataset("imagenet", root=tmp_path)  # md5 checked: the fake archive is refused, with the hint
+    monkeypatch.setattr(torchvision.datasets.imagenet, "_verify_archive", lambda root, file, md5: None)
+
+    dataset, classnames = load_paper_dataset("imagenet", root=tmp_path, transform=TO_TENSOR)
+
+    assert isinstance(dataset, torchvision.datasets.ImageNet) and (imagenet_dir / "meta.bin").is_file()
+    assert dataset.wnids == [FAKE_WNIDS[0], FAKE_WNIDS[7]] and dataset.classes[1] == ("synset 7", "other name")
+    assert classnames == [IMAGENET_CLASSNAMES[0], IMAGENET_CLASSNAMES[7]]
 
 
 def test_imagenet_subset_without_wnid_list_warns_and_uses_wnids(tmp_path: Path) -> None:
