@@ -123,10 +123,11 @@ def check_weights_path(path: str | os.PathLike, *, role: str = "checkpoint") -> 
     return p
 
 
-def _corrupt(path: Path, what: str, exc: BaseException) -> CheckpointError:
-    return CheckpointError(f"{str(path)!r} is a {what} that cannot be read: truncated or corrupt ({type(exc).__name__}: "
-                           f"{str(exc)[:200]}). Fix: download or copy the file again and compare its sha256 with the "
-                           "published one.")
+def _corrupt_file_error(path: Path, what: str, exc: BaseException) -> CheckpointError:
+    """The error for a file whose container is recognised but cannot be read (truncated or corrupt)."""
+    return CheckpointError(f"{str(path)!r} is a {what} that cannot be read: truncated or corrupt "
+                           f"({type(exc).__name__}: {str(exc)[:200]}). Fix: download or copy the file again and "
+                           "compare its sha256 with the published one.")
 
 
 def sniff_container(path: Path) -> str:
@@ -139,7 +140,7 @@ def sniff_container(path: Path) -> str:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
         except (zipfile.BadZipFile, OSError) as exc:
-            raise _corrupt(path, "zip archive (torch.save or TorchScript)", exc) from exc
+            raise _corrupt_file_error(path, "zip archive (torch.save or TorchScript)", exc) from exc
         inner = [n.split("/", 1)[-1] for n in names]
         if "constants.pkl" in inner or any(n.startswith("code/") for n in inner):
             return "torchscript"
@@ -152,7 +153,8 @@ def sniff_container(path: Path) -> str:
     if len(head) == 9 and head[8:9] == b"{":
         (header_len,) = struct.unpack("<Q", head[:8])
         if header_len + 8 > size:
-            raise _corrupt(path, "safetensors file", EOFError(f"header of {header_len} bytes, file {size} bytes"))
+            short = EOFError(f"header of {header_len} bytes, file {size} bytes")
+            raise _corrupt_file_error(path, "safetensors file", short)
         return "safetensors"
     raise CheckpointError(f"{str(path)!r} is not a weights file this project reads (first bytes {head[:8]!r}: not a "
                           f"torch.save file, a TorchScript archive or safetensors). Recognised: {_FORMAT_LIST}. "
@@ -174,24 +176,26 @@ def _torch_load(path: Path) -> object:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in _numpy_scalar_globals()}
+        allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
+                   for g in _numpy_scalar_globals()}
         try:
             refused = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) if g not in allowed]
         except Exception:  # noqa: BLE001 - only for the message
             refused = []
         found = re.search(r"GLOBAL [\w.]+|got <class '[\w.]+'>", str(exc))
         if not refused and found is None:
-            raise _corrupt(path, "torch.save file", exc) from exc
+            raise _corrupt_file_error(path, "torch.save file", exc) from exc
         raise CheckpointError(
             f"{str(path)!r} stores Python objects the safe loader refuses ({refused or found.group(0)}); this project "
             "reads checkpoints with torch.load(weights_only=True): tensors, plain containers and the numpy float64 the "
             "TeCoA family stores. Fix: where you trust the file, re-save its tensors only, e.g. "
-            "torch.save(state_dict, 'clean.pt') or safetensors.torch.save_file(state_dict, 'clean.safetensors').") from exc
+            "torch.save(state_dict, 'clean.pt') or safetensors.torch.save_file(state_dict, 'clean.safetensors')."
+        ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise _corrupt(path, "torch.save file", exc) from exc
+        raise _corrupt_file_error(path, "torch.save file", exc) from exc
 
 
-def _read_raw(path: Path, container: str) -> tuple[object, dict[str, str]]:
+def _read_object(path: Path, container: str) -> tuple[object, dict[str, str]]:
     """The file's object (a TorchScript state dict, torch.save's object, or safetensors' tensors) and notes."""
     if container == "torchscript":
         try:
@@ -199,7 +203,7 @@ def _read_raw(path: Path, container: str) -> tuple[object, dict[str, str]]:
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
                 module = torch.jit.load(str(path), map_location="cpu")
         except (RuntimeError, ValueError, OSError) as exc:
-            raise _corrupt(path, "TorchScript archive", exc) from exc
+            raise _corrupt_file_error(path, "TorchScript archive", exc) from exc
         return dict(module.state_dict()), {}
     if container == "safetensors":
         from safetensors import SafetensorError, safe_open
@@ -210,11 +214,12 @@ def _read_raw(path: Path, container: str) -> tuple[object, dict[str, str]]:
                 meta = dict(fh.metadata() or {})
             return load_file(str(path)), {f"metadata.{k}": str(v)[:80] for k, v in meta.items()}
         except (SafetensorError, OSError, ValueError) as exc:
-            raise _corrupt(path, "safetensors file", exc) from exc
+            raise _corrupt_file_error(path, "safetensors file", exc) from exc
     return _torch_load(path), {}
 
 
 def _is_tensor_map(obj: object) -> bool:
+    """True for a non-empty mapping of str -> tensor (a state dict)."""
     return isinstance(obj, Mapping) and bool(obj) and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
@@ -226,7 +231,7 @@ def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, t
     return dict(state)
 
 
-def _tower_of(state: Mapping[str, torch.Tensor]) -> str | None:
+def _detect_state_tower(state: Mapping[str, torch.Tensor]) -> str | None:
     """'full' (both towers, open_clip names), 'image' (an image tower alone, no prefix), or None."""
     has_text = any(k in state for k in _TEXT_KEYS) or any(k.startswith("text.") for k in state)
     has_visual = any(k.startswith("visual.") for k in state)
@@ -238,20 +243,21 @@ def _tower_of(state: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
-def _numel_nonzero(state: object) -> list[str]:
+def _find_prompt_tensors(state: object) -> list[str]:
     """Names of non-empty tensors in a (possibly nested) state dict: prompt parameters that would be needed."""
     if not isinstance(state, Mapping):
         return []
     return [str(k) for k, v in state.items() if isinstance(v, torch.Tensor) and v.numel() > 0]
 
 
-def _classify(obj: object, path: Path, container: str) -> tuple[str, str, dict[str, torch.Tensor], dict[str, str]]:
+def _recognise_format(obj: object, path: Path,
+                      container: str) -> tuple[str, str, dict[str, torch.Tensor], dict[str, str]]:
     """(format, tower, state dict with open_clip names, info) of a loaded object; else an error naming the fix."""
     where = f"{str(path)!r} ({container})"
     if container == "torchscript":
         state = {k: v for k, v in obj.items() if k not in _OPENAI_SCALARS}
         dropped = sorted(set(obj) - set(state))
-        if _tower_of(state) != "full":
+        if _detect_state_tower(state) != "full":
             raise CheckpointError(f"{where} is a TorchScript archive but not OpenAI's CLIP (keys {list(state)[:4]}). "
                                   "Fix: pass OpenAI's released archive (e.g. ViT-B-32.pt) or a state dict.")
         return "openai_torchscript", "full", state, {"dropped": ", ".join(dropped)} if dropped else {}
@@ -260,7 +266,7 @@ def _classify(obj: object, path: Path, container: str) -> tuple[str, str, dict[s
         if not _is_tensor_map(vision):
             raise CheckpointError(f"{where}: 'vision_encoder_state_dict' is not a state dict of tensors. Fix: pass the "
                                   "checkpoint TeCoA's save_checkpoint wrote (checkpoint.pth.tar / model_best.pth.tar).")
-        prompts = _numel_nonzero(obj.get("state_dict")) + _numel_nonzero(obj.get("add_prompter"))
+        prompts = _find_prompt_tensors(obj.get("state_dict")) + _find_prompt_tensors(obj.get("add_prompter"))
         if prompts:
             raise CheckpointError(f"{where} is a TeCoA-family checkpoint with a trained visual prompt ({prompts[:4]}); "
                                   "this project applies no prompters. Fix: use a fine-tuning checkpoint (null "
@@ -271,11 +277,12 @@ def _classify(obj: object, path: Path, container: str) -> tuple[str, str, dict[s
         return "tecoa_family", "image", _strip_prefix(vision, "module."), info
     if isinstance(obj, Mapping) and set(obj) == {"modules", "params"}:
         modules, params = obj["modules"], obj["params"]
-        if _numel_nonzero(params):
+        if _find_prompt_tensors(params):
             raise CheckpointError(f"{where} is an AGFT checkpoint of prompt parameters {sorted(params)} (visual "
                                   "prompt tuning), not a fine-tuned image tower; this project applies no prompts. "
                                   "Fix: use AGFT's fine-tuning checkpoint (modules['clip.visual']).")
-        if not isinstance(modules, Mapping) or set(modules) != {"clip.visual"} or not _is_tensor_map(modules["clip.visual"]):
+        if (not isinstance(modules, Mapping) or set(modules) != {"clip.visual"}
+                or not _is_tensor_map(modules["clip.visual"])):
             raise CheckpointError(f"{where} looks like AGFT's {{modules, params}} but its modules are "
                                   f"{sorted(modules) if isinstance(modules, Mapping) else type(modules).__name__}, not "
                                   "{'clip.visual': state dict}. Fix: pass the file AGFT's train.py saved.")
@@ -289,7 +296,7 @@ def _classify(obj: object, path: Path, container: str) -> tuple[str, str, dict[s
         obj = obj["state_dict"]  # open_clip's training checkpoint: {epoch, name, state_dict, optimizer}
     if _is_tensor_map(obj):
         state = _strip_prefix(obj, "module.")
-        tower = _tower_of(state)
+        tower = _detect_state_tower(state)
         if tower == "full":
             return "open_clip_full", "full", state, info
         if tower == "image":
@@ -306,22 +313,23 @@ def read_checkpoint(path: str | os.PathLike, *, role: str = "checkpoint") -> Che
     """Read a weights file of any recognised format safely and say what it is (format, tower, sha256)."""
     p = check_weights_path(path, role=role)
     container = sniff_container(p)
-    obj, notes = _read_raw(p, container)
-    fmt, tower, state, info = _classify(obj, p, container)
+    obj, notes = _read_object(p, container)
+    fmt, tower, state, info = _recognise_format(obj, p, container)
     return Checkpoint(str(p), file_fingerprint(p), fmt, container, tower, state, {**notes, **info})
 
 
 @functools.lru_cache(maxsize=64)
-def _tower_cached(path: str, size: int, mtime_ns: int, inode: int) -> str:
+def _detect_tower_cached(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    """detect_tower's work, cached per file version (size, mtime and inode are part of the key)."""
     p = Path(path)
     return "full" if sniff_container(p) == "torchscript" else read_checkpoint(p).tower
 
 
-def checkpoint_tower(path: str | os.PathLike) -> str:
+def detect_tower(path: str | os.PathLike) -> str:
     """'full' or 'image' for a weights file (cached per file version; a TorchScript archive is not even read)."""
     p = check_weights_path(path)
     st = p.stat()
-    return _tower_cached(str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    return _detect_tower_cached(str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def describe_vision(state: Mapping[str, torch.Tensor]) -> dict[str, int] | None:
@@ -338,7 +346,7 @@ def describe_vision(state: Mapping[str, torch.Tensor]) -> dict[str, int] | None:
     return out
 
 
-def matching_architectures(vision: Mapping[str, int]) -> list[str]:
+def find_matching_architectures(vision: Mapping[str, int]) -> list[str]:
     """open_clip architectures whose ViT image tower has these width, layers, patch and image sizes."""
     names = []
     for name in open_clip.list_models():
@@ -367,9 +375,11 @@ def check_fits(ckpt: Checkpoint, expected: Mapping[str, torch.Size], *, model: s
         return
 
     def first(items: list[str]) -> str:
+        """The first four items and how many more."""
         return f"{items[:4]}" + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
 
-    parts = [f"missing keys {first(missing)}" if missing else "", f"unexpected keys {first(unexpected)}" if unexpected else "",
+    parts = [f"missing keys {first(missing)}" if missing else "",
+             f"unexpected keys {first(unexpected)}" if unexpected else "",
              f"shapes file vs model {first(wrong)}" if wrong else ""]
     vision_state = ckpt.state_dict if ckpt.tower == "image" else {
         k[len("visual."):]: v for k, v in ckpt.state_dict.items() if k.startswith("visual.")}
@@ -378,10 +388,10 @@ def check_fits(ckpt: Checkpoint, expected: Mapping[str, torch.Size], *, model: s
            "recognised formats (nbhelpers.checkpoints.FORMATS)")
     held = ""
     if vision is not None:
-        archs = matching_architectures(vision)
+        archs = find_matching_architectures(vision)
         held = (f" The file holds a ViT image tower of width {vision['width']}, {vision['layers']} layers, patch "
-                f"{vision['patch_size']}, {vision['image_size']} px" + (f" (open_clip: {', '.join(archs[:3])})" if archs else "")
-                + ".")
+                f"{vision['patch_size']}, {vision['image_size']} px"
+                + (f" (open_clip: {', '.join(archs[:3])})" if archs else "") + ".")
         if archs and model not in archs:
             fix = f"pass model='{archs[0]}' (the architecture the file was made for), or a {model} checkpoint"
         elif model in archs:

@@ -35,7 +35,7 @@ from PIL import Image
 from torch import nn
 
 from nbhelpers import paper_data, paths
-from nbhelpers.checkpoints import Checkpoint, CheckpointError, LoadReport, check_fits, checkpoint_tower, read_checkpoint
+from nbhelpers.checkpoints import Checkpoint, CheckpointError, LoadReport, check_fits, detect_tower, read_checkpoint
 from nbhelpers.utils import file_fingerprint
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -217,7 +217,8 @@ def _read_fitting(path: str, model: str, expected: dict[str, torch.Size], *, rol
     return ckpt
 
 
-def _file_entry(role: str, ckpt: Checkpoint) -> dict[str, str]:
+def _report_entry(role: str, ckpt: Checkpoint) -> dict[str, str]:
+    """One file's row of the load report: role, path, format, container, tower, sha256 and the file's info."""
     return {"role": role, "path": ckpt.path, "format": ckpt.format, "container": ckpt.container,
             "tower": ckpt.tower, "sha256": ckpt.sha256, **{f"info.{k}": v for k, v in ckpt.info.items()}}
 
@@ -266,12 +267,13 @@ def build_open_clip(model: str = PAPER_MODEL_NAME, *, pretrained: str = "auto", 
     files = []
     if base_file is not None:
         clip.load_state_dict(base_file.state_dict, strict=True)
-        files.append(_file_entry("pretrained", base_file))
+        files.append(_report_entry("pretrained", base_file))
     if ckpt is not None:
         (clip.visual if ckpt.tower == "image" else clip).load_state_dict(ckpt.state_dict, strict=True)
-        files.append(_file_entry("checkpoint", ckpt))
-    base_source = (f"pretrained file {base_file.path} ({base_file.format})" if base_file is not None else
-                   f"pretrained tag {tag!r} via open_clip" if tag is not None else f"random init (seed {RANDOM_INIT_SEED})")
+        files.append(_report_entry("checkpoint", ckpt))
+    base_source = (f"pretrained file {base_file.path} ({base_file.format})" if base_file is not None
+                   else f"pretrained tag {tag!r} via open_clip" if tag is not None
+                   else f"random init (seed {RANDOM_INIT_SEED})")
     towers = {"image": base_source, "text": base_source}
     if ckpt is not None:
         towers["image"] = f"checkpoint {ckpt.path} ({ckpt.format})"
@@ -298,7 +300,8 @@ def in_model_resize(protocol: str) -> str:
 
 
 def open_clip_eval_transform(image_size: int = 224) -> Callable:
-    """open_clip's own evaluation transform (PIL -> [0, 1] tensor) without its final Normalize (ours is in the model)."""
+    """open_clip's own evaluation transform (PIL -> [0, 1] tensor) without its final Normalize (ours is in the
+    model)."""
     from torchvision import transforms as T
 
     full = open_clip.image_transform(image_size, is_train=False, mean=OPENAI_MEAN, std=OPENAI_STD)
@@ -333,9 +336,10 @@ def preprocess_for_protocol(protocol: str, dataset: str | None = None, *, image_
 
 
 def paper_preprocess(image_size: int = 224) -> Callable:
-    """PIL -> float tensor (3, S, S) in [0, 1]: open_clip's evaluation transform (bicubic resize + centre crop),
-    no normalisation (it is in the model); the 'clip' protocol."""
-    return preprocess_for_protocol("clip", None, image_size=image_size)
+    """PIL -> float tensor (3, S, S) in [0, 1]: the paper profile's default preprocess, i.e. the 'tecoa' protocol's
+    transform of every dataset without a native resolution (Resize(256) + CenterCrop(224)); no normalisation (it is
+    in the model). Per dataset: :func:`preprocess_for_protocol`."""
+    return preprocess_for_protocol("tecoa", None, image_size=image_size)
 
 
 def mini_preprocess(image_size: int = 32) -> Callable:
@@ -428,7 +432,7 @@ def weights_identity(profile: str, *, model: str = "auto", pretrained: str = "au
     if profile == "paper":
         if path is None:
             path = _base_weights_file(arch, pretrained)
-        elif os.path.isfile(path) and checkpoint_tower(path) == "image":
+        elif os.path.isfile(path) and detect_tower(path) == "image":
             base = _base_weights_file(arch, pretrained) or "none"
     out = {"profile": profile, "model": arch, "pretrained": pretrained,
            "weights_sha256": file_fingerprint(path) if path and os.path.isfile(path) else "none"}

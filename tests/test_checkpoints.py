@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from nbhelpers import checkpoints, models, training
+from nbhelpers import models, training
 from nbhelpers.checkpoints import CheckpointError
 from nbhelpers.config import FinetuneConfig
 
@@ -34,7 +34,8 @@ TINY = "tiny-vit-ckpt-test"
 TINY_WIDE = "tiny-vit-ckpt-test-wide"
 _TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2}
 CONFIGS = {
-    TINY: {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16}, "text_cfg": _TEXT},
+    TINY: {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+           "text_cfg": _TEXT},
     TINY_WIDE: {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 96, "patch_size": 16},
                 "text_cfg": _TEXT},
 }
@@ -91,7 +92,8 @@ def to_openai_fp16(visual_state: dict[str, torch.Tensor]) -> OrderedDict:
     """OpenAI's clip.model.convert_weights on an image tower (what clip.load gives on CUDA without .float()):
     conv / linear / attention weights and biases and ``proj`` in fp16; embeddings and LayerNorms stay fp32."""
     half = ("conv1.weight", "proj")
-    return OrderedDict((k, v.half() if k in half or ".attn." in k or ".mlp." in k else v) for k, v in visual_state.items())
+    return OrderedDict((k, v.half() if k in half or ".attn." in k or ".mlp." in k else v)
+                       for k, v in visual_state.items())
 
 
 class _NumpyOnePickler(pickle._Pickler):
@@ -323,7 +325,8 @@ def test_full_open_clip_state_dicts_load_exactly(tmp_path, style):
     entry = model.load_report.files[-1]
     assert (entry["format"], entry["tower"]) == ("open_clip_full", "full")
     assert entry["container"] == ("safetensors" if style == "safetensors" else "torch")
-    assert model.load_report.towers["text"] == model.load_report.towers["image"] == f"checkpoint {path} (open_clip_full)"
+    towers = model.load_report.towers
+    assert towers["text"] == towers["image"] == f"checkpoint {path} (open_clip_full)"
 
 
 def test_image_tower_safetensors_loads_exactly(tmp_path, tiny_base):
@@ -340,7 +343,8 @@ def test_vit_b32_openai_torchscript_then_a_robustvlm_tower_on_top(tmp_path, vitb
     jit = tmp_path / "ViT-B-32.pt"
     written = write_openai_torchscript(jit, vitb32, image_size=224)
     assert {k for k in written if k in OPENAI_SCALARS} == set(OPENAI_SCALARS)
-    assert written["visual.conv1.weight"].dtype == torch.float16 and written["visual.ln_pre.weight"].dtype == torch.float32
+    assert written["visual.conv1.weight"].dtype == torch.float16
+    assert written["visual.ln_pre.weight"].dtype == torch.float32
     model = models.build_open_clip("ViT-B-32", checkpoint=str(jit))
     assert_same(model.clip.state_dict(), {k: v for k, v in written.items() if k not in OPENAI_SCALARS})
     assert isinstance(model.clip.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
@@ -381,7 +385,8 @@ def test_one_entry_point_and_weights_identity(tmp_path, tiny_base):
     assert models.weights_identity("paper", model=TINY, checkpoint=base_path) == {
         "profile": "paper", "model": TINY, "pretrained": "auto", "weights_sha256": sha256(base_path)}
     assert models.weights_identity("paper", model=TINY, pretrained="none")["weights_sha256"] == "none"
-    assert models.weights_identity("paper", model=TINY, pretrained="none", checkpoint=tower)["base_weights_sha256"] == "none"
+    on_random = models.weights_identity("paper", model=TINY, pretrained="none", checkpoint=tower)
+    assert on_random["base_weights_sha256"] == "none"
 
 
 def test_image_tower_on_random_base_warns_and_says_so(tmp_path):
@@ -452,7 +457,8 @@ def test_a_folder_and_an_empty_or_missing_file_are_refused(tmp_path):
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
     with no_model_build():
-        with pytest.raises(CheckpointError, match=rf"{tmp_path}' is a folder.*model_best.pth.tar.*pass the file itself"):
+        with pytest.raises(CheckpointError, match=rf"{tmp_path}' is a folder.*model_best.pth.tar.*pass the file "
+                                                  "itself"):
             models.create_model_and_transforms("paper", model=TINY, checkpoint=tmp_path)
         with pytest.raises(CheckpointError, match=rf"{empty}' is empty"):
             models.build_open_clip(TINY, checkpoint=str(empty))
@@ -491,7 +497,8 @@ def test_python_objects_prompts_and_tower_only_bases_are_refused(tmp_path):
     f32 = tmp_path / "f32.pth.tar"  # exactly the numpy type the family stores (float64) is allowed, nothing broader
     torch.save({"vision_encoder_state_dict": {"proj": torch.zeros(2)}, "best_acc1": np.float32(1.0)}, f32)
     with no_model_build():
-        with pytest.raises(CheckpointError, match=rf"{unsafe}.*safe loader refuses.*FinetuneConfig.*re-save its tensors"):
+        with pytest.raises(CheckpointError, match=rf"{unsafe}.*safe loader refuses.*FinetuneConfig.*re-save its "
+                                                  "tensors"):
             models.build_open_clip(TINY, checkpoint=str(unsafe))
         with pytest.raises(CheckpointError, match=r"trained visual prompt \(\['module.pad_up'\]\)"):
             models.build_open_clip(TINY, checkpoint=str(prompted))
