@@ -174,7 +174,12 @@ def _torch_load(path: Path) -> object:
     mmap = zipfile.is_zipfile(path)  # zip files map their storages instead of reading them
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+            try:
+                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError:
+                if not mmap:
+                    raise
+                return torch.load(str(path), map_location="cpu", weights_only=True)  # an old zip mmap cannot map
     except pickle.UnpicklingError as exc:
         allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
                    for g in _numpy_scalar_globals()}
