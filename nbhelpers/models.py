@@ -35,7 +35,8 @@ from PIL import Image
 from torch import nn
 
 from nbhelpers import paper_data, paths
-from nbhelpers.checkpoints import Checkpoint, CheckpointError, LoadReport, check_fits, detect_tower, read_checkpoint
+from nbhelpers.checkpoints import (OPENAI_SHA256, Checkpoint, CheckpointError, LoadReport, check_fits, detect_tower,
+                                   read_checkpoint)
 from nbhelpers.utils import file_fingerprint
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -271,6 +272,10 @@ def build_open_clip(model: str = PAPER_MODEL_NAME, *, pretrained: str = "auto", 
     if ckpt is not None:
         (clip.visual if ckpt.tower == "image" else clip).load_state_dict(ckpt.state_dict, strict=True)
         files.append(_report_entry("checkpoint", ckpt))
+    for f in (base_file, ckpt):
+        if f is not None and f.format == "openai_torchscript" and model in OPENAI_SHA256:
+            same = f.sha256 == OPENAI_SHA256[model]
+            notes.append(f"{f.path}: sha256 {'equals' if same else 'differs from'} OpenAI's published {model}.pt")
     base_source = (f"pretrained file {base_file.path} ({base_file.format})" if base_file is not None
                    else f"pretrained tag {tag!r} via open_clip" if tag is not None
                    else f"random init (seed {RANDOM_INIT_SEED})")

@@ -352,6 +352,7 @@ def test_vit_b32_openai_torchscript_then_a_robustvlm_tower_on_top(tmp_path, vitb
     entry = model.load_report.files[0]
     assert (entry["format"], entry["container"], entry["sha256"]) == ("openai_torchscript", "torchscript", sha256(jit))
     assert entry["info.dropped"] == "context_length, input_resolution, vocab_size"
+    assert model.load_report.notes == (f"{jit}: sha256 differs from OpenAI's published ViT-B-32.pt",)
     del model
     # RobustVLM's FARE release for ViT-B/32: the image tower alone, on top of OpenAI's archive as `pretrained`
     fare = tmp_path / "vitb32_fare_eps_1.pt"
