@@ -27,6 +27,9 @@ from torch import nn
 
 from nbhelpers.fastpath import fast_forward, wants_channels_last
 
+# bump with any change to the numbers this module computes (see utils.numerics_versions)
+NUMERICS_VERSION = 1
+
 LossName = Literal["ce", "cw"]
 ATTACK_LOSSES: tuple[str, ...] = ("ce", "cw")
 

@@ -16,6 +16,9 @@ from tqdm.auto import tqdm
 
 from nbhelpers import models, paper_data, paths, world
 
+# bump with any change to the numbers this module computes (see utils.numerics_versions)
+NUMERICS_VERSION = 1
+
 
 @dataclass(frozen=True)
 class EvalSet:

@@ -32,6 +32,9 @@ from nbhelpers.models import ClipModel
 from nbhelpers.utils import pack_mask, tensor_fingerprint, unpack_mask
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build_head, model_fingerprint
 
+# bump with any change to the numbers this module computes (see utils.numerics_versions)
+NUMERICS_VERSION = 1
+
 EmbeddingFn = Callable[[list[str], list[str]], torch.Tensor]
 CLEAN = AttackSpec("clean", "clean")
 _STEPS_NAME = re.compile(r"^(pgd|cw)(\d+)$")

@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# bump with any change to the numbers this module computes (see utils.numerics_versions)
+NUMERICS_VERSION = 1
+
 
 def _is_patch_conv(conv: nn.Conv2d) -> bool:
     """True for a convolution whose windows tile the input without overlap (stride == kernel, no padding)."""

@@ -10,6 +10,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+# bump with any change to the numbers this module computes (see utils.numerics_versions)
+NUMERICS_VERSION = 1
+
 
 # ---------------------------------------------------------------- generic pieces
 def kl_to(target_logits: torch.Tensor, logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:

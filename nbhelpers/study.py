@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -274,7 +276,16 @@ class StudyStore:
         """All rows in file order (only `stage`'s if given)."""
         if not self.path.is_file():
             return []
-        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        rows = []
+        for i, line in enumerate(lines):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if i < len(lines) - 1:
+                    raise ValueError(f"{self.path}: row {i + 1} is not valid JSON ({err})") from err
+                warnings.warn(f"{self.path}: the last line is cut short (a run stopped while writing it); it is "
+                              "ignored and its configuration will be run again", stacklevel=2)
         return [r for r in rows if stage is None or r.get("stage") == stage]
 
     def has(self, key: str) -> bool:
@@ -282,18 +293,36 @@ class StudyStore:
         return any(r.get("key") == key for r in self.rows())
 
     def append(self, row: Mapping[str, object]) -> None:
-        """Add one row (must hold a new 'key'): the file is rewritten to a temporary and renamed onto the store."""
+        """Add one row (must hold a new 'key'): one line appended in a single write and flushed to disk. Earlier rows
+        are never rewritten; a last line cut short by a crash (no newline at the end) is cut off first."""
         key = row.get("key")
         if not isinstance(key, str) or not key:
             raise ValueError("a study row needs a non-empty string 'key' (see row_key)")
         if self.has(key):
             raise ValueError(f"row {key} is already stored in {self.path}")
-        old = self.path.read_text() if self.path.is_file() else ""
-        if old and not old.endswith("\n"):
-            old += "\n"
-        line = json.dumps(dict(row), sort_keys=True, allow_nan=True)
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(old + line + "\n")
+        line = json.dumps(dict(row), sort_keys=True, allow_nan=True) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab+") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end:
+                fh.seek(max(0, end - (1 << 20)))
+                tail = fh.read()
+                if not tail.endswith(b"\n"):  # a partial row: drop it (its configuration is simply run again)
+                    fh.truncate(end - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0)
+                    fh.seek(0, os.SEEK_END)
+            fh.write(line.encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def prune(self, keep: Callable[[Mapping], bool]) -> int:
+        """Drop every row for which keep(row) is false (rows of other numerics or settings); the file is rewritten
+        atomically. Returns how many rows were dropped."""
+        rows = self.rows()
+        kept = [r for r in rows if keep(r)]
+        if len(kept) < len(rows):
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(json.dumps(r, sort_keys=True, allow_nan=True) + "\n" for r in kept))
+        return len(rows) - len(kept)
 
 
 # (config, train_seed) -> scores, or (scores, per_sample): per_sample maps "<metric>/<task>" to the packed

@@ -13,8 +13,9 @@ Four stages, each resumable (:func:`nbhelpers.study.run_missing` skips what the 
 - ``ablation``: TIMA's ablation variants (:data:`study.ABLATIONS`) and the references TeCoA, TAI and TIMA, every
   train seed, ``ablation_images`` per test task at ``ablation_eps_list``; IAT variants also with the original text.
 
-A row's key holds its evaluation, and that holds :func:`code_fingerprint` (the source of everything that trains
-or evaluates), so rows computed by older code are never taken for this code's: a rerun recomputes them.
+A row's key holds its evaluation, and that holds :func:`numerics_fingerprint` (the numerics versions of everything
+that trains or evaluates), so rows computed by code with other numbers are never taken for this code's: a rerun
+recomputes them; a comment or a refactor that changes no number keeps every row.
 Scores are accuracies (fractions): ``clean``, ``robust@<eps>`` (PGD), ``aa@<eps>``, each the mean over the tasks,
 and per task as ``<score>/<task>``; the original-text evaluation of an IAT variant is prefixed ``original_text:``.
 """
@@ -29,18 +30,20 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nbhelpers import attacks, data, evaluation, losses, paths, study, suite, text_tuning, training, world, zeroshot
+from nbhelpers import (attacks, data, evaluation, fastpath, losses, paths, study, suite, text_tuning, training, world,
+                       zeroshot)
 from nbhelpers.config import FinetuneKnobs, IATKnobs, StudyConfig, TAIKnobs
 from nbhelpers.evaluation import EvalModel, text_embedder
 from nbhelpers.models import create_model_and_transforms
-from nbhelpers.utils import content_key, select_device, source_fingerprint
+from nbhelpers.utils import content_key, numerics_versions, select_device
 
 STORE_PATH = paths.STUDY_STORE
 
 
-def code_fingerprint() -> str:
-    """Short hash of the source of every module whose change could change a study score."""
-    return source_fingerprint(training, losses, attacks, zeroshot, text_tuning, evaluation, data, world, suite)
+def numerics_fingerprint() -> str:
+    """Short hash of the numerics versions (utils.numerics_versions) of every module that could change a score."""
+    return content_key(numerics_versions(training, losses, attacks, fastpath, zeroshot, text_tuning, evaluation, data,
+                                         world, suite))
 
 
 def check_config(cfg: StudyConfig) -> None:
@@ -57,7 +60,7 @@ def stage_evaluation(cfg: StudyConfig, stage: str) -> dict[str, object]:
                                              *IATKnobs.field_names())}
     common = {"profile": cfg.profile, "model": cfg.model, "pretrained": cfg.pretrained, "checkpoint": cfg.checkpoint,
               "seed": cfg.seed, "pgd_steps": cfg.pgd_steps, "finetune_steps": cfg.finetune_steps,
-              "recipe": content_key(recipe), "code": code_fingerprint()}
+              "recipe": content_key(recipe), "numerics": numerics_fingerprint()}
     if stage == "validation":
         return {**common, "tasks": cfg.validation_datasets(), "n": cfg.val_images, "attack": "pgd",
                 "eps": [cfg.select_eps]}
@@ -210,16 +213,21 @@ def main(argv: list[str] | None = None) -> int:
             parse = training._parse_bool if isinstance(default, bool) else type(default)
             ap.add_argument(f"--{name}", type=parse, default=default)
     ap.add_argument("--store", default=str(STORE_PATH))
+    ap.add_argument("--status", action="store_true", help="print the store's status for this config, compute nothing")
+    ap.add_argument("--prune", action="store_true",
+                    help="drop the rows that are not current for this config (other numerics or settings), nothing else")
     args = vars(ap.parse_args(argv))
-    store = args.pop("store")
+    store, status, prune = args.pop("store"), args.pop("status"), args.pop("prune")
     cfg = StudyConfig.from_params(**args, rerun=True)
+    if status or prune:
+        dropped = prune_store(cfg, store_path=store) if prune else 0
+        print(store_status(cfg, store_path=store).to_string(index=False))
+        print(json.dumps({"pruned": dropped, "store": store}))
+        return 0
     done = run_study(cfg, store_path=store, device=select_device(cfg.device))
     print(json.dumps({"computed": done, "store": store}))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def store_status(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> pd.DataFrame:
@@ -238,6 +246,12 @@ def store_status(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> pd
                       "other": len(store.rows(stage=stage)) - len(current),
                       "compute minutes (current rows)": round(sum(r.get("seconds", 0) for r in current) / 60, 1)})
     return pd.DataFrame(table)
+
+
+def prune_store(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> int:
+    """Drop the store's rows that no stage of cfg would use ('other' in store_status); returns how many."""
+    specs = {stage: stage_evaluation(cfg, stage) for stage in study.STAGES}
+    return study.StudyStore(store_path).prune(lambda r: r.get("evaluation") == specs.get(str(r.get("stage"))))
 
 
 def selected_configurations(cfg: StudyConfig | None = None, *,
@@ -368,3 +382,7 @@ def ablation_table(rows: list[dict], *, metric: str) -> pd.DataFrame:
             cells.append(format_interval(d.mean_diff, d.ci_low, d.ci_high, signed=True))
         table[f"minus {ref} at {metric}"] = cells
     return table
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -17,6 +17,9 @@ from nbhelpers.config import EVAL_MODELS, EvaluationConfig, TAINotebookConfig
 from nbhelpers.evaluation import EvalModel, text_embedder
 from nbhelpers.models import ClipModel, preprocess_for
 
+# bump with any change to the numbers this module computes (see utils.numerics_versions)
+NUMERICS_VERSION = 1
+
 RunsConfig = TAINotebookConfig | EvaluationConfig  # the notebook configs that carry every knob set
 
 NEEDS_OFFSET = {"tai", "tima"}

@@ -23,7 +23,10 @@ from tqdm.auto import tqdm
 from nbhelpers import losses, paths
 from nbhelpers.config import IATConfig
 from nbhelpers.models import ClipModel, weights_identity
-from nbhelpers.utils import atomic_path, code_version, content_key, source_fingerprint
+from nbhelpers.utils import atomic_path, code_version, content_key, numerics_versions
+
+# bump with any change to the numbers this module computes (see utils.numerics_versions)
+NUMERICS_VERSION = 1
 
 
 @dataclass
@@ -81,9 +84,9 @@ def save_projection(model: ClipModel, path: str | os.PathLike, *, config: dict) 
 
 def projection_key(cfg: IATConfig) -> str:
     """Key of a tuned projection: the IAT knobs, training set and seed, the base weights' content (sha256, not the
-    checkpoint's path), and the source of this module and its losses (weights made by older code are never served)."""
+    checkpoint's path), and the numerics versions of this module and its losses."""
     knobs = cfg.key_payload()  # the checkpoint enters through its bytes (weights_identity), not its path
-    payload = {**knobs, "code": source_fingerprint(sys.modules[__name__], losses),
+    payload = {**knobs, "numerics": numerics_versions(sys.modules[__name__], losses),
                "base_weights": weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
                                                 checkpoint=cfg.checkpoint)}
     return content_key(payload)

@@ -42,23 +42,22 @@ from nbhelpers.attacks import embedding_pgd_attack, pgd_attack
 from nbhelpers.config import FinetuneConfig
 from nbhelpers.data import stack_items
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
-from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, select_device,
-                             source_fingerprint)
+from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, numerics_versions,
+                             select_device)
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build_head, model_fingerprint
 
-# Bump when a change to the engine changes trained weights in a way the source hash cannot see (never needed so
-# far: the cache key holds the source fingerprint of this module, losses, attacks and zeroshot).
-ENGINE_VERSION = 3
+# bump with any change to the numbers this module computes (see utils.numerics_versions); 3 = the engine version
+# of the source-hash keys before it
+NUMERICS_VERSION = 3
 
 
 def cache_key(cfg: FinetuneConfig) -> str:
-    """Key of a run's trained weights: every config field that changes them, the source of the engine, its
-    objectives, attacks and zero-shot head, and the content (sha256) of every input file: base weights and IAT
+    """Key of a run's trained weights: every config field that changes them, the numerics versions of the engine,
+    its objectives, attacks and zero-shot head, and the content (sha256) of every input file: base weights and IAT
     projection (a file rewritten in place with other bytes gives another key)."""
     d = {k: v for k, v in cfg.to_dict().items()
          if k not in ("device", "checkpoint_every", "data_root", "seed", "batch_size", "checkpoint", "iat_projection")}
-    d["engine_version"] = ENGINE_VERSION
-    d["code"] = source_fingerprint(sys.modules[__name__], losses, attacks, zeroshot)
+    d["numerics"] = numerics_versions(sys.modules[__name__], losses, attacks, zeroshot)
     d["base_weights"] = weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
                                          checkpoint=cfg.checkpoint)
     d["iat_projection"] = file_fingerprint(cfg.iat_projection) if cfg.iat_projection else ""
@@ -515,9 +514,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 def measure_margin_offset(model: ClipModel, cfg: FinetuneConfig, *, eps_large: float, n: int = 256,
                           steps: int = 10, preprocess: Callable | None = None,
@@ -536,3 +532,7 @@ def measure_margin_offset(model: ClipModel, cfg: FinetuneConfig, *, eps_large: f
     off = analysis.margin_offsets(sweep).iloc[0]
     return {"offset_logits": float(off.offset_mean), "offset_cosine": float(off.offset_mean) / head.logit_scale,
             "logit_scale": head.logit_scale, "eps_small": cfg.train_eps, "eps_large": eps_large}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

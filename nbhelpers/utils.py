@@ -96,13 +96,18 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def source_fingerprint(*modules: types.ModuleType) -> str:
-    """Short sha256 of the source files of modules: part of every cache key of trained or tuned weights, so
-    weights made by older code are never served (any edit of the code invalidates them)."""
-    h = hashlib.sha256()
-    for module in modules:
-        h.update(Path(module.__file__).read_bytes())
-    return h.hexdigest()[:12]
+def numerics_versions(*modules: types.ModuleType) -> dict[str, int]:
+    """{module name: its NUMERICS_VERSION}: what cache and store keys hold of the code that made a result.
+
+    Each module that computes numbers declares NUMERICS_VERSION beside its code and bumps it with any change that
+    changes them; a comment, docstring, rename or move changes no key (unlike a hash of the source), and nothing
+    computed (floats differ in their last bits between CPUs) enters a key. tests/test_numerics.py re-runs a tiny
+    case of every method, IAT and attack and fails, naming the constant to bump, when outputs change without a bump.
+    """
+    missing = [m.__name__ for m in modules if not isinstance(getattr(m, "NUMERICS_VERSION", None), int)]
+    if missing:
+        raise AttributeError(f"modules {missing} declare no integer NUMERICS_VERSION")
+    return {m.__name__.rsplit(".", 1)[-1]: int(m.NUMERICS_VERSION) for m in modules}
 
 
 def sha256_file(path: str | os.PathLike) -> str:

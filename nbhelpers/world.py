@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+# bump with any change to the numbers this module computes (see utils.numerics_versions)
+NUMERICS_VERSION = 1
+
 SIZES: tuple[str, ...] = ("small", "large")
 COLOURS: tuple[str, ...] = (
     "red", "dark red", "orange", "yellow", "green", "dark green", "blue", "light blue", "purple", "pink",

@@ -12,6 +12,9 @@ from torch import nn
 from nbhelpers.models import ClipModel
 from nbhelpers.utils import tensor_fingerprint
 
+# bump with any change to the numbers this module computes (see utils.numerics_versions)
+NUMERICS_VERSION = 1
+
 _CACHE: dict[tuple, torch.Tensor] = {}
 
 

@@ -1,9 +1,10 @@
 """Cache keys identify content, and the IAT projection that 03 tunes is the one 04 and 05 use.
 
 Keys of trained image towers (training.cache_key) and of tuned text projections (text_tuning.projection_key)
-must change when an input file's bytes change at the same path (base checkpoint, IAT projection), when the code
-of the objective or the tuning changes, and when one IAT knob changes; they must not change when the same bytes
-sit at another path.
+must change when an input file's bytes change at the same path (base checkpoint, IAT projection), when the
+numerics version of the objective, engine or tuning code is bumped, and when one IAT knob changes; they must not
+change when the same bytes sit at another path, nor when the code is edited without a bump (a comment: here by
+pointing a module at an edited copy of its source; tests/test_numerics.py edits a copy of the whole package).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _rewrite_last_byte(path: Path) -> None:
 
 
 def _edited_copy(module: types.ModuleType, tmp_path: Path) -> str:
-    """A copy of module's source with one more line (an edit of the code), for monkeypatching module.__file__."""
+    """A copy of module's source with one more line (a comment), for monkeypatching module.__file__."""
     copy = tmp_path / f"edited_{module.__name__.rsplit('.', 1)[-1]}.py"
     copy.write_text(Path(module.__file__).read_text() + "\n# an edit of the objective or tuning code\n")
     return str(copy)
@@ -91,10 +92,12 @@ def test_rewritten_base_checkpoint_changes_the_training_key(checkpoint_copy: Pat
 
 
 @pytest.mark.parametrize("module", [training, losses, attacks, zeroshot], ids=lambda m: m.__name__)
-def test_edited_objective_or_engine_code_changes_the_training_key(module, tmp_path, monkeypatch):
+def test_a_version_bump_changes_the_training_key_and_a_comment_does_not(module, tmp_path, monkeypatch):
     cfg = training.FinetuneConfig.from_params(method="tai")
     key = training.cache_key(cfg)
     monkeypatch.setattr(module, "__file__", _edited_copy(module, tmp_path))
+    assert training.cache_key(cfg) == key
+    monkeypatch.setattr(module, "NUMERICS_VERSION", module.NUMERICS_VERSION + 1)
     assert training.cache_key(cfg) != key
 
 
@@ -117,10 +120,12 @@ def test_projection_key_follows_base_weights_bytes_not_their_path(checkpoint_cop
 
 
 @pytest.mark.parametrize("module", [text_tuning, losses], ids=lambda m: m.__name__)
-def test_edited_tuning_code_changes_the_projection_key(module, tmp_path, monkeypatch):
+def test_a_version_bump_changes_the_projection_key_and_a_comment_does_not(module, tmp_path, monkeypatch):
     cfg = IATConfig()
     key = text_tuning.projection_key(cfg)
     monkeypatch.setattr(module, "__file__", _edited_copy(module, tmp_path))
+    assert text_tuning.projection_key(cfg) == key
+    monkeypatch.setattr(module, "NUMERICS_VERSION", module.NUMERICS_VERSION + 1)
     assert text_tuning.projection_key(cfg) != key
 
 

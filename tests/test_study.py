@@ -361,3 +361,27 @@ def test_gradient_masking_uses_a_paired_interval_over_images_when_rows_keep_them
     # TIMA's images fewer than TeCoA's: no paired interval, the point rule alone
     short = _strong_row("tima", 0, pgd[:200], same[:200])
     assert math.isnan(study.strong_gaps([rows[0], short], eps=4).set_index("method").loc["tima", "excess_low"])
+
+
+def test_store_appends_without_rewriting_survives_a_cut_line_and_prunes(tmp_path):
+    """Rows are appended (earlier bytes untouched); a last line cut short by a crash is ignored with a warning and
+    cut off by the next append; prune drops the rows a rule rejects; a damaged row inside the store is an error."""
+    path = tmp_path / "store.jsonl"
+    store = study.StudyStore(path)
+    store.append({"key": "a", "stage": "test", "scores": {"clean": 0.5}})
+    before = path.read_bytes()
+    store.append({"key": "b", "stage": "validation", "scores": {"clean": 0.6}})
+    assert path.read_bytes().startswith(before)
+    with open(path, "a") as fh:
+        fh.write('{"key": "c", "stage": "te')  # a run killed mid-write
+    with pytest.warns(UserWarning, match="cut short"):
+        assert [r["key"] for r in store.rows()] == ["a", "b"]
+    with pytest.warns(UserWarning, match="cut short"):  # the resumed run appends: the cut row goes
+        store.append({"key": "d", "stage": "test", "scores": {"clean": 0.7}})
+    assert path.read_bytes().startswith(before) and '"c"' not in path.read_text()
+    assert [r["key"] for r in store.rows()] == ["a", "b", "d"]
+    assert store.prune(lambda r: r["stage"] == "test") == 1
+    assert [r["key"] for r in store.rows()] == ["a", "d"]
+    path.write_text(path.read_text().replace('"a"', '"a', 1))
+    with pytest.raises(ValueError, match="row 1 is not valid JSON"):  # damage inside the store is not guessed at
+        store.rows()

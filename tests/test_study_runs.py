@@ -95,7 +95,7 @@ def test_tiny_study_runs_every_stage_resumes_and_ignores_other_code(tiny, monkey
     assert not verdicts.loc["06_no_gradient_masking", "same verdict"]
     assert verdicts.drop(index="06_no_gradient_masking")["same verdict"].all()
     # rows computed by other code are not this code's: they count as 'other' and would be recomputed
-    monkeypatch.setattr(study_runs, "code_fingerprint", lambda: "0123456789ab")
+    monkeypatch.setattr(study_runs, "numerics_fingerprint", lambda: "0123456789ab")
     status = study_runs.store_status(cfg, store_path=store_path).set_index("stage")
     assert status.loc["validation", "current"] == 0 and status.loc["validation", "other"] == 6
     with pytest.raises(FileNotFoundError, match="make study"):

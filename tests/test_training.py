@@ -106,15 +106,18 @@ def test_iat_tunes_only_the_text_projection(base_state, tmp_path):
     assert text_model.clip.visual is model.clip.visual
 
 
-def test_cache_key_follows_config_and_engine_version(monkeypatch):
-    """A cached model is reused only for the same config and the same engine version (code changes that alter the
-    trained weights bump training.ENGINE_VERSION, so stale cached weights are never silently reused)."""
+def test_cache_key_follows_config_and_numerics_versions(monkeypatch):
+    """A cached model is reused only for the same config and the same numerics versions (code changes that alter
+    the trained weights bump a NUMERICS_VERSION, so stale cached weights are never silently reused)."""
     cfg = training.FinetuneConfig.from_params(method="tai")
     key = training.cache_key(cfg)
     assert training.cache_key(training.FinetuneConfig.from_params(method="tai", device="cpu", checkpoint_every=7)) == key
     assert training.cache_key(training.FinetuneConfig.from_params(method="tai", margin_offset=-0.1)) != key
-    monkeypatch.setattr(training, "ENGINE_VERSION", training.ENGINE_VERSION + 1)
-    assert training.cache_key(cfg) != key
+    for module in (training, training.losses, training.attacks, training.zeroshot):
+        with monkeypatch.context() as m:
+            m.setattr(module, "NUMERICS_VERSION", module.NUMERICS_VERSION + 1)
+            assert training.cache_key(cfg) != key, module.__name__
+    assert training.cache_key(cfg) == key
 
 
 # ------------------------------------------------------------------------------ FARE's label-free training attack
