@@ -22,10 +22,11 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nbhelpers import world
 from nbhelpers.attacks import ATTACKS
-from nbhelpers.paper_data import list_paper_datasets
+from nbhelpers.paper_data import DEFAULT_PROTOCOL, DEFAULT_SAMPLING, PROTOCOLS, SAMPLING_RULES, list_paper_datasets
 
 MAX_EPS = 64.0  # in 1/255 units; anything larger is almost surely a unit mistake (pixels vs /255)
 PROFILES = ("mini", "paper")
@@ -205,16 +206,19 @@ class BaseConfig(Config):
     profile: str = knob("mini", '"mini" (embedded world, CPU, offline) or "paper" (open_clip backbone + local datasets)')
     model: str = knob("auto", 'open_clip architecture; "auto": mini-clip (mini), ViT-B-32 (paper)')
     pretrained: str = knob("auto", 'weights; "auto": committed mini CLIP (mini) or "openai" (paper); "none": random init')
-    checkpoint: str = knob("", "a local weights file; overrides pretrained (empty: none)")
+    checkpoint: str = knob("", "a local weights file in any released format (nbhelpers.checkpoints); an image-tower file goes on top of pretrained (empty: none)")
     data_root: str = knob("", "paper profile: folder holding the datasets (empty: ./data)")
     device: str = knob("auto", '"auto", "cpu", "cuda" or "cuda:N"')
     batch_size: int = knob(256, "images per attack/evaluation batch (speed only)")
     seed: int = knob(0, "evaluation seed: test images, attack random starts")
     amp: bool = knob(False, "bf16 autocast in attacks and training (for GPUs; losses stay fp32)")
+    protocol: str = knob("auto", 'paper: how images are read and resized: "tecoa" (TeCoA/PMG-AFT, "auto"), "tga_zsr", "clip"; mini: "auto"')
 
     def check(self) -> None:
         super().check()
         self._choice("profile", PROFILES)
+        self._choice("protocol", ["auto", *(p for p in PROTOCOLS if p != "mini")] if self.profile == "paper"
+                     else ["auto", "mini"])
         self._non_negative("seed")
         self._positive("batch_size")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
@@ -228,9 +232,15 @@ class BaseConfig(Config):
             raise ConfigError("parameter 'model' must name an open_clip architecture (or 'auto')")
 
     def model_spec(self) -> dict[str, str]:
-        """What create_model_and_transforms takes: profile, model, pretrained, checkpoint."""
+        """What create_model_and_transforms takes: profile, model, pretrained, checkpoint, protocol."""
         return {"profile": self.profile, "model": self.model, "pretrained": self.pretrained,
-                "checkpoint": self.checkpoint}
+                "checkpoint": self.checkpoint, "protocol": self.protocol}
+
+    def protocol_name(self) -> str:
+        """The evaluation protocol in force: "mini", or the paper one ("auto" = the peers', TeCoA's)."""
+        if self.profile == "mini":
+            return "mini"
+        return DEFAULT_PROTOCOL if self.protocol == "auto" else self.protocol
 
 
 @dataclass(frozen=True)
@@ -487,6 +497,38 @@ class SelectionKnobs(Config):
         return self.configs == "selected" or (self.configs == "auto" and getattr(self, "profile", "mini") == "mini")
 
 
+@dataclass(frozen=True)
+class ReleasedKnobs(Config):
+    """Released checkpoints that 04 and 05 evaluate beside the models trained here (issue 19)."""
+
+    checkpoints: str = knob("", 'released models evaluated as extra rows: JSON object {"label": "/path/to/weights"}, any format of nbhelpers.checkpoints (empty: none)')
+
+    def check(self) -> None:
+        super().check()
+        self.released_checkpoints()
+
+    def released_checkpoints(self) -> dict[str, str]:
+        """{label: path} of the released checkpoints (each an existing file), parsed from the JSON parameter."""
+        if not self.checkpoints.strip():
+            return {}
+        try:
+            parsed = json.loads(self.checkpoints)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"parameter 'checkpoints' must be a JSON object {{\"label\": \"/path\"}}, got "
+                              f"{self.checkpoints!r} ({err})") from err
+        if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                   for k, v in parsed.items()):
+            raise ConfigError(f"parameter 'checkpoints' must map non-empty labels to file paths, got {parsed!r}")
+        for label, path in parsed.items():
+            if not Path(path).expanduser().is_file():
+                raise ConfigError(f"parameter 'checkpoints': {label!r} names {path!r}, which is not a file; pass the "
+                                  "released weights file itself (e.g. TeCoA's model_best.pth.tar)")
+            if label in EVAL_MODELS or label in EVAL_MODELS.values():
+                raise ConfigError(f"parameter 'checkpoints': label {label!r} is the name of a model trained here; "
+                                  "choose another, e.g. 'TeCoA (released)'")
+        return {label: str(Path(path).expanduser()) for label, path in parsed.items()}
+
+
 class _RunsMixin:
     """Builds the run configs (fine-tuning, IAT) of a notebook config from its shared knob fields."""
 
@@ -515,7 +557,8 @@ class IATNotebookConfig(_RunsMixin, _EvalKnobs, IATKnobs, FinetuneKnobs, BaseCon
 
 
 @dataclass(frozen=True)
-class TAINotebookConfig(_RunsMixin, _EvalKnobs, SelectionKnobs, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+class TAINotebookConfig(_RunsMixin, _EvalKnobs, ReleasedKnobs, SelectionKnobs, TAIKnobs, IATKnobs, FinetuneKnobs,
+                        BaseConfig):
     """04_tai: TAI and TIMA trained beside the baselines, evaluated at eval_eps_list."""
 
     eval_eps_list: list[float] = knob([1.0, 4.0], "evaluation radii in 1/255 units (clean is always added)")
@@ -533,7 +576,7 @@ class TAINotebookConfig(_RunsMixin, _EvalKnobs, SelectionKnobs, TAIKnobs, IATKno
 
 
 @dataclass(frozen=True)
-class EvaluationConfig(_RunsMixin, SelectionKnobs, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+class EvaluationConfig(_RunsMixin, ReleasedKnobs, SelectionKnobs, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
     """05_evaluation: models x datasets x attacks x eps, first-N, resumable."""
 
     models: list[str] = knob(["zero_shot", "ft_standard", "tecoa", "pmg_aft", "laat", "tai", "tima"],
@@ -554,9 +597,11 @@ class EvaluationConfig(_RunsMixin, SelectionKnobs, TAIKnobs, IATKnobs, FinetuneK
     analysis_n: int = knob(256, "images for the per-model findings")
     rerun: bool = knob(False, "recompute cells already stored in results/05_evaluation.jsonl")
     fast_attacks: bool = knob(True, "same-math faster layers in the attacks (nbhelpers/fastpath.py)")
+    sampling: str = knob("auto", 'paper: which n_samples images of each dataset: "random" (seeded, "auto"), "balanced" (class round-robin) or "first"; mini: "auto"')
 
     def check(self) -> None:
         super().check()
+        self._choice("sampling", ["auto", *SAMPLING_RULES] if self.profile == "paper" else ["auto", "first"])
         bad = [m for m in self.models if m not in EVAL_MODELS]
         if bad or not self.models:
             raise ConfigError(f"parameter 'models' has unknown model(s) {bad}; choose from {list(EVAL_MODELS)}")
@@ -591,6 +636,12 @@ class EvaluationConfig(_RunsMixin, SelectionKnobs, TAIKnobs, IATKnobs, FinetuneK
     def finetune_set(self) -> str:
         """The dataset the models are fine-tuned on (evaluated too, marked not zero-shot)."""
         return self.finetune_task()
+
+    def sampling_rule(self) -> str:
+        """The subset rule in force: "first" on mini, else the paper rule ("auto" = paper_data.DEFAULT_SAMPLING)."""
+        if self.profile == "mini":
+            return "first"
+        return DEFAULT_SAMPLING if self.sampling == "auto" else self.sampling
 
     def grid_datasets(self) -> list[str]:
         """Zero-shot datasets to evaluate, then the fine-tuning set if include_finetune_set."""

@@ -36,6 +36,9 @@ class EvalSet:
     """Paper profile: the dataset indices of the items, in order (empty for mini)."""
     sample_seed: int | None = None
     """The seed of a seeded sampling rule (None for "first")."""
+    protocol: str = "mini"
+    """The evaluation protocol that made the tensors (paper_data.PROTOCOLS), or "custom" for a caller's preprocess
+    that carries none."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -67,8 +70,10 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
     means :data:`paper_data.DEFAULT_SAMPLING`, "random": a permutation seeded by ``sample_seed`` and the dataset
     name; "balanced": class round-robin; "first": dataset order), so a smaller n is a prefix of a larger one and
     the images do not depend on the run's ``seed``. ``preprocess`` should be the model's
-    (``create_model_and_transforms(...)[1]``); None means :func:`models.paper_preprocess` at 224 px, the input of
-    ViT-B/32 and most CLIP backbones (the model resizes any other size to its own input). The mini world ignores
+    (``create_model_and_transforms(...)[1]``, a :class:`models.ProtocolPreprocess`: its transform for this dataset
+    is used and its protocol recorded); None means the default protocol ('tecoa') at 224 px, the input of ViT-B/32
+    and most CLIP backbones (the model resizes any other size to its own input); any other callable is used as it
+    is, recorded as protocol "custom". The mini world ignores
     preprocess (its images are rendered at 32 px). A missing or incomplete dataset fails before any image is read,
     naming the expected files and where to get them.
     """
@@ -84,13 +89,17 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
     if profile != "paper":
         raise ValueError(f"unknown profile {profile!r}; choose 'mini' or 'paper'")
     rule = paper_data.check_sampling(paper_data.DEFAULT_SAMPLING if sampling is None else sampling)
-    transform = preprocess if preprocess is not None else models.paper_preprocess()
+    preprocess = preprocess if preprocess is not None else models.ProtocolPreprocess(paper_data.DEFAULT_PROTOCOL)
+    if isinstance(preprocess, models.ProtocolPreprocess):
+        transform, protocol = preprocess.for_dataset(dataset), preprocess.protocol
+    else:
+        transform, protocol = preprocess, "custom"
     ds, classnames = paper_data.load_paper_dataset(dataset, root=data_root or paths.DATA_ROOT, transform=transform)
     indices = paper_data.subset_indices(dataset, ds, n=n, sampling=rule, seed=sample_seed)
     items = [ds[i] for i in tqdm(indices, desc=f"load {dataset}", disable=not progress)]
     images, labels = stack_items(items, what=dataset)
     return EvalSet(dataset, images, labels, classnames, [paper_data.TEMPLATE], sampling=rule, indices=tuple(indices),
-                   sample_seed=None if rule == "first" else sample_seed)
+                   sample_seed=None if rule == "first" else sample_seed, protocol=protocol)
 
 
 def classnames_for(profile: str, dataset: str, *, data_root: str | os.PathLike = "") -> tuple[list[str], list[str]]:

@@ -178,14 +178,15 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
              strong_datasets: Sequence[str] | None = None, finetune_set: str | None = None, seed: int = 0,
              batch_size: int = 256, data_root: str = "", preprocess: Callable | None = None,
              device: torch.device | str = "cpu", fast: bool = False, amp: bool = False, progress: bool = False,
-             lookup: Callable[[dict], dict | None] | None = None,
+             sampling: str | None = None, lookup: Callable[[dict], dict | None] | None = None,
              store: Callable[[dict], dict] | None = None) -> pd.DataFrame:
     """Rows of every cell of models x datasets x attacks x eps (see :func:`plan_cells`), one row per cell.
 
-    Columns: profile, model, model_label, text_side, the model's tags, dataset, zero_shot (dataset !=
-    finetune_set), seed, image_fingerprint, text_fingerprint, and those of :func:`evaluate_cell`.
-    lookup(identity) may return a stored row for a cell (identity: profile, model, dataset, attack, eps,
-    n_requested, seed and the two fingerprints), which is then used instead of computing it; store(row) receives
+    Columns: profile, model, model_label, text_side, the model's tags, dataset, protocol and sampling (how the
+    images were read and chosen: data.EvalSet), zero_shot (dataset != finetune_set), seed, image_fingerprint,
+    text_fingerprint, and those of :func:`evaluate_cell`. sampling: the paper subset rule (None: the default).
+    lookup(identity) may return a stored row for a cell (identity: profile, model, dataset, protocol, sampling,
+    attack, eps, n_requested, seed and the two fingerprints), which is then used instead of computing it; store(row) receives
     every computed row and returns the row to keep (05's resumable JSON-lines store).
     """
     cells = plan_cells(datasets=datasets, models=list(models), attacks=attacks, eps_list=eps_list, n=n,
@@ -201,7 +202,7 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
             for _, _, attack, eps, n_cell in [c for c in cells if c[0] == dataset and c[1] == name]:
                 if evalset is None:
                     evalset = load_eval_set(profile, dataset, n=n, seed=seed, data_root=data_root,
-                                            preprocess=preprocess)
+                                            preprocess=preprocess, sampling=sampling)
                 if head is None:
                     head = build_head(model.image_model, model.embed(evalset.classnames, evalset.templates),
                                       device=device)
@@ -210,6 +211,7 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
                         image_fps[key] = model_fingerprint(model.image_model.clip.visual)
                     identity = {"profile": profile, "model": name, "model_label": model.label,
                                 "text_side": model.text_side, **model.tags, "dataset": dataset,
+                                "protocol": evalset.protocol, "sampling": evalset.sampling,
                                 "zero_shot": dataset != finetune_set, "seed": seed,
                                 "image_fingerprint": image_fps[key],
                                 "text_fingerprint": tensor_fingerprint(head.class_embeddings)}

@@ -32,7 +32,7 @@ from nbhelpers.utils import atomic_path, content_key, unpack_mask
 from nbhelpers.zeroshot import ZeroShotClassifier, build_head
 
 
-KEY_FIELDS = ("profile", "model", "dataset", "attack", "eps", "n_requested", "seed")
+KEY_FIELDS = ("profile", "model", "dataset", "protocol", "sampling", "attack", "eps", "n_requested", "seed")
 RUN_FIELDS = ("config", "base_model", "model_fingerprint", "code_version", "torch", "device", "fast", "amp",
               "created")  # constant over one run: stored once per run in the meta file, not on every row
 # The store's format, written to its meta file and read back, never guessed from the fields of a row:
@@ -40,7 +40,11 @@ RUN_FIELDS = ("config", "base_model", "model_fingerprint", "code_version", "torc
 #      every row (they hold 'code_version'); later rows of format 1 may carry the model's configuration tag under
 #      the name 'config' (which a run stamp also uses: issue 17), renamed 'model_config' on reading.
 #   2: rows hold only their cell's fields plus 'run'; the model's configuration tag is 'model_config'.
-STORE_FORMAT_VERSION = 2
+#   3: rows also hold 'protocol' and 'sampling' (how the images were read and chosen, data.EvalSet), part of a cell's
+#      key. Rows of formats 1-2 were made by code that had one way each: "mini" / "first" on the mini profile, on
+#      the paper profile open_clip's transform ("clip") on the first n items ("first").
+STORE_FORMAT_VERSION = 3
+_FORMAT_2_READING = {"mini": {"protocol": "mini", "sampling": "first"}, "paper": {"protocol": "clip", "sampling": "first"}}
 
 
 def load_rows(path: str | Path) -> list[dict]:
@@ -62,8 +66,8 @@ def store_format(path: str | Path) -> int:
     """The format version of 05's store at path, from its meta file (1 when the meta file does not declare one)."""
     meta_file = results.meta_path(path)
     version = json.loads(meta_file.read_text()).get("format_version", 1) if meta_file.is_file() else 1
-    if version not in (1, STORE_FORMAT_VERSION):
-        raise ValueError(f"{path} is a store of format {version!r}; this code reads formats 1 and "
+    if version not in range(1, STORE_FORMAT_VERSION + 1):
+        raise ValueError(f"{path} is a store of format {version!r}; this code reads formats 1 to "
                          f"{STORE_FORMAT_VERSION}: update the code, or move the file away to start a new store")
     return version
 
@@ -71,15 +75,21 @@ def store_format(path: str | Path) -> int:
 def load_store(path: str | Path) -> tuple[list[dict], dict[str, dict]]:
     """(rows, runs) of 05's store: the JSON lines and the run stamps of its meta file, by run id.
 
-    Format 2 is read as stored. Format 1 is converted (see STORE_FORMAT_VERSION): rows that carry the run stamp
-    ('code_version' on the row) get a run stamp 'legacy-<hash>' made of their run-constant fields; a 'config' on
-    any other row is the model's configuration tag and becomes 'model_config'.
+    The current format is read as stored; older ones are converted (see STORE_FORMAT_VERSION): format 1 rows
+    that carry the run stamp ('code_version' on the row) get a run stamp 'legacy-<hash>' made of their
+    run-constant fields, and a 'config' on any other row is the model's configuration tag, now 'model_config';
+    rows of formats 1-2 get the protocol and sampling their code used.
     """
     meta_file = results.meta_path(path)
     version = store_format(path)
     runs = dict(json.loads(meta_file.read_text()).get("runs", {})) if meta_file.is_file() else {}
     rows = load_rows(path)
     if version == STORE_FORMAT_VERSION:
+        return rows, runs
+    for row in rows:
+        for field, value in _FORMAT_2_READING[row["profile"]].items():
+            row.setdefault(field, value)
+    if version == 2:
         return rows, runs
     for row in rows:
         if "code_version" not in row:
@@ -134,13 +144,14 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
              seed: int = 0, batch_size: int = 256, data_root: str = "", preprocess: Callable | None = None,
              device: torch.device | str = "cpu", path: str | Path | None = None, config: dict | None = None,
              base_model: str = "", rerun: bool = False, fast: bool = True, amp: bool = False,
-             progress: bool = True) -> GridRun:
+             sampling: str | None = None, progress: bool = True) -> GridRun:
     """Evaluate every cell of models x datasets x attacks x eps with evaluation.evaluate, through 05's store.
 
     finetune_set: the dataset the models were fine-tuned on (marked zero_shot=False in the rows).
     strong_datasets: where the strong attacks run (None or empty: every dataset).
     path: the JSON-lines file (default results/05_evaluation.jsonl). rerun: recompute stored cells too.
     fast, amp: see evaluation.attack_logits (recorded in the run stamp; a stored cell is reused whatever they were).
+    sampling: the paper subset rule (None: paper_data.DEFAULT_SAMPLING); the protocol is the preprocess's.
     """
     path = Path(path) if path is not None else paths.RESULTS_DIR / "05_evaluation.jsonl"
     rows, runs = load_store(path)
@@ -171,7 +182,7 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
                         strong_attacks=strong_attacks, strong_eps_list=strong_eps_list, n_strong=n_strong,
                         strong_datasets=strong_datasets, finetune_set=finetune_set, seed=seed,
                         batch_size=batch_size, data_root=data_root, preprocess=preprocess, device=device, fast=fast,
-                        amp=amp, progress=progress, lookup=lookup, store=store)
+                        amp=amp, progress=progress, sampling=sampling, lookup=lookup, store=store)
     return GridRun(this_run, counts["computed"], counts["reused"], path)
 
 
@@ -326,18 +337,31 @@ def compare_published(published: pd.DataFrame, ours: pd.DataFrame | None = None)
     """Published dataset averages (%) by source, method, metric, attack, eps; with ours beside when given.
 
     ours: grid.summary_table of a paper-profile run (its 'robust'/'clean' means are over the zero-shot datasets;
-    the published averages include TinyImageNet, so compare with care).
+    the published averages include TinyImageNet, so compare with care). A released checkpoint evaluated here
+    (label "<method> (released)", e.g. "TeCoA (released)") fills the column 'ours (released checkpoint)': our
+    measurement of the very weights the paper reports on, beside the printed number.
     """
     avg = published[published.dataset == "average"]
     table = avg.set_index(["method", "metric", "attack", "eps", "source", "table"])[["value"]]
     table = table.rename(columns={"value": "published"}).sort_index()
     if ours is not None and not ours.empty:
         names = {"zero-shot CLIP": "CLIP", "TeCoA": "TeCoA", "PMG-AFT": "PMG-AFT", "FT-Standard": "FT-Standard"}
-        mine = {}
+        methods = set(avg.method)
+        mine: dict[tuple, float] = {}
+        released: dict[tuple, float] = {}
         for r in ours.itertuples(index=False):
-            if r.model in names and r.attack.startswith(("PGD-10", "AutoAttack")):
-                attack = "PGD-10" if r.attack == "PGD-10" else "AutoAttack (standard)"
-                mine[(names[r.model], "robust", attack, float(r.eps))] = r.robust
-                mine[(names[r.model], "clean", "none", 0.0)] = r.clean
+            if not r.attack.startswith(("PGD-10", "AutoAttack")):
+                continue
+            head, _, tail = r.model.rpartition(" (")
+            target, method = ((mine, names[r.model]) if r.model in names else
+                              (released, head) if tail == "released)" and head in methods else (None, None))
+            if target is None:
+                continue
+            attack = "PGD-10" if r.attack == "PGD-10" else "AutoAttack (standard)"
+            target[(method, "robust", attack, float(r.eps))] = r.robust
+            target[(method, "clean", "none", 0.0)] = r.clean
         table["ours"] = [mine.get((m, metric, a, float(e))) for m, metric, a, e, *_ in table.index]
+        if released:
+            table["ours (released checkpoint)"] = [released.get((m, metric, a, float(e)))
+                                                   for m, metric, a, e, *_ in table.index]
     return table

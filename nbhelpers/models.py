@@ -48,16 +48,8 @@ _OPENAI_HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"
 RANDOM_INIT_SEED = 0  # torch seed of every random initialisation (pretrained="none"), independent of global RNG
 RESIZE_MODES = ("bilinear", "bicubic")
 
-PROTOCOLS: dict[str, str] = {
-    "tecoa": "TeCoA / PMG-AFT evaluation (the paper profile's default): CIFAR-10/100 and STL-10 at their native "
-             "resolution (32 / 96 px, ToTensor only) and resized bicubically inside the model; every other dataset "
-             "Resize(256) (bilinear) + CenterCrop(224)",
-    "tga_zsr": "TGA-ZSR: CIFAR-10/100 and STL-10 resized to 224 x 224 (bilinear) before the attack; every other "
-               "dataset as tecoa",
-    "clip": "open_clip's own evaluation transform for every dataset (bicubic Resize(224) + CenterCrop(224))",
-    "mini": "the mini profile: world images rendered at 32 px (tensors pass through, PIL resized to 32 x 32)",
-}
-NATIVE_RESOLUTION: dict[str, int] = {"cifar10": 32, "cifar100": 32, "stl10": 96}  # attacked at this size (tecoa)
+PROTOCOLS = paper_data.PROTOCOLS  # the names and what each means live with the datasets they read
+NATIVE_RESOLUTION = paper_data.NATIVE_RESOLUTION
 IN_MODEL_RESIZE: dict[str, str] = {"tecoa": "bicubic", "tga_zsr": "bicubic", "clip": "bicubic", "mini": "bilinear"}
 
 
@@ -225,7 +217,8 @@ def _report_entry(role: str, ckpt: Checkpoint) -> dict[str, str]:
 
 
 def build_open_clip(model: str = PAPER_MODEL_NAME, *, pretrained: str = "auto", checkpoint: str = "",
-                    allow_download: bool = False, protocol: str = "tecoa", quick_gelu: bool | None = None) -> ClipModel:
+                    allow_download: bool = False, protocol: str = paper_data.DEFAULT_PROTOCOL,
+                    quick_gelu: bool | None = None) -> ClipModel:
     """An open_clip architecture with weights from a file of any recognised format (``checkpoint``), on top of
     the model ``pretrained`` names ('auto' = 'openai', a tag, a full weights file, or 'none' = random) where the
     file holds the image tower only. Loading is strict and every file is checked before the model is built.
@@ -344,7 +337,7 @@ def paper_preprocess(image_size: int = 224) -> Callable:
     """PIL -> float tensor (3, S, S) in [0, 1]: the paper profile's default preprocess, i.e. the 'tecoa' protocol's
     transform of every dataset without a native resolution (Resize(256) + CenterCrop(224)); no normalisation (it is
     in the model). Per dataset: :func:`preprocess_for_protocol`."""
-    return preprocess_for_protocol("tecoa", None, image_size=image_size)
+    return preprocess_for_protocol(paper_data.DEFAULT_PROTOCOL, None, image_size=image_size)
 
 
 def mini_preprocess(image_size: int = 32) -> Callable:
@@ -355,12 +348,35 @@ def mini_preprocess(image_size: int = 32) -> Callable:
         im.convert("RGB"))), T.Resize((image_size, image_size), antialias=True)])
 
 
+class ProtocolPreprocess:
+    """The preprocess of an evaluation protocol: called on a PIL image, the generic transform (datasets without a
+    native resolution, the fine-tuning set); ``for_dataset(name)`` gives a dataset's own transform, which
+    data.load_eval_set uses, so the model's one preprocess carries the whole protocol (see PROTOCOLS)."""
+
+    def __init__(self, protocol: str, *, image_size: int = 224) -> None:
+        in_model_resize(protocol)
+        self.protocol = protocol
+        self.image_size = image_size
+        self._generic = preprocess_for_protocol(protocol, None, image_size=image_size)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """PIL -> float tensor (3, S, S) in [0, 1] by the protocol's generic transform."""
+        return self._generic(image)
+
+    def for_dataset(self, dataset: str) -> Callable:
+        """PIL -> float tensor (3, H, W) in [0, 1] for one paper dataset under this protocol."""
+        return preprocess_for_protocol(self.protocol, dataset, image_size=self.image_size)
+
+    def __repr__(self) -> str:
+        return f"ProtocolPreprocess({self.protocol!r}, image_size={self.image_size})"
+
+
 def preprocess_for(model: ClipModel) -> Callable:
     """The preprocess create_model_and_transforms pairs with ``model``: PIL (or tensor, mini) -> float tensor
-    (3, S, S) in [0, 1] at the model's input size S (the generic dataset transform of the model's protocol)."""
+    (3, S, S) in [0, 1] at the model's input size S (paper: a ProtocolPreprocess of the model's protocol)."""
     if model.model_name == MINI_MODEL_NAME:
         return mini_preprocess(model.image_size)
-    return preprocess_for_protocol(model.protocol, None, image_size=model.image_size)
+    return ProtocolPreprocess(model.protocol, image_size=model.image_size)
 
 
 def load_mini_clip(path: str | os.PathLike) -> ClipModel:
@@ -410,7 +426,7 @@ def create_model_and_transforms(profile: str = "mini", *, model: str = "auto", p
     else:
         arch = PAPER_MODEL_NAME if model == "auto" else model
         clip = build_open_clip(arch, pretrained=pretrained, checkpoint=str(checkpoint or ""),
-                               allow_download=allow_download, protocol="tecoa" if protocol == "auto" else protocol)
+                               allow_download=allow_download, protocol=paper_data.DEFAULT_PROTOCOL if protocol == "auto" else protocol)
         preprocess = preprocess_for(clip)
     return clip.to(device).eval(), preprocess
 

@@ -66,10 +66,14 @@ def check_paper_data(cfg: BaseConfig) -> None:
 def setup(cfg: BaseConfig) -> torch.device:
     """Seed, pick the device, apply the figure style and print the versions that matter; returns the device.
 
-    Paper profile: checks first that every dataset the notebook reads is under data_root. Random weights
+    Paper profile: prints the data doctor's report (paper_data.diagnose_data_root) of the datasets the notebook
+    reads and stops if one is missing or incomplete, before any work. Random weights
     (pretrained='none' without a checkpoint) are announced with a RandomWeightsWarning.
     """
-    if cfg.profile == "paper":
+    if cfg.profile == "paper":  # the data doctor on what this notebook reads, then the check that stops early
+        root = cfg.data_root or paths.DATA_ROOT
+        needed = list(dict.fromkeys(name for name, _ in required_datasets(cfg)))
+        print(paper_data.format_data_report(paper_data.diagnose_data_root(root, datasets=needed), root=root))
         check_paper_data(cfg)
     utils.seed_everything(cfg.seed)
     device = utils.select_device(cfg.device)

@@ -744,6 +744,19 @@ def load_paper_dataset(
 
 # ---------------------------------------------------------------------------------- evaluation subsets (ours)
 
+# Evaluation protocols: how a dataset's PIL images become the tensors that are attacked (models.preprocess_for_protocol
+# builds the transforms; models.IN_MODEL_RESIZE how the model resizes them). Declared here, beside the datasets.
+PROTOCOLS: dict[str, str] = {
+    "tecoa": "TeCoA / PMG-AFT evaluation (the paper profile's default): CIFAR-10/100 and STL-10 at their native "
+             "resolution (32 / 96 px, ToTensor only) and resized bicubically inside the model; every other dataset "
+             "Resize(256) (bilinear) + CenterCrop(224)",
+    "tga_zsr": "TGA-ZSR: CIFAR-10/100 and STL-10 resized to 224 x 224 (bilinear) before the attack; every other "
+               "dataset as tecoa",
+    "clip": "open_clip's own evaluation transform for every dataset (bicubic Resize(224) + CenterCrop(224))",
+    "mini": "the mini profile: world images rendered at 32 px (tensors pass through, PIL resized to 32 x 32)",
+}
+NATIVE_RESOLUTION: dict[str, int] = {"cifar10": 32, "cifar100": 32, "stl10": 96}  # attacked at this size (tecoa)
+DEFAULT_PROTOCOL = "tecoa"  # the paper profile's: the protocol of the tables we compare with (TeCoA, PMG-AFT)
 SAMPLING_RULES = ("random", "balanced", "first")
 """How a paper-scale evaluation subset is drawn (rules of ours; see :func:`subset_indices`)."""
 

@@ -338,8 +338,9 @@ def prepare_models(cfg, names: list[str], *, base, preprocess=None, device: torc
                    margin_offset: dict | None = None, progress: bool = True) -> tuple[dict[str, EvalModel], dict]:
     """suite.prepare_models with each method at its study-selected configuration when cfg.uses_selection() (04, 05).
 
-    Every model is tagged with its configuration (column 'model_config' of its rows: the overrides' canonical JSON, or
-    'knobs' when the notebook's knobs were used). Returns ({name: EvalModel}, {"margin_offset", "iat_path",
+    Every model is tagged with its configuration (column 'model_config' of its rows: the overrides' canonical JSON,
+    'knobs' when the notebook's knobs were used, 'released' for cfg's released checkpoints, which come last,
+    named suite.released_name(label)). Returns ({name: EvalModel}, {"margin_offset", "iat_path",
     "configs": {name: config}}).
     """
     if not cfg.uses_selection():
@@ -347,6 +348,7 @@ def prepare_models(cfg, names: list[str], *, base, preprocess=None, device: torc
                                             margin_offset=margin_offset, progress=progress)
         for m in models.values():
             m.tags["model_config"] = "knobs"
+        models.update(suite.released_models(cfg, device=device))
         return models, {**info, "configs": {n: "knobs" for n in names}}
     selected = selected_configurations()
     if margin_offset is None and suite.NEEDS_OFFSET & set(names):
@@ -362,6 +364,7 @@ def prepare_models(cfg, names: list[str], *, base, preprocess=None, device: torc
         info["configs"][name] = config
         info["iat_path"] = part["iat_path"] or info["iat_path"]
         models.update(got)
+    models.update(suite.released_models(cfg, device=device))
     return models, info
 
 

@@ -15,7 +15,8 @@ import torch
 from nbhelpers import losses, text_tuning, training
 from nbhelpers.config import EVAL_MODELS, EvaluationConfig, TAINotebookConfig
 from nbhelpers.evaluation import EvalModel, text_embedder
-from nbhelpers.models import ClipModel, preprocess_for
+from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for
+from nbhelpers.utils import file_fingerprint
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
 NUMERICS_VERSION = 1
@@ -80,6 +81,27 @@ def finetune_configs(cfg: RunsConfig, names: list[str], *, margin_offset: float 
             out[name] = cfg.finetune_config("tecoa", text_source="iat", iat_projection=str(iat_path))
         else:
             out[name] = cfg.finetune_config(name)
+    return out
+
+
+def released_name(label: str) -> str:
+    """The model name (store key) of a released checkpoint labelled `label` in the 'checkpoints' parameter."""
+    return f"released:{label}"
+
+
+def released_models(cfg: RunsConfig, *, device: torch.device | str = "cpu") -> dict[str, EvalModel]:
+    """The released checkpoints of cfg ('checkpoints': {label: file}) as EvalModels beside ours: each file loaded
+    by create_model_and_transforms as the base would be (any format of nbhelpers.checkpoints; an image-tower file on
+    top of cfg.pretrained), with the original text side, tagged with its file's sha256 and detected format."""
+    out: dict[str, EvalModel] = {}
+    for label, path in cfg.released_checkpoints().items():
+        model, _ = create_model_and_transforms(**{**cfg.model_spec(), "checkpoint": path}, device=device)
+        report = getattr(model, "load_report", None)  # paper profile: what was read, and how (mini: one format)
+        formats = [f["format"] for f in report.files if f["role"] == "checkpoint"] if report else ["mini CLIP"]
+        tags = {"model_config": "released", "checkpoint_sha256": file_fingerprint(path),
+                "checkpoint_format": ", ".join(formats) or "unknown"}
+        out[released_name(label)] = EvalModel(released_name(label), label, model, text_embedder(model, device=device),
+                                              "original", tags=tags)
     return out
 
 

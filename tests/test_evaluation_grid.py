@@ -304,3 +304,52 @@ def test_compare_published_puts_our_paper_profile_means_beside_theirs():
     aa = table.xs(("CLIP", "robust", "AutoAttack (standard)"), level=["method", "metric", "attack"])
     assert aa.ours.item() == 2.0 and aa.published.item() == 1.74
     assert grid.compare_published(grid.published_results()).columns.tolist() == ["published"]
+
+
+def test_format_2_rows_get_the_protocol_and_sampling_their_code_used(first_run, two_models, tmp_path):
+    """A store of format 2 (rows without 'protocol'/'sampling') loads with "mini"/"first" (mini profile) and is
+    reused cell for cell, then rewritten in the current format."""
+    meta = json.loads(first_run.meta_path.read_text())
+    rows = [{k: v for k, v in json.loads(line).items() if k not in ("protocol", "sampling")}
+            for line in first_run.path.read_text().splitlines()]
+    path = tmp_path / "05_evaluation.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    grid.results.meta_path(path).write_text(json.dumps({**meta, "format_version": 2}))
+    loaded, _ = grid.load_store(path)
+    assert {(r["protocol"], r["sampling"]) for r in loaded} == {("mini", "first")}
+    again = grid.run_grid(two_models, path=path, config={"test": 1}, **GRID)
+    assert again.computed == 0 and again.reused == len(rows)
+    assert grid.store_format(path) == grid.STORE_FORMAT_VERSION
+    assert set(again.rows.protocol) == {"mini"} and set(again.rows.sampling) == {"first"}
+
+
+def test_released_checkpoints_are_evaluated_beside_ours_and_fill_the_published_comparison(tmp_path, mini_model):
+    """'checkpoints' = {label: file}: each file becomes an EvalModel (tagged 'released', with its sha256), evaluated
+    through the same grid as ours; compare_published puts a "<method> (released)" row beside the printed number."""
+    released = tmp_path / "TeCoA_mini.safetensors"
+    released.write_bytes(grid.paths.MINI_CHECKPOINT.read_bytes())
+    cfg = EvaluationConfig.from_params(checkpoints=json.dumps({"TeCoA (released)": str(released)}))
+    got = suite.released_models(cfg)
+    name = suite.released_name("TeCoA (released)")
+    assert list(got) == [name] and got[name].label == "TeCoA (released)" and got[name].run is None
+    assert got[name].tags["model_config"] == "released"
+    assert got[name].tags["checkpoint_sha256"] == utils.file_fingerprint(grid.paths.MINI_CHECKPOINT)
+    for a, b in zip(got[name].image_model.state_dict().values(), mini_model.state_dict().values()):
+        assert torch.equal(a, b)
+    run = grid.run_grid(got, path=tmp_path / "05_evaluation.jsonl", config={}, **GRID)
+    assert set(run.rows.model) == {name} and set(run.rows.model_config) == {"released"}
+    summary = grid.summary_table(run.rows)
+    table = grid.compare_published(grid.published_results(), summary)
+    filled = table["ours (released checkpoint)"].dropna()
+    assert len(filled) and set(filled.index.get_level_values("method")) == {"TeCoA"}
+    assert "ours (released checkpoint)" not in grid.compare_published(grid.published_results(), summary.assign(
+        model="zero-shot CLIP")).columns
+
+
+def test_checkpoints_parameter_is_checked_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="JSON object"):
+        EvaluationConfig.from_params(checkpoints="TeCoA=/w.pt")
+    with pytest.raises(ConfigError, match="not a file"):
+        EvaluationConfig.from_params(checkpoints=json.dumps({"TeCoA (released)": str(tmp_path)}))
+    with pytest.raises(ConfigError, match="name of a model trained here"):
+        EvaluationConfig.from_params(checkpoints=json.dumps({"TeCoA": str(grid.paths.MINI_CHECKPOINT)}))

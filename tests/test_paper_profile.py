@@ -169,12 +169,19 @@ def test_paper_eval_set_reads_the_fixture_through_the_preprocess(paper_run: dict
     monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")
     model, preprocess = vit_b32
     ev = data.load_eval_set("paper", "cifar10", n=3, data_root=paper_run["data_root"], preprocess=preprocess)
-    assert ev.images.shape == (3, 3, model.image_size, model.image_size) and ev.sampling == "random"
+    # TeCoA's protocol (the default): CIFAR at its native 32 px, resized inside the model
+    assert ev.images.shape == (3, 3, 32, 32) and ev.sampling == "random" and ev.protocol == "tecoa"
     assert ev.labels.tolist() == [i % 10 for i in ev.indices]  # the fixture's test image i has label i % 10
     assert 0 <= float(ev.images.min()) and float(ev.images.max()) <= 1
     assert ev.classnames[:2] == ["airplane", "automobile"] and ev.templates == ["This is a photo of a {}"]
-    default = data.load_eval_set("paper", "cifar10", n=3, data_root=paper_run["data_root"])  # 224 px default
+    default = data.load_eval_set("paper", "cifar10", n=3, data_root=paper_run["data_root"])  # the default protocol
     torch.testing.assert_close(default.images, ev.images)
+    clip = data.load_eval_set("paper", "cifar10", n=3, data_root=paper_run["data_root"],
+                              preprocess=models.ProtocolPreprocess("clip"))
+    assert clip.images.shape == (3, 3, 224, 224) and clip.protocol == "clip" and clip.indices == ev.indices
+    custom = data.load_eval_set("paper", "cifar10", n=3, data_root=paper_run["data_root"],
+                                preprocess=models.paper_preprocess())
+    assert custom.protocol == "custom" and custom.images.shape == (3, 3, 224, 224)
     with pytest.raises(TypeError, match="pass the model's preprocess"):
         data.load_eval_set("paper", "eurosat", n=2, data_root=paper_run["data_root"], preprocess=lambda im: im)
 
