@@ -160,7 +160,10 @@ def model_card(cfg: BaseConfig, model: models.ClipModel) -> dict:
         source = "random init" if cfg.pretrained == "none" and not cfg.checkpoint else f"checkpoint {ckpt.name}"
         print(f"{n_params:.2f} M parameters; {source}")
         return {k: card.get(k) for k in ("command", "train_seconds", "hyperparameters", "sha256")}
-    identity = models.weights_identity(**cfg.model_spec())
+    identity = models.weights_identity(**{k: v for k, v in cfg.model_spec().items() if k != "protocol"})
     print(f"{n_params:.2f} M parameters; open_clip {model.model_name} at {model.image_size} px; "
-          f"weights {weights_label(cfg)}")
-    return {**identity, "image_size": model.image_size, "parameters_M": round(n_params, 2)}
+          f"weights {weights_label(cfg)}; protocol {model.protocol} (in-model resize {model.resize_mode})")
+    if model.load_report is not None:  # what was loaded: format, sha256, which tower came from which file
+        print(model.load_report)
+    return {**identity, "image_size": model.image_size, "parameters_M": round(n_params, 2),
+            "protocol": model.protocol, **({"load": model.load_report.to_dict()} if model.load_report else {})}
