@@ -9,12 +9,22 @@ import torch
 from scipy import stats
 
 
+def rel_spread(small: np.ndarray, large: np.ndarray) -> np.ndarray:
+    """Offset spread relative to the margin spread, std(large - small) / std(small) along the last axis (ddof 1;
+    the one definition of rel_spread), in the margins' own float dtype: 0 for a constant shift, about 1.4 for
+    unrelated margins of equal spread; NaN where the small-eps margins are constant (no spread to compare with)."""
+    small, large = np.asarray(small), np.asarray(large)
+    sd = small.std(axis=-1, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sd > 0, (large - small).std(axis=-1, ddof=1) / sd, np.nan)
+
+
 def margin_offsets(sweep: pd.DataFrame) -> pd.DataFrame:
     """For each eps pair (small < large): mean and spread of the per-sample offset and the small->large linear fit.
 
     `sweep` is the long table of :func:`nbhelpers.metrics.margin_sweep`. Columns: eps_small, eps_large,
-    offset_mean, offset_std, rel_spread (offset std / std of the small-eps margin: < 1 means the offset is more
-    stable than the margins themselves), slope, intercept, pearson_r, n.
+    offset_mean, offset_std, rel_spread (:func:`rel_spread`: offset std / std of the small-eps margin, < 1 means
+    the offset is more stable than the margins themselves), slope, intercept, pearson_r, n.
     """
     wide = sweep.pivot(index="sample", columns="eps", values="margin")
     rows = []
@@ -23,7 +33,7 @@ def margin_offsets(sweep: pd.DataFrame) -> pd.DataFrame:
         off = b - a
         fit = stats.linregress(a, b)
         rows.append({"eps_small": small, "eps_large": large, "offset_mean": off.mean(), "offset_std": off.std(ddof=1),
-                     "rel_spread": off.std(ddof=1) / max(a.std(ddof=1), 1e-12), "slope": fit.slope,
+                     "rel_spread": rel_spread(a, b)[()], "slope": fit.slope,
                      "intercept": fit.intercept, "pearson_r": fit.rvalue, "n": len(a)})
     return pd.DataFrame(rows)
 

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from nbhelpers import paths
+from nbhelpers.analysis import rel_spread
 from nbhelpers.utils import atomic_path, code_version, unpack_mask
 
 VERDICTS = ("reproduced", "not reproduced", "mixed")
@@ -192,21 +193,14 @@ def paired_bootstrap_diff_ci(correct_a: np.ndarray, correct_b: np.ndarray, *,
     return Interval(estimate, *_percentile_ci(reps, level))
 
 
-def _rel_spread(small: np.ndarray, large: np.ndarray) -> np.ndarray:
-    """std(large - small) / std(small) along the last axis (ddof 1); NaN where the small margins are constant."""
-    sd = small.std(axis=-1, ddof=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sd > 0, (large - small).std(axis=-1, ddof=1) / sd, np.nan)
-
-
 def bootstrap_rel_spread_ci(small: np.ndarray, large: np.ndarray, *, n_boot: int = 2000, level: float = 0.95,
                             seed: int = 0) -> Interval:
-    """Offset spread relative to the margin spread, std(large - small) / std(small), over paired units (n,),
-    with a seeded percentile bootstrap CI over the units."""
+    """:func:`nbhelpers.analysis.rel_spread` of paired units (n,), in float64, with a seeded percentile bootstrap
+    CI over the units."""
     small, large = np.asarray(small, dtype=float), np.asarray(large, dtype=float)
     if small.shape != large.shape or small.ndim != 1:
         raise ValueError("small and large must be paired 1-D arrays")
-    estimate = float(_rel_spread(small, large))
+    estimate = float(rel_spread(small, large))
     if len(small) < 3:
         return Interval(estimate, math.nan, math.nan)
     rng = np.random.default_rng(seed)
@@ -214,7 +208,7 @@ def bootstrap_rel_spread_ci(small: np.ndarray, large: np.ndarray, *, n_boot: int
     chunk = max(1, 2_000_000 // len(small))
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, len(small), size=(min(chunk, n_boot - start), len(small)))
-        reps[start:start + len(idx)] = _rel_spread(small[idx], large[idx])
+        reps[start:start + len(idx)] = rel_spread(small[idx], large[idx])
     return Interval(estimate, *_percentile_ci(reps, level))
 
 
@@ -235,6 +229,27 @@ def _ci(iv: Interval, digits: int = 2, scale: float = 1.0, signed: bool = False)
     return f"{e} [{lo}, {hi}]"
 
 
+def judge_ahead(intervals: Sequence[Interval], *, threshold: float = 0.0, clean: Interval | None = None,
+                clean_tolerance: float = 0.01) -> str:
+    """The one 'ahead with a positive interval, clean within tolerance' verdict, every number in one unit: accuracy
+    fractions for differences (0.01 = 1 point; callers in points convert), else the unit of `threshold`.
+
+    not reproduced: some interval lies below threshold (upper end < threshold); reproduced: every interval lies
+    above it (lower end > threshold) and, given `clean` (the clean-accuracy difference), its upper end is finite
+    and >= -clean_tolerance; mixed otherwise (an interval contains threshold or has a NaN end, or the clean cost
+    exceeds the tolerance: a robustness gain bought with clean accuracy is not a refutation, so it stays mixed).
+    """
+    sides = [_side(iv.low, iv.high, threshold) for iv in intervals]
+    if not sides:
+        raise ValueError("judge_ahead needs at least one interval")
+    clean_ok = clean is None or (math.isfinite(clean.high) and clean.high >= -clean_tolerance)
+    if "below" in sides:
+        return NOT_REPRODUCED
+    if all(side == "above" for side in sides) and clean_ok:
+        return REPRODUCED
+    return MIXED
+
+
 def _combine(parts: Iterable[bool | None]) -> str:
     """All True -> reproduced, all False -> not reproduced, anything else -> mixed (None = undecided)."""
     parts = list(parts)
@@ -249,9 +264,7 @@ def _combine(parts: Iterable[bool | None]) -> str:
 def _every_unit_above(intervals: Sequence[Interval], threshold: float) -> tuple[int, str]:
     """(index of the lowest estimate, verdict): reproduced if every interval lies above threshold, not reproduced
     if any lies below it, mixed otherwise."""
-    sides = [_side(iv.low, iv.high, threshold) for iv in intervals]
-    verdict = NOT_REPRODUCED if "below" in sides else REPRODUCED if all(x == "above" for x in sides) else MIXED
-    return int(np.argmin([iv.estimate for iv in intervals])), verdict
+    return int(np.argmin([iv.estimate for iv in intervals])), judge_ahead(intervals, threshold=threshold)
 
 
 def findings_mini_clip(robustness: pd.DataFrame, *, clean_factor: float = 3.0, eps_half: float = 4.0,
@@ -538,7 +551,6 @@ def findings_text_structure(structure: pd.DataFrame, *, iat: str = "IAT (SC-MHE 
             f"{d} {dmin.loc[d, iat] - dmin.loc[d, original]:+.3f} / {dmean.loc[d, iat] - dmean.loc[d, original]:+.3f}"
             for d in dmin.index)))
     keep = t_interval(rho[iat].dropna(), level=level)
-    side = _side(keep.low, keep.high, rho_floor)
     out.append(Finding(
         id="03_iat_keeps_consistency", notebook=notebook,
         claim="IAT keeps the semantic consistency of the pre-trained text embeddings.",
@@ -546,7 +558,7 @@ def findings_text_structure(structure: pd.DataFrame, *, iat: str = "IAT (SC-MHE 
                    f"(reproduced), below it (not reproduced), straddling (mixed)."),
         paper="", ours=f"rho {_ci(keep, 3)}",
         estimate=keep.estimate, ci_low=keep.low, ci_high=keep.high,
-        verdict={"above": REPRODUCED, "below": NOT_REPRODUCED}.get(side, MIXED), figure=figure,
+        verdict=judge_ahead([keep], threshold=rho_floor), figure=figure,
         detail="per dataset rho " + ", ".join(f"{d} {v:.3f}" for d, v in rho[iat].dropna().items())
                + f"; lowest {rho[iat].min():.3f}."))
     return out
@@ -590,7 +602,8 @@ def findings_tima_balance(rows: pd.DataFrame, *, tima: str = "tima", baselines: 
     """TIMA's headline claim (better balance of zero-shot robustness and clean accuracy), one finding per baseline:
     paired per-image differences TIMA - baseline at clean, eps_small and eps_large (1/255 units), mean over the
     zero-shot datasets, in accuracy points. Columns: model, dataset, attack, eps, n, correct, zero_shot (optional
-    model_label for the text). clean_tolerance: points of clean accuracy TIMA may lose beyond noise."""
+    model_label for the text). clean_tolerance: points of clean accuracy TIMA may lose beyond noise (the verdict is
+    :func:`judge_ahead` on the eps_small and eps_large intervals, given in fractions)."""
     labels = (dict(zip(rows.model, rows.model_label)) if "model_label" in rows.columns else {})
     other_eps = sorted({float(e) for e in rows.loc[rows.attack == attack, "eps"]} - {eps_small, eps_large})
     out = []
@@ -599,14 +612,7 @@ def findings_tima_balance(rows: pd.DataFrame, *, tima: str = "tima", baselines: 
         clean, _ = paired_accuracy_difference(rows, attack="clean", eps=0.0, **kw)
         small, _ = paired_accuracy_difference(rows, attack=attack, eps=eps_small, **kw)
         large, per_ds = paired_accuracy_difference(rows, attack=attack, eps=eps_large, **kw)
-        ahead = [_side(iv.low, iv.high, 0.0) for iv in (small, large)]
-        clean_ok = math.isfinite(clean.high) and clean.high * 100 >= -clean_tolerance
-        if "below" in ahead:
-            verdict = NOT_REPRODUCED
-        elif all(s == "above" for s in ahead) and clean_ok:
-            verdict = REPRODUCED
-        else:
-            verdict = MIXED
+        verdict = judge_ahead([small, large], clean=clean, clean_tolerance=clean_tolerance / 100)  # points -> fraction
         rest = []
         for e in other_eps:
             try:

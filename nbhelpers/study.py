@@ -31,8 +31,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from nbhelpers.config import STUDY_STAGES, FinetuneConfig, IATKnobs, TAIKnobs
-from nbhelpers.findings import (MIXED, NOT_REPRODUCED, REPRODUCED, Finding, paired_bootstrap_diff_ci,
-                                t_interval)
+from nbhelpers.findings import (MIXED, NOT_REPRODUCED, REPRODUCED, Finding, Interval, judge_ahead,
+                                paired_bootstrap_diff_ci, t_interval)
 from nbhelpers.utils import atomic_path, content_key, unpack_mask
 
 STAGES: tuple[str, ...] = STUDY_STAGES  # validation (selection), test (seeds), strong (AutoAttack), ablation
@@ -438,16 +438,9 @@ def _pts(line: Mapping) -> str:
     return f"{e} [{lo}, {hi}]"
 
 
-def _verdict_ahead(line: Mapping, *, clean: Mapping | None = None, clean_tolerance: float = 0.01) -> str:
-    """reproduced: CI above 0 (and clean CI upper end >= -tolerance); not reproduced: CI below 0 or mean <= 0 with
-    the clean cost beyond tolerance; mixed: the interval contains 0 (inside the noise)."""
-    lo, hi = float(line["ci_low"]), float(line["ci_high"])
-    clean_ok = clean is None or float(clean["ci_high"]) >= -clean_tolerance
-    if math.isfinite(hi) and hi < 0:
-        return NOT_REPRODUCED
-    if math.isfinite(lo) and lo > 0 and clean_ok:
-        return REPRODUCED
-    return MIXED
+def _interval(line: Mapping) -> Interval:
+    """The paired-difference row's mean and t-interval (fractions) as a findings Interval (for judge_ahead)."""
+    return Interval(float(line["mean_diff"]), float(line["ci_low"]), float(line["ci_high"]))
 
 
 def best_baseline(rows: Sequence[Mapping], metric: str, *, baselines: Sequence[str] = BASELINES) -> str:
@@ -463,7 +456,8 @@ def findings_study(test_rows: Sequence[Mapping], *, ablation_rows: Sequence[Mapp
                    strong_rows: Sequence[Mapping] = (), eps_small: float = 1.0, eps_large: float = 4.0,
                    clean_tolerance: float = 0.01, figure: str = "figures/06_seeds.png") -> list[Finding]:
     """Verdicts of notebook 06: TIMA vs the best baseline at small and large eps (paired over seeds), the detail
-    against TeCoA and PMG-AFT, each TIMA module's contribution (ablations), and the gradient-masking check."""
+    against TeCoA and PMG-AFT, each TIMA module's contribution (ablations), and the gradient-masking check.
+    The first two and the ablations use findings.judge_ahead; clean_tolerance is a fraction (0.01 = 1 point)."""
     out: list[Finding] = []
     n_seeds = len({r["train_seed"] for r in test_rows if r["method"] == "tima"})
     for tag, eps in (("small", eps_small), ("large", eps_large)):
@@ -483,8 +477,8 @@ def findings_study(test_rows: Sequence[Mapping], *, ablation_rows: Sequence[Mapp
             paper="TIMA above TeCoA, PMG-AFT and FARE at eps 1/255 and 4/255 (main tables)",
             ours=f"TIMA - {best}: {_pts(line)} points at {eps:g}/255; clean {_pts(clean)}",
             estimate=100 * float(line["mean_diff"]), ci_low=100 * float(line["ci_low"]),
-            ci_high=100 * float(line["ci_high"]), verdict=_verdict_ahead(line, clean=clean,
-                                                                          clean_tolerance=clean_tolerance),
+            ci_high=100 * float(line["ci_high"]), verdict=judge_ahead([_interval(line)], clean=_interval(clean),
+                                                                       clean_tolerance=clean_tolerance),
             figure=figure,
             detail=(f"{n_seeds} train seeds; per-seed differences {[round(100 * d, 1) for d in line['diffs']]}; "
                     f"{others or 'best baseline is TeCoA or PMG-AFT'}.")))
@@ -519,7 +513,8 @@ def _ablation_findings(rows: Sequence[Mapping], *, eps: float) -> list[Finding]:
             paper="each module improves robustness (TIMA's ablation tables)",
             ours=f"{a} - {b}: {_pts(line)} points at {eps:g}/255; clean {_pts(clean)}",
             estimate=100 * float(line["mean_diff"]), ci_low=100 * float(line["ci_low"]),
-            ci_high=100 * float(line["ci_high"]), verdict=_verdict_ahead(line), figure="figures/06_ablations.png",
+            ci_high=100 * float(line["ci_high"]), verdict=judge_ahead([_interval(line)]),
+            figure="figures/06_ablations.png",
             detail=f"per-seed differences {[round(100 * d, 1) for d in line['diffs']]}"))
     return out
 

@@ -368,14 +368,38 @@ def training_attack(engine: Engine, x: torch.Tensor, y: torch.Tensor, noise: tor
     return pgd_attack(engine.attack_head, x, y, **budget)
 
 
-def student_margin_offset(engine: Engine, data: "TrainData", *, n: int = 256, steps: int = 10) -> float:
-    """The margin offset (cosine units) of the model being trained: mean margin(offset_eps) - margin(train_eps)
-    under PGD-steps on data.first(n), against the class embeddings it trains against (adaptive ASAM)."""
-    cfg = engine.cfg
+def measure_head_offset(head: ZeroShotClassifier, data: TrainData, cfg: FinetuneConfig, *, eps_large: float,
+                        n: int = 256, steps: int = 10, device: torch.device | str = "cpu") -> dict[str, float]:
+    """The one margin-offset measurement on the fine-tuning task: mean margin(eps_large) - margin(cfg.train_eps)
+    under PGD-steps on data.first(n), in logits and in cosine units (divided by head.logit_scale: the unit of the
+    ASAM margins). Keys: offset_logits, offset_cosine, logit_scale, eps_small, eps_large.
+
+    Seeding: the attacks' random starts are seeded by cfg.train_seed, the seed that also drew the images (data.seed):
+    the offset calibrates or steers training, so it follows the training seed and never the evaluation seed
+    cfg.seed (which the weights' cache key leaves out).
+    """
+    if data.seed != cfg.train_seed:
+        raise ValueError(f"data was drawn with train_seed {data.seed}, cfg has train_seed {cfg.train_seed}")
     x, y = data.first(n)
-    sweep, _ = metrics.margin_sweep(engine.attack_head, x, y, eps_list=[cfg.train_eps, cfg.offset_eps], steps=steps,
-                                    batch_size=cfg.batch_size, device=engine.device, seed=cfg.train_seed)
-    return float(analysis.margin_offsets(sweep).iloc[0].offset_mean) / engine.scale
+    sweep, _ = metrics.margin_sweep(head, x, y, eps_list=[cfg.train_eps, eps_large], steps=steps,
+                                    batch_size=cfg.batch_size, device=device, seed=cfg.train_seed)
+    offset = float(analysis.margin_offsets(sweep).iloc[0].offset_mean)
+    return {"offset_logits": offset, "offset_cosine": offset / head.logit_scale, "logit_scale": head.logit_scale,
+            "eps_small": cfg.train_eps, "eps_large": eps_large}
+
+
+def measure_margin_offset(model: ClipModel, cfg: FinetuneConfig, *, eps_large: float, n: int = 256,
+                          steps: int = 10, preprocess: Callable | None = None,
+                          device: torch.device | str = "cpu") -> dict[str, float]:
+    """Notebook 01's offset of a model on the fine-tuning task (:func:`measure_head_offset` against the model's own
+    class embeddings of the task's classes, with its own logit scale).
+
+    preprocess: how the paper profile reads the images (None: the one create_model_and_transforms pairs with model).
+    """
+    data = TrainData(cfg, preprocess=preprocess if preprocess is not None else preprocess_for(model))
+    emb = build_class_embeddings(model, data.classnames, data.templates, device=device)
+    head = build_head(model, emb, device=device)
+    return measure_head_offset(head, data, cfg, eps_large=eps_large, n=n, steps=steps, device=device)
 
 
 def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -439,7 +463,8 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     offset = float(history[-1].get("margin_offset", cfg.margin_offset)) if history else cfg.margin_offset
     for step in bar:
         if remeasure and step % cfg.offset_every == 0 and step > 0:  # truly adaptive ASAM (ours): the offset now
-            offset = student_margin_offset(engine, data)
+            offset = measure_head_offset(engine.attack_head, data, cfg, eps_large=cfg.offset_eps,
+                                         device=engine.device)["offset_cosine"]
         if remeasure:
             engine.margins = method_margins(dataclasses.replace(cfg, margin_offset=offset), emb)
         x, y = data.batch(step, cfg.train_batch_size)
@@ -512,26 +537,6 @@ def main(argv: list[str] | None = None) -> int:
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
-
-
-
-def measure_margin_offset(model: ClipModel, cfg: FinetuneConfig, *, eps_large: float, n: int = 256,
-                          steps: int = 10, preprocess: Callable | None = None,
-                          device: torch.device | str = "cpu") -> dict[str, float]:
-    """Notebook 01's offset on the fine-tuning task: mean margin(eps_large) - margin(train_eps), in logits and
-    in cosine units (divided by the logit scale: the unit of the ASAM margins), on TrainData.first(n).
-
-    preprocess: how the paper profile reads the images (None: the one create_model_and_transforms pairs with model).
-    """
-    data = TrainData(cfg, preprocess=preprocess if preprocess is not None else preprocess_for(model))
-    emb = build_class_embeddings(model, data.classnames, data.templates, device=device)
-    head = build_head(model, emb, device=device)
-    x, y = data.first(n)
-    sweep, _ = metrics.margin_sweep(head, x, y, eps_list=[cfg.train_eps, eps_large], steps=steps,
-                                    batch_size=cfg.batch_size, device=device, seed=cfg.seed)
-    off = analysis.margin_offsets(sweep).iloc[0]
-    return {"offset_logits": float(off.offset_mean), "offset_cosine": float(off.offset_mean) / head.logit_scale,
-            "logit_scale": head.logit_scale, "eps_small": cfg.train_eps, "eps_large": eps_large}
 
 
 if __name__ == "__main__":

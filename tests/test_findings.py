@@ -344,3 +344,29 @@ def test_the_project_readme_table_matches_the_findings_files(tmp_path):
     shutil.copy(ROOT / "README.md", copy)  # a copy: the check must not depend on the README being writable
     done = _script("--readme", str(copy), "--results", str(paths.RESULTS_DIR), "--check")
     assert done.returncode == 0, done.stderr + "\nrun: python scripts/findings_table.py"
+
+
+# ------------------------------------------------------------------------------- the one 'ahead' verdict rule
+def test_judge_ahead_is_the_one_verdict_rule_in_fractions():
+    up, down, straddle = F.Interval(0.02, 0.01, 0.03), F.Interval(-0.02, -0.03, -0.01), F.Interval(0.0, -0.01, 0.01)
+    assert F.judge_ahead([up]) == "reproduced"
+    assert F.judge_ahead([up, down]) == "not reproduced"
+    assert F.judge_ahead([up, straddle]) == "mixed"
+    assert F.judge_ahead([up, F.Interval(0.02, math.nan, math.nan)]) == "mixed"
+    assert F.judge_ahead([up], clean=F.Interval(-0.01, -0.02, -0.005)) == "reproduced"  # -0.5 point: within 1
+    costly = F.Interval(-0.05, -0.06, -0.02)
+    assert F.judge_ahead([up], clean=costly) == "mixed"  # clean cost beyond tolerance: mixed, not refuted
+    assert F.judge_ahead([up], clean=costly, clean_tolerance=0.03) == "reproduced"
+    assert F.judge_ahead([up], clean=F.Interval(0.0, math.nan, math.nan)) == "mixed"
+    assert F.judge_ahead([down], clean=costly) == "not reproduced"
+    assert F.judge_ahead([F.Interval(5.0, 4.0, 6.0)], threshold=3.0) == "reproduced"
+    assert F.judge_ahead([F.Interval(5.0, 2.0, 6.0)], threshold=3.0) == "mixed"
+    with pytest.raises(ValueError, match="at least one interval"):
+        F.judge_ahead([])
+
+
+def test_tima_balance_converts_its_point_tolerance_for_the_one_rule():
+    rows = _eval_rows(+0.10, clean_gain=-0.03)  # 10 points ahead under attack, 3 points behind clean
+    assert [f.verdict for f in F.findings_tima_balance(rows, n_boot=500)] == ["mixed", "mixed"]
+    assert [f.verdict for f in F.findings_tima_balance(rows, clean_tolerance=5.0, n_boot=500)] == ["reproduced"] * 2
+    assert [f.verdict for f in F.findings_tima_balance(rows, clean_tolerance=0.05, n_boot=500)] == ["mixed"] * 2

@@ -74,3 +74,25 @@ def test_one_fingerprint_helper_for_tensors_and_weights():
     lin = torch.nn.Linear(3, 2)
     assert zeroshot.model_fingerprint(lin) == utils.tensor_fingerprint(lin.state_dict())
     assert zeroshot.model_fingerprint(lin, exclude_prefix="bias") == utils.tensor_fingerprint({"weight": lin.weight})
+
+
+def test_rel_spread_is_one_definition_in_the_margins_dtype():
+    """Issue 18: one rel_spread (analysis), row-wise along the last axis, in the input's float dtype, NaN for
+    constant small-eps margins; margin_offsets and the findings' bootstrap both report it."""
+    from nbhelpers import findings
+
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(4, 300))
+    large = small - 2.0 + 0.5 * rng.normal(size=(4, 300))
+    rows = analysis.rel_spread(small, large)
+    assert rows.shape == (4,)
+    assert rows[0] == pytest.approx(np.std(large[0] - small[0], ddof=1) / np.std(small[0], ddof=1), rel=1e-12)
+    assert [analysis.rel_spread(a, b) for a, b in zip(small, large)] == pytest.approx(list(rows), rel=1e-12)
+    assert analysis.rel_spread(small[0], small[0] - 3.0) == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(analysis.rel_spread(np.ones(10), np.arange(10.0)))
+    s32, l32 = small[0].astype(np.float32), large[0].astype(np.float32)
+    assert analysis.rel_spread(s32, l32).dtype == np.float32
+    sweep = pd.concat([pd.DataFrame({"sample": range(300), "eps": e, "margin": m}) for e, m in ((1.0, s32), (4.0, l32))])
+    off = analysis.margin_offsets(sweep).iloc[0]
+    assert off.rel_spread == analysis.rel_spread(s32, l32)
+    assert findings.bootstrap_rel_spread_ci(small[0], large[0], n_boot=50).estimate == rows[0]

@@ -385,3 +385,15 @@ def test_store_appends_without_rewriting_survives_a_cut_line_and_prunes(tmp_path
     path.write_text(path.read_text().replace('"a"', '"a', 1))
     with pytest.raises(ValueError, match="row 1 is not valid JSON"):  # damage inside the store is not guessed at
         store.rows()
+
+
+def test_study_verdict_is_the_findings_rule_with_its_clean_tolerance_in_fractions():
+    """Issue 18: 06's verdicts come from findings.judge_ahead; a robustness gain bought with more clean accuracy than
+    the tolerance (a fraction: 0.01 = 1 point) stays mixed, and a looser tolerance lets it count."""
+    rows = _study_rows(0.05)
+    for r in rows:
+        if r["method"] == "tima":
+            r["scores"]["clean"] -= 0.03  # three points of clean accuracy for five robust points
+    assert [f.verdict for f in study.findings_study(rows)] == ["mixed", "mixed"]
+    loose = study.findings_study(rows, clean_tolerance=0.05)
+    assert [f.verdict for f in loose] == ["reproduced", "reproduced"] and "-5 point" in loose[1].criterion

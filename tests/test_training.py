@@ -27,7 +27,17 @@ def base_state():
 
 
 @pytest.mark.parametrize("method", sorted(config.METHODS))
-def test_each_method_trains_and_changes_only_the_image_tower(method, base_state, tmp_path):
+def test_each_method_trains_and_changes_only_the_image_tower(method, base_state, tmp_path, monkeypatch):
+    steps: list[tuple[set[str], set[str]]] = []  # per step: (parameters that require a gradient, that got one)
+    real_step = training.train_step
+
+    def spying_step(engine: training.Engine, step: int, *args: torch.Tensor) -> torch.Tensor:
+        loss = real_step(engine, step, *args)
+        named = list(engine.attack_head.model.named_parameters())  # the student being trained
+        steps.append(({n for n, p in named if p.requires_grad}, {n for n, p in named if p.grad is not None}))
+        return loss
+
+    monkeypatch.setattr(training, "train_step", spying_step)
     cfg = FinetuneConfig.from_params(method=method, **SMALL)
     res = training.finetune(cfg, out=tmp_path / "run.pt", progress=False)
     assert len(res.history) == 3 and res.history.loss.notna().all()
@@ -35,7 +45,12 @@ def test_each_method_trains_and_changes_only_the_image_tower(method, base_state,
     assert changed, "training must change something"
     assert all(k.startswith("clip.visual.") for k in changed), sorted(changed)[:5]
     assert not any("running_" in k for k in changed), "BatchNorm statistics must stay frozen"
-    assert all(p.grad is None or not p.requires_grad for p in res.model.parameters())
+    visual = {n for n, _ in res.model.named_parameters() if n.startswith("clip.visual.")}
+    assert len(steps) == 3
+    for trainable, graded in steps:  # during training: exactly the image tower is trainable, and gradients reach it
+        assert trainable == visual, sorted(trainable ^ visual)[:5]
+        assert graded and graded <= visual, sorted(graded - visual)[:5]
+    assert not any(p.requires_grad for p in res.model.parameters()), "the returned model must be frozen"
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path):
@@ -309,3 +324,21 @@ def test_default_iat_spreads_the_training_classes_and_keeps_their_order():
     assert losses.mhe_energy(new) < losses.mhe_energy(orig) - 0.005
     assert torch.cdist(new, new)[off].min() > torch.cdist(orig, orig)[off].min() + 0.01
     assert analysis.semantic_consistency_rho(orig, new) >= 0.95
+
+
+def test_margin_offset_is_one_measurement_seeded_by_the_training_seed():
+    """Issue 18: one offset measurement (the notebooks' and the student's) with one seed, train_seed: the evaluation
+    seed changes nothing, the training seed does, and the notebook entry point is the head measurement."""
+    base, pre = models.create_model_and_transforms("mini")
+    cfg = FinetuneConfig.from_params(method="tai", train_eps=1.0, offset_eps=4.0)
+    kw = dict(eps_large=4.0, n=48, steps=3)
+    got = training.measure_margin_offset(base, cfg, preprocess=pre, **kw)
+    assert got["offset_logits"] < 0 and got["offset_cosine"] == got["offset_logits"] / got["logit_scale"]
+    assert training.measure_margin_offset(base, cfg.replace(seed=cfg.seed + 7), preprocess=pre, **kw) == got
+    assert training.measure_margin_offset(base, cfg.replace(train_seed=cfg.train_seed + 1), preprocess=pre,
+                                          **kw)["offset_logits"] != got["offset_logits"]
+    data = training.TrainData(cfg, preprocess=pre)
+    head = training.build_head(base, build_class_embeddings(base, data.classnames, data.templates))
+    assert training.measure_head_offset(head, data, cfg, **kw) == got
+    with pytest.raises(ValueError, match="train_seed"):
+        training.measure_head_offset(head, data, cfg.replace(train_seed=cfg.train_seed + 1), **kw)
