@@ -336,7 +336,8 @@ def test_released_checkpoints_are_evaluated_beside_ours_and_fill_the_published_c
     assert got[name].tags["checkpoint_sha256"] == utils.file_fingerprint(grid.paths.MINI_CHECKPOINT)
     for a, b in zip(got[name].image_model.state_dict().values(), mini_model.state_dict().values()):
         assert torch.equal(a, b)
-    run = grid.run_grid(got, path=tmp_path / "05_evaluation.jsonl", config={}, **GRID)
+    small = {**GRID, "eps_list": [4.0], "strong_attacks": [], "strong_eps_list": [], "n": 16}
+    run = grid.run_grid(got, path=tmp_path / "05_evaluation.jsonl", config={}, **small)
     assert set(run.rows.model) == {name} and set(run.rows.model_config) == {"released"}
     summary = grid.summary_table(run.rows)
     table = grid.compare_published(grid.published_results(), summary)
