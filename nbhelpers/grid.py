@@ -44,7 +44,8 @@ RUN_FIELDS = ("config", "base_model", "model_fingerprint", "code_version", "torc
 #      key. Rows of formats 1-2 were made by code that had one way each: "mini" / "first" on the mini profile, on
 #      the paper profile open_clip's transform ("clip") on the first n items ("first").
 STORE_FORMAT_VERSION = 3
-_FORMAT_2_READING = {"mini": {"protocol": "mini", "sampling": "first"}, "paper": {"protocol": "clip", "sampling": "first"}}
+_FORMAT_2_READING = {"mini": {"protocol": "mini", "sampling": "first"},
+                     "paper": {"protocol": "clip", "sampling": "first"}}
 
 
 def load_rows(path: str | Path) -> list[dict]:
