@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from benchmarks import common
 from benchmarks.tecoa_loop import TecoaFamily
-from nbhelpers import losses, training
+from nbhelpers import losses, methods, training
 from nbhelpers.models import ClipModel
 from nbhelpers.zeroshot import ZeroShotClassifier
 
@@ -33,7 +33,7 @@ def _engine(model, emb: torch.Tensor, cfg: training.FinetuneConfig, *, device: t
     student = copy.deepcopy(model).eval()
     for name, p in student.named_parameters():
         p.requires_grad_(name.startswith("clip.visual."))
-    teacher = ZeroShotClassifier(model, emb).to(device).eval() if cfg.method in training.NEEDS_TEACHER else None
+    teacher = ZeroShotClassifier(model, emb).to(device).eval() if methods.get(cfg.method).needs_teacher else None
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.finetune_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return training.make_engine(cfg, student, emb, opt, teacher=teacher, scale=model.logit_scale(), device=device)

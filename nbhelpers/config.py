@@ -11,8 +11,8 @@ Every field is checked against its annotation (an int is accepted for a float; a
 then against its allowed values, so a wrong ``papermill -p`` value stops the notebook in its validation cell,
 before any work and before anything is written, with a message naming the parameter and what it accepts.
 
-This module sits low in the package: it imports only :mod:`world`, :mod:`paper_data` and :mod:`attacks` (for the
-names it validates against), never the modules that use the configs.
+This module sits low in the package: it imports only :mod:`world`, :mod:`paper_data`, :mod:`attacks` and
+:mod:`methods` (for the names it validates against), never the modules that use the configs.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbhelpers import world
+from nbhelpers import methods, world
 from nbhelpers.attacks import ATTACKS
 from nbhelpers.paper_data import DEFAULT_PROTOCOL, DEFAULT_SAMPLING, PROTOCOLS, SAMPLING_RULES, list_paper_datasets
 
@@ -33,30 +33,11 @@ PROFILES = ("mini", "paper")
 PAPER_FINETUNE_SET = "tinyimagenet"
 
 # ---------------------------------------------------------------------------------------------- registries
-# Names only; the behaviour lives in the module that uses each name (training, suite, attacks).
-METHODS: dict[str, str] = {
-    "ft_standard": "clean fine-tuning with cross-entropy over the zero-shot head (no attack)",
-    "tecoa": "TeCoA: PGD on image-text cross-entropy, train on the adversarial images with it",
-    "pmg_aft": "PMG-AFT: TeCoA + alpha KL(pre-trained(adv) || adv) + beta KL(clean || adv)",
-    "laat": "LAAT-style: TeCoA's objective against expanded text anchors (rotated to a pole, angles spread)",
-    "fare": "FARE: unsupervised; label-free PGD maximises the L2 distance to the frozen clean embedding, then trains it down",
-    "tai": "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + text-aware distillation",
-}
+# The methods (names, labels, what they need) live in nbhelpers.methods, one record each; the other names here.
 MARGIN_KINDS = ("asam", "tam", "tam_sample", "none")
 TAKD_TARGETS = ("clean", "adv", "feature")
 SC_KINDS = ("cosine", "row_softmax")
 TEXT_SOURCES = ("original", "iat")
-EVAL_MODELS: dict[str, str] = {
-    "zero_shot": "zero-shot CLIP",
-    "ft_standard": "FT-Standard",
-    "tecoa": "TeCoA",
-    "pmg_aft": "PMG-AFT",
-    "laat": "LAAT-style",
-    "fare": "FARE",
-    "tai": "TAI (TIMA w/o IAT)",
-    "iat_tecoa": "IAT + TeCoA (TIMA w/o TAI)",
-    "tima": "TIMA (IAT + TAI)",
-}
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
@@ -357,7 +338,8 @@ class IATConfig(IATKnobs, FinetuneKnobs, BaseConfig):
 class FinetuneConfig(TAIKnobs, FinetuneKnobs, BaseConfig):
     """One adversarial fine-tuning run of one method (the training CLI's flags are exactly these fields)."""
 
-    method: str = knob("tecoa", "fine-tuning objective: " + ", ".join(METHODS))
+    method: str = knob("tecoa", "fine-tuning objective (an engine method of nbhelpers.methods): " +
+                       ", ".join(methods.engine_names()))
     margin_offset: float = knob(0.0, "TAI/ASAM: measured margin offset in cosine units (01's finding 1)")
     text_source: str = knob("original", 'class text the image side trains against: "original" or "iat"')
     iat_projection: str = knob("", 'text_source "iat": the tuned text projection file (from 03)')
@@ -365,7 +347,7 @@ class FinetuneConfig(TAIKnobs, FinetuneKnobs, BaseConfig):
 
     def check(self) -> None:
         super().check()
-        self._choice("method", list(METHODS))
+        self._choice("method", methods.engine_names())
         self._choice("text_source", TEXT_SOURCES)
         self._positive("checkpoint_every")
         if self.text_source == "iat" and not self.iat_projection:
@@ -483,11 +465,16 @@ CONFIG_SOURCES = ("auto", "selected", "knobs")
 class SelectionKnobs(Config):
     """Where 04 and 05 take each method's configuration from."""
 
-    configs: str = knob("auto", '"selected": each method at the configuration 06 selected on the validation tasks (results/06_study.jsonl); "knobs": the knobs below; "auto": selected on mini, knobs on paper')
+    configs: str = knob("auto", '"selected": each method at the configuration 06 selected on the validation tasks (results/06_study.jsonl); "knobs": the knobs below, as you set them; "auto": selected on mini; on paper (no study there yet) it refuses to train, so pass "knobs" with a finetune_lr you stand behind')
 
     def check(self) -> None:
         super().check()
         self._choice("configs", CONFIG_SOURCES)
+        trains = any(methods.get(m).trained for m in getattr(self, "models", ["tecoa"]) if m in methods.model_names())
+        if self.configs == "auto" and getattr(self, "profile", "mini") != "mini" and trains:
+            raise ConfigError("parameter 'configs' = 'auto' has no study selection to take on the paper profile (06 "
+                              "runs on mini only), and the knobs' defaults are the mini profile's: pass "
+                              "configs='knobs' with the finetune_lr (and method knobs) you stand behind")
 
     def uses_selection(self) -> bool:
         """Whether each method takes the study's selected configuration (mini only: no paper study exists yet)."""
@@ -523,10 +510,20 @@ class ReleasedKnobs(Config):
             if not Path(path).expanduser().is_file():
                 raise ConfigError(f"parameter 'checkpoints': {label!r} names {path!r}, which is not a file; pass the "
                                   "released weights file itself (e.g. TeCoA's model_best.pth.tar)")
-            if label in EVAL_MODELS or label in EVAL_MODELS.values():
+            if any(label in (m.name, m.label) for m in methods.all_methods()):
                 raise ConfigError(f"parameter 'checkpoints': label {label!r} is the name of a model trained here; "
                                   "choose another, e.g. 'TeCoA (released)'")
         return {label: str(Path(path).expanduser()) for label, path in parsed.items()}
+
+
+def split_overrides(overrides: Mapping[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    """(FinetuneConfig overrides, IAT overrides) of one configuration; an unknown name is an error."""
+    ft_names, iat_names = set(FinetuneConfig.field_names()), set(IATKnobs.field_names())
+    unknown = sorted(set(overrides) - ft_names - iat_names)
+    if unknown:
+        raise ValueError(f"override(s) {unknown} are neither fine-tuning nor IAT parameters")
+    return ({k: v for k, v in overrides.items() if k in ft_names},
+            {k: v for k, v in overrides.items() if k in iat_names})
 
 
 class _RunsMixin:
@@ -569,10 +566,10 @@ class TAINotebookConfig(_RunsMixin, _EvalKnobs, ReleasedKnobs, SelectionKnobs, T
         super().check()
         self._eps("eval_eps_list")
         self._increasing("eval_eps_list")
-        bad = [m for m in self.baselines if m not in METHODS or m == "tai"]
+        allowed = [m for m in methods.engine_names() if m != "tai"]
+        bad = [m for m in self.baselines if m not in allowed]
         if bad:
-            raise ConfigError(f"parameter 'baselines' has unknown method(s) {bad}; choose from "
-                              f"{sorted(set(METHODS) - {'tai'})}")
+            raise ConfigError(f"parameter 'baselines' has unknown method(s) {bad}; choose from {allowed}")
 
 
 @dataclass(frozen=True)
@@ -580,7 +577,7 @@ class EvaluationConfig(_RunsMixin, ReleasedKnobs, SelectionKnobs, TAIKnobs, IATK
     """05_evaluation: models x datasets x attacks x eps, first-N, resumable."""
 
     models: list[str] = knob(["zero_shot", "ft_standard", "tecoa", "pmg_aft", "laat", "tai", "tima"],
-                             "models to evaluate: " + ", ".join(EVAL_MODELS))
+                             "models to evaluate: " + ", ".join(methods.model_names()))
     datasets: list[str] = knob([], "zero-shot datasets; empty means all of the profile")
     include_finetune_set: bool = knob(True, "also evaluate the fine-tuning set (marked not zero-shot)")
     eps_list: list[float] = knob([1.0, 2.0, 4.0, 8.0], "radii of the cheap attacks, 1/255 units (clean is always added)")
@@ -602,9 +599,9 @@ class EvaluationConfig(_RunsMixin, ReleasedKnobs, SelectionKnobs, TAIKnobs, IATK
     def check(self) -> None:
         super().check()
         self._choice("sampling", ["auto", *SAMPLING_RULES] if self.profile == "paper" else ["auto", "first"])
-        bad = [m for m in self.models if m not in EVAL_MODELS]
+        bad = [m for m in self.models if m not in methods.model_names()]
         if bad or not self.models:
-            raise ConfigError(f"parameter 'models' has unknown model(s) {bad}; choose from {list(EVAL_MODELS)}")
+            raise ConfigError(f"parameter 'models' has unknown model(s) {bad}; choose from {methods.model_names()}")
         for name in ("attacks", "strong_attacks"):
             bad = [a for a in getattr(self, name) if a not in ATTACKS]
             if bad:

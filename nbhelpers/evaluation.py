@@ -23,10 +23,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from nbhelpers import analysis, metrics
+from nbhelpers import analysis, methods, metrics
 from nbhelpers import attacks as attack_mod
 from nbhelpers.attacks import ATTACKS, AttackSpec
-from nbhelpers.config import EVAL_MODELS
 from nbhelpers.data import EvalSet, classnames_for, load_eval_set
 from nbhelpers.models import ClipModel
 from nbhelpers.utils import pack_mask, tensor_fingerprint, unpack_mask
@@ -64,11 +63,13 @@ class EvalModel:
     text_side: str
     run: object | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    image_id: str = ""  # identity of the image tower's weights (e.g. the training cache key), never a float hash
+    text_id: str = ""  # identity of the text side (base weights, IAT projection file, expansion), never a float hash
 
 
 def zero_shot_model(base: ClipModel, *, device: torch.device | str = "cpu") -> EvalModel:
     """The pre-trained model with its own (original) text side, as an EvalModel named 'zero_shot'."""
-    return EvalModel("zero_shot", EVAL_MODELS["zero_shot"], base, text_embedder(base, device=device), "original")
+    return EvalModel("zero_shot", methods.get("zero_shot").label, base, text_embedder(base, device=device), "original")
 
 
 def pair_models(image_models: Mapping[str, ClipModel], text_sides: Mapping[str, EmbeddingFn]) -> dict[str, EvalModel]:

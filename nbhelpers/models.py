@@ -39,6 +39,10 @@ from nbhelpers.checkpoints import (OPENAI_SHA256, Checkpoint, CheckpointError, L
                                    read_checkpoint)
 from nbhelpers.utils import file_fingerprint
 
+# bump with any change to the numbers this module computes: the models' forward passes, normalisation, preprocessing
+# and weight loading (see utils.numerics_versions)
+NUMERICS_VERSION = 1
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 MINI_MODEL_NAME = "mini-clip"

@@ -15,6 +15,9 @@ DATA_ROOT = Path(os.environ.get("TIMA_DATA_ROOT", PROJECT_ROOT / "data"))
 # notebook 06's resumable store: an input of 04 and 05 (their selected configurations), so it is read from the
 # repository even when TIMA_RESULTS_DIR sends a run's outputs elsewhere
 STUDY_STORE = Path(os.environ.get("TIMA_STUDY_STORE", PROJECT_ROOT / "results" / "06_study.jsonl"))
+# the configuration 06 selected per method on the validation tasks (derived from STUDY_STORE by study_runs, committed;
+# a test checks it against the store): the training CLI's defaults, read without importing the study
+STUDY_SELECTION = PROJECT_ROOT / "results" / "06_selected.json"
 # the same study rerun end to end on a lent NVIDIA H100 (same code and keys, GPU floating point): notebook 06's
 # replication section; written by `python -m nbhelpers.study_runs --device cuda --store <this path>` on that machine
 STUDY_REPLICA_STORE = PROJECT_ROOT / "results" / "06_study_h100.jsonl"

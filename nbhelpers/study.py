@@ -30,69 +30,67 @@ import pandas as pd
 
 from tqdm.auto import tqdm
 
-from nbhelpers.config import STUDY_STAGES, FinetuneConfig, IATKnobs, TAIKnobs
+from nbhelpers import methods
+from nbhelpers.config import STUDY_STAGES, FinetuneKnobs, IATKnobs, TAIKnobs
 from nbhelpers.findings import (MIXED, NOT_REPRODUCED, REPRODUCED, Finding, Interval, judge_ahead,
                                 paired_bootstrap_diff_ci, t_interval)
 from nbhelpers.utils import atomic_path, content_key, unpack_mask
 
 STAGES: tuple[str, ...] = STUDY_STAGES  # validation (selection), test (seeds), strong (AutoAttack), ablation
-STUDY_METHODS: tuple[str, ...] = ("tecoa", "pmg_aft", "laat", "fare", "tai", "tima")
-# study method -> engine method of training.finetune (TIMA = IAT text tuning, then TAI against the tuned text)
-ENGINE_METHOD: dict[str, str] = {"tecoa": "tecoa", "pmg_aft": "pmg_aft", "laat": "laat", "fare": "fare",
-                                 "tai": "tai", "tima": "tai"}
 LR_GRID: dict[str, tuple[float, ...]] = {"mini": (1e-4, 3e-4, 1e-3), "paper": (3e-6, 1e-5, 3e-5)}  # peak SGD lr
-WARMUP_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.25)  # TeCoA's knob: warm-up steps as a fraction of all steps
-PMG_WEIGHTS: tuple[float, ...] = (0.5, 1.0, 2.0)  # PMG-AFT's knob: alpha = beta
-LAAT_SPREADS: tuple[float, ...] = (1.25, 1.5, 2.0)  # LAAT-style's knob: angle expansion factor
-TAI_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 2.0)  # TAI's knob: factor on both the ASAM gain and the TAKD weight
-SC_WEIGHTS: tuple[float, ...] = (1.0, 5.0, 25.0)  # TIMA's knob: IAT's semantic-consistency weight
 BUDGET = 9  # configurations per method
 
-# study method -> text side the image tower trains against and is evaluated with ("laat": expanded anchors)
-TEXT_SIDE: dict[str, str] = {"tecoa": "original", "pmg_aft": "original", "laat": "laat", "fare": "original",
-                             "tai": "original", "tima": "iat"}
+
+def study_methods() -> tuple[str, ...]:
+    """The methods the study searches, selects and compares (their records have a search grid: nbhelpers.methods)."""
+    return tuple(methods.study_names())
+
+
+def baselines() -> tuple[str, ...]:
+    """What TIMA is compared with (TAI is part of it): the records marked baseline."""
+    return tuple(methods.baseline_names())
 
 
 @dataclass(frozen=True)
 class Ablation:
-    """One ablation variant: trained at the selected configuration of `parent` with `overrides` on top (IAT
-    variants also take TIMA's selected sc_weight where they keep the consistency term), engine method and text."""
+    """One ablation variant: method `method` (a record of nbhelpers.methods) trained at the selected configuration
+    of `parent` with `overrides` on top (IAT variants also take TIMA's selected sc_weight where they keep the
+    consistency term)."""
 
     parent: str
-    engine: str
-    text: str
+    method: str
     overrides: tuple[tuple[str, object], ...]
     keeps_sc: bool
     description: str
 
 
-def _ab(parent: str, engine: str, text: str, description: str, *, keeps_sc: bool = False, **overrides: object) -> Ablation:
-    return Ablation(parent, engine, text, tuple(sorted(overrides.items())), keeps_sc, description)
+def _ab(parent: str, method: str, description: str, *, keeps_sc: bool = False, **overrides: object) -> Ablation:
+    return Ablation(parent, method, tuple(sorted(overrides.items())), keeps_sc, description)
 
 
 # TIMA's ablations (issue 10): not searched; each at the selected configuration of its parent, same train seeds
 ABLATIONS: dict[str, Ablation] = {
-    "margin_uniform": _ab("tai", "tai", "original", "TeCoA + uniform margin only (ASAM's offset term, gain 0)",
+    "margin_uniform": _ab("tai", "tai", "TeCoA + uniform margin only (ASAM's offset term, gain 0)",
                           takd_weight=0.0, asam_gain=0.0),
-    "margin_semantic": _ab("tai", "tai", "original", "TeCoA + semantic margin only (offset_weight 0)",
+    "margin_semantic": _ab("tai", "tai", "TeCoA + semantic margin only (offset_weight 0)",
                            takd_weight=0.0, offset_weight=0.0),
-    "margin_asam": _ab("tai", "tai", "original", "TeCoA + ASAM (offset measured once, on the pre-trained model)",
+    "margin_asam": _ab("tai", "tai", "TeCoA + ASAM (offset measured once, on the pre-trained model)",
                        takd_weight=0.0),
-    "margin_asam_adaptive": _ab("tai", "tai", "original", "TeCoA + ASAM, offset re-measured every 50 steps",
+    "margin_asam_adaptive": _ab("tai", "tai", "TeCoA + ASAM, offset re-measured every 50 steps",
                                 takd_weight=0.0, offset_every=50),
-    "margin_tam_text": _ab("tai", "tai", "original", "TeCoA + TAM, text-text gate", takd_weight=0.0,
+    "margin_tam_text": _ab("tai", "tai", "TeCoA + TAM, text-text gate", takd_weight=0.0,
                            margin_kind="tam"),
-    "margin_tam_sample": _ab("tai", "tai", "original", "TeCoA + TAM, per-sample image-text gate", takd_weight=0.0,
+    "margin_tam_sample": _ab("tai", "tai", "TeCoA + TAM, per-sample image-text gate", takd_weight=0.0,
                              margin_kind="tam_sample"),
-    "takd_adv_teacher": _ab("tai", "tai", "original", "TAI with TAKD to the pre-trained model on the adversarial image",
+    "takd_adv_teacher": _ab("tai", "tai", "TAI with TAKD to the pre-trained model on the adversarial image",
                             takd_target="adv"),
-    "takd_feature": _ab("tai", "tai", "original", "TAI with TAKD as feature cosine to the pre-trained embedding",
+    "takd_feature": _ab("tai", "tai", "TAI with TAKD as feature cosine to the pre-trained embedding",
                         takd_target="feature"),
-    "iat_mhe": _ab("tecoa", "tecoa", "iat", "TeCoA against MHE-only text", sc_weight=0.0, iakd_weight=0.0),
-    "iat_sc_mhe": _ab("tecoa", "tecoa", "iat", "TeCoA against SC-MHE text", keeps_sc=True, iakd_weight=0.0),
-    "iat_mhe_iakd": _ab("tecoa", "tecoa", "iat", "TeCoA against MHE + IAKD text", sc_weight=0.0),
-    "iat_full": _ab("tecoa", "tecoa", "iat", "TeCoA against IAT text (SC-MHE + IAKD)", keeps_sc=True),
-    "iat_row_softmax": _ab("tecoa", "tecoa", "iat", "TeCoA against IAT text with row-softmax consistency",
+    "iat_mhe": _ab("tecoa", "iat_tecoa", "TeCoA against MHE-only text", sc_weight=0.0, iakd_weight=0.0),
+    "iat_sc_mhe": _ab("tecoa", "iat_tecoa", "TeCoA against SC-MHE text", keeps_sc=True, iakd_weight=0.0),
+    "iat_mhe_iakd": _ab("tecoa", "iat_tecoa", "TeCoA against MHE + IAKD text", sc_weight=0.0),
+    "iat_full": _ab("tecoa", "iat_tecoa", "TeCoA against IAT text (SC-MHE + IAKD)", keeps_sc=True),
+    "iat_row_softmax": _ab("tecoa", "iat_tecoa", "TeCoA against IAT text with row-softmax consistency",
                            sc_kind="row_softmax"),
 }
 ABLATION_REFERENCES: tuple[str, ...] = ("tecoa", "tai", "tima")  # re-evaluated beside the ablations (same images)
@@ -116,49 +114,30 @@ def ablation_configs(selected: Mapping[str, Mapping[str, object]],
     return out
 
 
-def engine_and_text(method: str) -> tuple[str, str]:
-    """(engine method of training.finetune, text side) of a study method or ablation variant."""
-    if method in ABLATIONS:
-        return ABLATIONS[method].engine, ABLATIONS[method].text
-    if method in ENGINE_METHOD:
-        return ENGINE_METHOD[method], TEXT_SIDE[method]
-    raise ValueError(f"unknown study method {method!r}; choose from {list(STUDY_METHODS)} or {sorted(ABLATIONS)}")
-
-
-def _sig(x: float) -> float:
-    """x rounded to 3 significant digits (clean JSON keys for log-spaced grids)."""
-    return float(f"{x:.3g}")
+def trained_as(name: str) -> str:
+    """The method record (nbhelpers.methods) a study method or ablation variant is trained and evaluated as."""
+    if name in ABLATIONS:
+        return ABLATIONS[name].method
+    if name in study_methods():
+        return name
+    raise ValueError(f"unknown study method {name!r}; choose from {list(study_methods())} or {sorted(ABLATIONS)}")
 
 
 def search_space(*, profile: str = "mini", finetune_steps: int = 200) -> dict[str, list[dict[str, float | int]]]:
-    """{study method: BUDGET override dicts}: 3 lrs x 3 knob values; FARE 9 log-spaced lrs over the span x sqrt(10)."""
+    """{study method: BUDGET override dicts}: 3 lrs x the record's 3 knob values; lr-only records (FARE) get BUDGET
+    log-spaced lrs over the span x sqrt(10)."""
     lrs = LR_GRID[profile]
-    tai = TAIKnobs.defaults()
-    knobs: dict[str, list[dict[str, float | int]]] = {
-        "tecoa": [{"warmup_steps": round(f * finetune_steps)} for f in WARMUP_FRACTIONS],
-        "pmg_aft": [{"pmg_alpha": w, "pmg_beta": w} for w in PMG_WEIGHTS],
-        "laat": [{"laat_spread": s} for s in LAAT_SPREADS],
-        "tai": [{"asam_gain": _sig(float(tai["asam_gain"]) * s), "takd_weight": _sig(float(tai["takd_weight"]) * s)}
-                for s in TAI_STRENGTHS],
-        "tima": [{"sc_weight": w} for w in SC_WEIGHTS],
-    }
-    space = {m: [{"finetune_lr": lr, **k} for lr in lrs for k in ks] for m, ks in knobs.items()}
-    lo, hi = lrs[0], lrs[-1]
-    space["fare"] = [{"finetune_lr": _sig(lo * (hi / lo) ** ((k - 2) / 4))} for k in range(BUDGET)]
-    return {m: space[m] for m in STUDY_METHODS}
-
-
-SEARCH_SPACE: dict[str, list[dict[str, float | int]]] = search_space()
-
-
-def split_overrides(overrides: Mapping[str, object]) -> tuple[dict[str, object], dict[str, object]]:
-    """(FinetuneConfig overrides, IAT overrides) of one configuration; an unknown name is an error."""
-    ft_names, iat_names = set(FinetuneConfig.field_names()), set(IATKnobs.field_names())
-    unknown = sorted(set(overrides) - ft_names - iat_names)
-    if unknown:
-        raise ValueError(f"override(s) {unknown} are neither fine-tuning nor IAT parameters")
-    return ({k: v for k, v in overrides.items() if k in ft_names},
-            {k: v for k, v in overrides.items() if k in iat_names})
+    defaults = {**TAIKnobs.defaults(), **IATKnobs.defaults(), **FinetuneKnobs.defaults()}
+    space: dict[str, list[dict[str, float | int]]] = {}
+    for name in study_methods():
+        method = methods.get(name)
+        if method.lr_only:
+            space[name] = methods.lr_only_grid(lrs, BUDGET)
+        else:
+            space[name] = [{"finetune_lr": lr, **k} for lr in lrs for k in method.search(defaults, finetune_steps)]
+        if len(space[name]) != BUDGET:
+            raise ValueError(f"method {name!r} has {len(space[name])} configurations, not the study's budget {BUDGET}")
+    return space
 
 
 def config_id(overrides: Mapping[str, object]) -> str:
@@ -417,7 +396,6 @@ def paired_seed_differences(rows: Sequence[Mapping], a: str, b: str, *, level: f
 
 
 # ---------------------------------------------------------------------------------------------- findings
-BASELINES: tuple[str, ...] = ("tecoa", "pmg_aft", "laat", "fare")  # what TIMA is compared with (TAI is part of it)
 _SEED_CRITERION = ("paired over train seeds (same seeds, same test images), mean over the zero-shot tasks, "
                    "95% Student-t interval of the per-seed differences")
 
@@ -443,10 +421,10 @@ def _interval(line: Mapping) -> Interval:
     return Interval(float(line["mean_diff"]), float(line["ci_low"]), float(line["ci_high"]))
 
 
-def best_baseline(rows: Sequence[Mapping], metric: str, *, baselines: Sequence[str] = BASELINES) -> str:
-    """The baseline with the highest mean `metric` over train seeds among those in rows (test-stage rows)."""
+def best_baseline(rows: Sequence[Mapping], metric: str, *, among: Sequence[str] | None = None) -> str:
+    """The baseline (among: default baselines()) with the highest mean `metric` over train seeds in rows (test stage)."""
     summary = seed_summary(rows)
-    sub = summary[(summary.metric == metric) & summary.method.isin(list(baselines))]
+    sub = summary[(summary.metric == metric) & summary.method.isin(list(among if among is not None else baselines()))]
     if sub.empty:
         raise ValueError(f"no baseline rows with score {metric!r}")
     return str(sub.sort_values("mean", ascending=False).iloc[0].method)
@@ -470,7 +448,7 @@ def findings_study(test_rows: Sequence[Mapping], *, ablation_rows: Sequence[Mapp
             id=f"06_tima_vs_best_{tag}_eps", notebook="06",
             claim=f"TIMA is more robust than the best baseline at {tag} eps ({eps:g}/255) at a comparable clean accuracy.",
             criterion=(f"TIMA minus the baseline with the highest mean PGD-10 accuracy at {eps:g}/255 among "
-                       f"{', '.join(BASELINES)} (each at its validation-selected configuration), {_SEED_CRITERION}: "
+                       f"{', '.join(baselines())} (each at its validation-selected configuration), {_SEED_CRITERION}: "
                        f"reproduced if the interval lies above 0 and the clean difference's upper end is at least "
                        f"-{100 * clean_tolerance:g} point; not reproduced if it lies below 0; mixed (inside the "
                        f"noise) otherwise."),

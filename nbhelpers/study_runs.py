@@ -30,28 +30,28 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nbhelpers import (attacks, data, evaluation, fastpath, losses, paths, study, suite, text_tuning, training, world,
-                       zeroshot)
-from nbhelpers.config import FinetuneKnobs, IATKnobs, StudyConfig, TAIKnobs
-from nbhelpers.evaluation import EvalModel, text_embedder
+from nbhelpers import (attacks, data, evaluation, fastpath, losses, methods, models, paths, study, suite, text_tuning,
+                       training, world, zeroshot)
+from nbhelpers.config import FinetuneKnobs, IATKnobs, StudyConfig, TAIKnobs, split_overrides
+from nbhelpers.evaluation import EvalModel
 from nbhelpers.models import create_model_and_transforms
-from nbhelpers.utils import content_key, numerics_versions, select_device
+from nbhelpers.utils import atomic_path, content_key, numerics_versions, select_device
 
 STORE_PATH = paths.STUDY_STORE
 
 
 def numerics_fingerprint() -> str:
     """Short hash of the numerics versions (utils.numerics_versions) of every module that could change a score."""
-    return content_key(numerics_versions(training, losses, attacks, fastpath, zeroshot, text_tuning, evaluation, data,
-                                         world, suite))
+    return content_key(numerics_versions(training, methods, losses, attacks, fastpath, zeroshot, text_tuning,
+                                         evaluation, data, world, suite, models))
 
 
 def check_config(cfg: StudyConfig) -> None:
     """Refuse what the config class cannot check by itself (names owned by the study module), before any work."""
-    bad = [m for m in cfg.strong_methods if m not in study.STUDY_METHODS]
+    bad = [m for m in cfg.strong_methods if m not in study.study_methods()]
     if bad:
         raise ValueError(f"parameter 'strong_methods' has unknown method(s) {bad}; choose from "
-                         f"{list(study.STUDY_METHODS)}")
+                         f"{list(study.study_methods())}")
 
 
 def stage_evaluation(cfg: StudyConfig, stage: str) -> dict[str, object]:
@@ -83,7 +83,6 @@ class StudyRunner:
         check_config(cfg)
         self.cfg, self.device, self.progress = cfg, device, progress
         self.base, self.preprocess = create_model_and_transforms(**cfg.model_spec(), device=device)
-        self.original = text_embedder(self.base, device=device)
 
     @functools.cached_property
     def margin_offset(self) -> float:
@@ -91,30 +90,22 @@ class StudyRunner:
         return suite.margin_offset_for(self.cfg, self.base, preprocess=self.preprocess,
                                        device=self.device)["offset_cosine"]
 
-    def models(self, method: str, overrides: Mapping[str, object], train_seed: int) -> dict[str, EvalModel]:
+    def models(self, name: str, overrides: Mapping[str, object], train_seed: int) -> dict[str, EvalModel]:
         """{text side name: EvalModel} of a configuration: 'own' (the text it trained against) and, for IAT text,
         also 'original_text'. Trains (or loads from the cache) the image tower and tunes the text first."""
-        engine, text = study.engine_and_text(method)
-        ft_over, iat_over = study.split_overrides(overrides)
-        extra: dict[str, object] = {"train_seed": train_seed}
-        iat_path = None
-        if text == "iat":
-            iat_path = suite.iat_projection_for(self.cfg, self.base, preprocess=self.preprocess, device=self.device,
-                                                progress=self.progress, train_seed=train_seed, **iat_over)
-            extra.update(text_source="iat", iat_projection=str(iat_path))
-        if engine == "tai":
-            extra["margin_offset"] = self.margin_offset
-        ft_cfg = self.cfg.finetune_config(engine, **{**ft_over, **extra})
-        run = training.load_or_finetune(ft_cfg, device=self.device, progress=self.progress)
-        if text == "iat":
-            own = text_embedder(training.with_iat_projection(self.base, iat_path), device=self.device)
-            return {"own": EvalModel(method, method, run.model, own, "iat", run),
-                    "original_text": EvalModel(method, method, run.model, self.original, "original", run)}
-        if text == "laat":
-            expand = functools.partial(losses.laat_expand, spread=ft_cfg.laat_spread)
-            own = text_embedder(self.base, transform=expand, device=self.device)
-            return {"own": EvalModel(method, method, run.model, own, "laat_expanded", run)}
-        return {"own": EvalModel(method, method, run.model, self.original, "original", run)}
+        method = methods.get(study.trained_as(name))
+        ft_over, iat_over = split_overrides(overrides)
+        iat_path = (suite.iat_projection_for(self.cfg, self.base, preprocess=self.preprocess, device=self.device,
+                                             progress=self.progress, train_seed=train_seed, **iat_over)
+                    if method.needs_iat else "")
+        kw = dict(margin_offset=self.margin_offset if method.needs_offset else 0.0, iat_path=iat_path,
+                  device=self.device, progress=self.progress, train_seed=train_seed, **ft_over)
+        out = {"own": suite.build_eval_model(method.name, self.cfg, self.base, **kw)}
+        if method.needs_iat:
+            out["original_text"] = suite.with_original_text(out["own"], self.cfg, self.base, device=self.device)
+        for model in out.values():  # the study's rows are named by study method or ablation variant
+            model.name = model.label = name
+        return out
 
     def scores(self, models: Mapping[str, EvalModel],
                evaluation_spec: Mapping[str, object]) -> tuple[dict[str, float], dict[str, str]]:
@@ -167,12 +158,12 @@ def stage_configs(cfg: StudyConfig, store: study.StudyStore, stage: str) -> tupl
     if stage == "validation":
         return study.search_space(profile=cfg.profile, finetune_steps=cfg.finetune_steps), [cfg.train_seeds[0]]
     val = current_rows(store, cfg, "validation")
-    missing = [m for m in study.STUDY_METHODS if not any(r["method"] == m for r in val)]
+    missing = [m for m in study.study_methods() if not any(r["method"] == m for r in val)]
     if missing:
         raise RuntimeError(f"stage {stage!r} needs the validation stage of {missing} (run it first)")
     selected = study.select(val, rule=selection_rule(cfg))
     if stage == "test":
-        return {m: [selected[m]] for m in study.STUDY_METHODS}, list(cfg.train_seeds)
+        return {m: [selected[m]] for m in study.study_methods()}, list(cfg.train_seeds)
     if stage == "strong":
         return {m: [selected[m]] for m in cfg.strong_methods}, list(cfg.strong_seeds)
     return study.ablation_configs(selected), list(cfg.train_seeds)
@@ -216,15 +207,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--status", action="store_true", help="print the store's status for this config, compute nothing")
     ap.add_argument("--prune", action="store_true",
                     help="drop the rows that are not current for this config (other numerics or settings), nothing else")
+    ap.add_argument("--carry_over", default="", metavar="OLD_NUMERICS",
+                    help="re-key rows of numerics fingerprint OLD_NUMERICS to this code's (only after a change that "
+                         "moved no number: tests/test_numerics.py passes against its recorded outputs)")
     args = vars(ap.parse_args(argv))
-    store, status, prune = args.pop("store"), args.pop("status"), args.pop("prune")
+    store, status, prune, old = args.pop("store"), args.pop("status"), args.pop("prune"), args.pop("carry_over")
     cfg = StudyConfig.from_params(**args, rerun=True)
+    if old:
+        print(json.dumps({"carried_over": carry_over(old, store_path=store), "store": store,
+                          "numerics": numerics_fingerprint()}))
+        return 0
     if status or prune:
         dropped = prune_store(cfg, store_path=store) if prune else 0
         print(store_status(cfg, store_path=store).to_string(index=False))
         print(json.dumps({"pruned": dropped, "store": store}))
         return 0
     done = run_study(cfg, store_path=store, device=select_device(cfg.device))
+    if Path(store).resolve() == Path(STORE_PATH).resolve() and "validation" in cfg.stages:
+        write_selection(cfg, store_path=store)  # the training CLI's defaults follow the committed selection
     print(json.dumps({"computed": done, "store": store}))
     return 0
 
@@ -254,17 +254,49 @@ def prune_store(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> int
     return study.StudyStore(store_path).prune(lambda r: r.get("evaluation") == specs.get(str(r.get("stage"))))
 
 
+def carry_over(old_numerics: str, *, store_path: str | Path = STORE_PATH) -> int:
+    """Re-key the store's rows computed under numerics fingerprint `old_numerics` to this code's (atomic rewrite);
+    returns how many. Only for a change that moved no number (a method moved to another module, a module added to
+    the fingerprint): tests/test_numerics.py must pass unchanged against its recorded outputs first."""
+    store = study.StudyStore(store_path)
+    rows = store.rows()
+    now = numerics_fingerprint()
+    moved = 0
+    for row in rows:
+        if row["evaluation"].get("numerics") == old_numerics and old_numerics != now:
+            row["evaluation"] = {**row["evaluation"], "numerics": now}
+            row["key"] = study.row_key(stage=row["stage"], method=row["method"], overrides=row["overrides"],
+                                       train_seed=row["train_seed"], evaluation=row["evaluation"])
+            moved += 1
+    if moved:
+        with atomic_path(store.path) as tmp:
+            tmp.write_text("".join(json.dumps(r, sort_keys=True, allow_nan=True) + "\n" for r in rows))
+    return moved
+
+
 def selected_configurations(cfg: StudyConfig | None = None, *,
                             store_path: str | Path = STORE_PATH) -> dict[str, dict[str, object]]:
     """{study method: overrides} selected by the declared rule from the store's validation rows of this code (the
     default StudyConfig's unless cfg is given); an error naming `make study` if they are missing."""
     cfg = cfg or StudyConfig()
     rows = current_rows(study.StudyStore(store_path), cfg, "validation")
-    missing = [m for m in study.STUDY_METHODS if not any(r["method"] == m for r in rows)]
+    missing = [m for m in study.study_methods() if not any(r["method"] == m for r in rows)]
     if missing:
         raise FileNotFoundError(f"{store_path} has no validation rows of {missing} for this code: run `make study` "
                                 "(or notebook 06 with rerun=True), or pass use_selected=False")
     return study.select(rows, rule=selection_rule(cfg))
+
+
+def write_selection(cfg: StudyConfig | None = None, *, store_path: str | Path = STORE_PATH,
+                    out: str | Path = paths.STUDY_SELECTION) -> dict[str, object]:
+    """Write 06's selection (selected_configurations) to `out` atomically, with the rule and the numerics it was
+    selected under: the training CLI's defaults (it reads the file, never the study). Returns what was written."""
+    cfg = cfg or StudyConfig()
+    payload = {"profile": cfg.profile, "rule": selection_rule(cfg).describe(), "numerics": numerics_fingerprint(),
+               "store": Path(store_path).name, "selected": selected_configurations(cfg, store_path=store_path)}
+    with atomic_path(Path(out)) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    return payload
 
 
 def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> list[study.Finding]:
@@ -287,7 +319,7 @@ def compare_replication(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH
            for name, path in (("study", store_path), ("replica", replica_path))}
     selection = pd.DataFrame({m: {"study": study.config_id(sel["study"][m]),
                                   "replica": study.config_id(sel["replica"][m]),
-                                  "same": sel["study"][m] == sel["replica"][m]} for m in study.STUDY_METHODS}).T
+                                  "same": sel["study"][m] == sel["replica"][m]} for m in study.study_methods()}).T
     found = {name: {f.id: f for f in store_findings(cfg, store_path=path)}
              for name, path in (("study", store_path), ("replica", replica_path))}
     lines = []
@@ -319,51 +351,36 @@ def seed_table(rows: list[dict]) -> pd.DataFrame:
     return summary.pivot_table(index="method", columns="metric", values="cell", aggfunc="first", sort=False)
 
 
-# eval model (04, 05) -> the study method whose selected configuration it takes (IAT + TeCoA: TeCoA's image side
-# with TIMA's selected consistency weight); models not in the study keep the knobs
-_SELECTION_OF: dict[str, tuple[str, ...]] = {"tecoa": ("tecoa",), "pmg_aft": ("pmg_aft",), "laat": ("laat",),
-                                             "fare": ("fare",), "tai": ("tai",), "tima": ("tima",),
-                                             "iat_tecoa": ("tecoa", "tima")}
-
-
-def model_overrides(name: str, selected: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
-    """The selected overrides an evaluated model takes (empty for zero_shot and ft_standard)."""
-    sources = _SELECTION_OF.get(name, ())
-    if name == "iat_tecoa":
-        return {**selected["tecoa"], **{k: v for k, v in selected["tima"].items() if k == "sc_weight"}}
-    return dict(selected[sources[0]]) if sources else {}
-
-
 def prepare_models(cfg, names: list[str], *, base, preprocess=None, device: torch.device | str = "cpu",
                    margin_offset: dict | None = None, progress: bool = True) -> tuple[dict[str, EvalModel], dict]:
-    """suite.prepare_models with each method at its study-selected configuration when cfg.uses_selection() (04, 05).
+    """04/05's compared models: each named method built by suite.build_eval_model, at the configuration 06 selected
+    for it (methods.Method.selection) when cfg.uses_selection(), else at cfg's knobs; then cfg's released
+    checkpoints, named suite.released_name(label).
 
+    margin_offset: suite.margin_offset_for's result if already measured (else measured here when a model needs it).
     Every model is tagged with its configuration (column 'model_config' of its rows: the overrides' canonical JSON,
-    'knobs' when the notebook's knobs were used, 'released' for cfg's released checkpoints, which come last,
-    named suite.released_name(label)). Returns ({name: EvalModel}, {"margin_offset", "iat_path",
-    "configs": {name: config}}).
+    'knobs' when the notebook's knobs were used, 'released' for released checkpoints). Returns ({name: EvalModel},
+    {"margin_offset", "iat_path", "configs": {name: config}}).
     """
-    if not cfg.uses_selection():
-        models, info = suite.prepare_models(cfg, names, base=base, preprocess=preprocess, device=device,
-                                            margin_offset=margin_offset, progress=progress)
-        for m in models.values():
-            m.tags["model_config"] = "knobs"
-        models.update(suite.released_models(cfg, device=device))
-        return models, {**info, "configs": {n: "knobs" for n in names}}
-    selected = selected_configurations()
-    if margin_offset is None and suite.NEEDS_OFFSET & set(names):
+    suite.check_names(names)
+    selected = selected_configurations() if cfg.uses_selection() else None
+    records = [methods.get(n) for n in names]
+    if margin_offset is None and any(m.needs_offset for m in records):
         margin_offset = suite.margin_offset_for(cfg, base, preprocess=preprocess, device=device)
     models: dict[str, EvalModel] = {}
     info: dict[str, object] = {"margin_offset": margin_offset, "iat_path": None, "configs": {}}
-    for name in names:
-        over = model_overrides(name, selected)
-        got, part = suite.prepare_models(cfg.replace(**over), [name], base=base, preprocess=preprocess, device=device,
-                                         margin_offset=margin_offset, progress=progress)
+    for method in records:
+        over = methods.selected_overrides(method.name, selected) if selected is not None else {}
+        run_cfg = cfg.replace(**over)
+        iat_path = (suite.iat_projection_for(run_cfg, base, preprocess=preprocess, device=device, progress=progress)
+                    if method.needs_iat else "")
+        models[method.name] = suite.build_eval_model(
+            method.name, run_cfg, base, margin_offset=margin_offset["offset_cosine"] if method.needs_offset else 0.0,
+            iat_path=iat_path, device=device, progress=progress)
         config = study.config_id(over) if over else "knobs"
-        got[name].tags["model_config"] = config
-        info["configs"][name] = config
-        info["iat_path"] = part["iat_path"] or info["iat_path"]
-        models.update(got)
+        models[method.name].tags["model_config"] = config
+        info["configs"][method.name] = config
+        info["iat_path"] = iat_path or info["iat_path"]
     models.update(suite.released_models(cfg, device=device))
     return models, info
 

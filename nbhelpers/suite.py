@@ -6,32 +6,29 @@ text side it was trained against: original class embeddings, IAT-tuned ones (TIM
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from nbhelpers import losses, text_tuning, training
-from nbhelpers.config import EVAL_MODELS, EvaluationConfig, TAINotebookConfig
+from nbhelpers import losses, methods, models, text_tuning, training, zeroshot
+from nbhelpers.config import EvaluationConfig, StudyConfig, TAINotebookConfig
 from nbhelpers.evaluation import EvalModel, text_embedder
-from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for
-from nbhelpers.utils import file_fingerprint
+from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
+from nbhelpers.utils import content_key, file_fingerprint, numerics_versions
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
 NUMERICS_VERSION = 1
 
-RunsConfig = TAINotebookConfig | EvaluationConfig  # the notebook configs that carry every knob set
-
-NEEDS_OFFSET = {"tai", "tima"}
-NEEDS_IAT = {"tima", "iat_tecoa"}
+RunsConfig = TAINotebookConfig | EvaluationConfig | StudyConfig  # the configs that carry every knob set
 
 
-def _check_names(names: list[str]) -> None:
+def check_names(names: list[str]) -> None:
     """Refuse unknown model names before any work."""
-    unknown = [n for n in names if n not in EVAL_MODELS]
+    unknown = [n for n in names if n not in methods.model_names()]
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(EVAL_MODELS)}")
+        raise ValueError(f"unknown model(s) {unknown}; choose from {methods.model_names()}")
 
 
 def margin_offset_for(cfg: RunsConfig, base: ClipModel, *, preprocess: Callable | None = None,
@@ -62,26 +59,76 @@ def iat_projection_for(cfg: RunsConfig, base: ClipModel, *, preprocess: Callable
     return path
 
 
+def finetune_config_for(name: str, cfg: RunsConfig, *, margin_offset: float = 0.0, iat_path: str | Path = "",
+                        **overrides: object) -> training.FinetuneConfig | None:
+    """The FinetuneConfig that trains method `name`'s image tower under cfg's knobs with overrides (fine-tuning
+    knobs, train_seed), from its record: its engine, the IAT text if it needs it, the margin offset if it takes
+    one; None for a method that is not trained (zero_shot)."""
+    method = methods.get(name)
+    if not method.trained:
+        return None
+    if method.needs_iat and not iat_path:
+        raise ValueError(f"model {name!r} needs an IAT projection (iat_path)")
+    extra: dict[str, object] = {}
+    if method.needs_iat:
+        extra.update(text_source="iat", iat_projection=str(iat_path))
+    if method.needs_offset:
+        extra["margin_offset"] = margin_offset
+    return cfg.finetune_config(method.engine, **{**overrides, **extra})
+
+
 def finetune_configs(cfg: RunsConfig, names: list[str], *, margin_offset: float = 0.0,
                      iat_path: str | Path = "") -> dict[str, training.FinetuneConfig]:
     """FinetuneConfig of each fine-tuned model in names (zero_shot has none)."""
-    _check_names(names)
-    if NEEDS_IAT & set(names) and not iat_path:
-        raise ValueError(f"models {sorted(NEEDS_IAT & set(names))} need an IAT projection (iat_path)")
-    out = {}
-    for name in names:
-        if name == "zero_shot":
-            continue
-        if name == "tai":
-            out[name] = cfg.finetune_config("tai", margin_offset=margin_offset)
-        elif name == "tima":
-            out[name] = cfg.finetune_config("tai", margin_offset=margin_offset, text_source="iat",
-                                            iat_projection=str(iat_path))
-        elif name == "iat_tecoa":  # TIMA without TAI: TeCoA trained against the IAT-tuned text
-            out[name] = cfg.finetune_config("tecoa", text_source="iat", iat_projection=str(iat_path))
-        else:
-            out[name] = cfg.finetune_config(name)
-    return out
+    check_names(names)
+    configs = {n: finetune_config_for(n, cfg, margin_offset=margin_offset, iat_path=iat_path) for n in names}
+    return {n: c for n, c in configs.items() if c is not None}
+
+
+def text_identity(cfg: RunsConfig, ft_cfg: training.FinetuneConfig | None) -> str:
+    """What identifies a text side's class embeddings (never the computed floats): base weights, the IAT
+    projection's content, the LAAT expansion, the numerics versions of the text path."""
+    method = methods.get(ft_cfg.method) if ft_cfg is not None else None
+    payload = {"base_weights": weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
+                                                checkpoint=cfg.checkpoint),
+               "iat": file_fingerprint(ft_cfg.iat_projection) if ft_cfg is not None and ft_cfg.text_source == "iat"
+               else "", "laat_spread": ft_cfg.laat_spread if method is not None and method.text == "laat_expanded"
+               else None, "numerics": numerics_versions(zeroshot, losses, models)}
+    return "text-" + content_key(payload)
+
+
+def build_eval_model(name: str, cfg: RunsConfig, base: ClipModel, *, margin_offset: float = 0.0,
+                     iat_path: str | Path = "", device: torch.device | str = "cpu", progress: bool = True,
+                     **overrides: object) -> EvalModel:
+    """The one builder of an evaluated model: method `name`'s image tower trained under cfg with overrides (or
+    loaded from the cache; the pre-trained base for zero_shot), paired with the text side it trained against.
+
+    iat_path: the IAT projection the method needs (iat_projection_for); margin_offset: cosine units (01's offset).
+    The model carries identities (image_id: the training cache key; text_id: text_identity), never float hashes.
+    """
+    method = methods.get(name)
+    ft_cfg = finetune_config_for(name, cfg, margin_offset=margin_offset, iat_path=iat_path, **overrides)
+    if ft_cfg is None:
+        image_model, run = base, None
+        image_id = "base-" + content_key(weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
+                                                          checkpoint=cfg.checkpoint))
+    else:
+        run = training.load_or_finetune(ft_cfg, device=device, progress=progress)
+        image_model, image_id = run.model, "finetune-" + training.cache_key(ft_cfg)
+    if ft_cfg is None:
+        embed, side, text_id = text_embedder(base, device=device), "original", text_identity(cfg, None)
+    else:
+        text_model, transform = training.text_side(ft_cfg, base)
+        embed = text_embedder(text_model, transform=transform, device=device)
+        side, text_id = method.text, text_identity(cfg, ft_cfg)
+    return EvalModel(name, method.label, image_model, embed, side, run, image_id=image_id, text_id=text_id)
+
+
+def with_original_text(model: EvalModel, cfg: RunsConfig, base: ClipModel, *,
+                       device: torch.device | str = "cpu") -> EvalModel:
+    """The same image tower scored against the base model's original text (the IAT variants' second reading)."""
+    return dataclasses.replace(model, embed=text_embedder(base, device=device), text_side="original",
+                               text_id=text_identity(cfg, None), tags=dict(model.tags))
 
 
 def released_name(label: str) -> str:
@@ -101,40 +148,6 @@ def released_models(cfg: RunsConfig, *, device: torch.device | str = "cpu") -> d
         tags = {"model_config": "released", "checkpoint_sha256": file_fingerprint(path),
                 "checkpoint_format": ", ".join(formats) or "unknown"}
         out[released_name(label)] = EvalModel(released_name(label), label, model, text_embedder(model, device=device),
-                                              "original", tags=tags)
+                                              "original", tags=tags, image_id="checkpoint-" + tags["checkpoint_sha256"],
+                                              text_id="checkpoint-text-" + tags["checkpoint_sha256"])
     return out
-
-
-def prepare_models(cfg: RunsConfig, names: list[str], *, base: ClipModel, preprocess: Callable | None = None,
-                   device: torch.device | str = "cpu", margin_offset: dict | None = None,
-                   progress: bool = True) -> tuple[dict[str, EvalModel], dict]:
-    """Every named model ready for evaluation (trained on demand, else from the cache) and what was measured on the way.
-
-    margin_offset: the result of margin_offset_for if already measured (else measured here when TAI needs it).
-    Returns ({name: EvalModel}, {"margin_offset": dict or None, "iat_path": Path or None}).
-    """
-    _check_names(names)
-    offset = margin_offset
-    if offset is None and NEEDS_OFFSET & set(names):
-        offset = margin_offset_for(cfg, base, device=device)
-    iat_path = (iat_projection_for(cfg, base, preprocess=preprocess, device=device, progress=progress)
-                if NEEDS_IAT & set(names) else None)
-    configs = finetune_configs(cfg, names, margin_offset=offset["offset_cosine"] if offset else 0.0,
-                               iat_path=iat_path or "")
-    original = text_embedder(base, device=device)
-    iat_text = text_embedder(training.with_iat_projection(base, iat_path), device=device) if iat_path else None
-    models: dict[str, EvalModel] = {}
-    for name in names:
-        if name == "zero_shot":
-            models[name] = EvalModel(name, EVAL_MODELS[name], base, original, "original")
-            continue
-        run = training.load_or_finetune(configs[name], device=device, progress=progress)
-        if name in NEEDS_IAT:
-            embed, side = iat_text, "iat"
-        elif name == "laat":
-            expand = functools.partial(losses.laat_expand, spread=configs[name].laat_spread)
-            embed, side = text_embedder(base, transform=expand, device=device), "laat_expanded"
-        else:
-            embed, side = original, "original"
-        models[name] = EvalModel(name, EVAL_MODELS[name], run.model, embed, side, run)
-    return models, {"margin_offset": offset, "iat_path": iat_path}

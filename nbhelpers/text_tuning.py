@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from nbhelpers import losses, paths
+from nbhelpers import losses, models, paths
 from nbhelpers.config import IATConfig
 from nbhelpers.models import ClipModel, weights_identity
 from nbhelpers.utils import atomic_path, code_version, content_key, numerics_versions
@@ -86,7 +86,7 @@ def projection_key(cfg: IATConfig) -> str:
     """Key of a tuned projection: the IAT knobs, training set and seed, the base weights' content (sha256, not the
     checkpoint's path), and the numerics versions of this module and its losses."""
     knobs = cfg.key_payload()  # the checkpoint enters through its bytes (weights_identity), not its path
-    payload = {**knobs, "numerics": numerics_versions(sys.modules[__name__], losses),
+    payload = {**knobs, "numerics": numerics_versions(sys.modules[__name__], losses, models),
                "base_weights": weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
                                                 checkpoint=cfg.checkpoint)}
     return content_key(payload)

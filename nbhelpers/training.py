@@ -37,10 +37,11 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from nbhelpers import analysis, attacks, losses, metrics, paper_data, paths, world, zeroshot
+from nbhelpers import analysis, attacks, losses, methods, metrics, models, paper_data, paths, world, zeroshot
 from nbhelpers.attacks import embedding_pgd_attack, pgd_attack
 from nbhelpers.config import FinetuneConfig
 from nbhelpers.data import stack_items
+from nbhelpers.methods import StepContext
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
 from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, numerics_versions,
                              select_device)
@@ -57,76 +58,11 @@ def cache_key(cfg: FinetuneConfig) -> str:
     projection (a file rewritten in place with other bytes gives another key)."""
     d = {k: v for k, v in cfg.to_dict().items()
          if k not in ("device", "checkpoint_every", "data_root", "seed", "batch_size", "checkpoint", "iat_projection")}
-    d["numerics"] = numerics_versions(sys.modules[__name__], losses, attacks, zeroshot)
+    d["numerics"] = numerics_versions(sys.modules[__name__], methods, losses, attacks, zeroshot, models)
     d["base_weights"] = weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
                                          checkpoint=cfg.checkpoint)
     d["iat_projection"] = file_fingerprint(cfg.iat_projection) if cfg.iat_projection else ""
     return content_key(d)
-
-
-@dataclass
-class StepContext:
-    """What an objective may use at one step (all on the training device)."""
-
-    cfg: FinetuneConfig
-    images: torch.Tensor
-    adv: torch.Tensor | None
-    labels: torch.Tensor
-    logits: Callable[[torch.Tensor], torch.Tensor]
-    features: Callable[[torch.Tensor], torch.Tensor]
-    teacher: ZeroShotClassifier | None
-    class_embeddings: torch.Tensor
-    scale: float
-    margins: torch.Tensor | None
-    clean_targets: torch.Tensor | None = None  # FARE: frozen pre-trained embeddings of the clean images (N, D)
-
-
-def _ce(ctx: StepContext) -> torch.Tensor:
-    return F.cross_entropy(ctx.logits(ctx.images), ctx.labels)
-
-
-def _tecoa(ctx: StepContext) -> torch.Tensor:
-    return F.cross_entropy(ctx.logits(ctx.adv), ctx.labels)
-
-
-def _pmg_aft(ctx: StepContext) -> torch.Tensor:
-    adv_logits, clean_logits = ctx.logits(ctx.adv), ctx.logits(ctx.images)
-    with torch.no_grad():
-        pre_adv = ctx.teacher(ctx.adv)
-    return losses.pmg_aft_loss(adv_logits, clean_logits, pre_adv, ctx.labels, alpha=ctx.cfg.pmg_alpha,
-                               beta=ctx.cfg.pmg_beta)
-
-
-def _fare(ctx: StepContext) -> torch.Tensor:
-    return losses.fare_loss(ctx.features(ctx.adv), ctx.clean_targets, relative=True)
-
-
-def _tai(ctx: StepContext) -> torch.Tensor:
-    cfg = ctx.cfg
-    adv_logits = ctx.logits(ctx.adv)  # one forward serves the margin CE and the distillation
-    margin_logits = adv_logits
-    if cfg.margin_kind == "tam_sample":  # per-sample gate on the image's cosine to each class's text
-        margins = losses.tam_sample_margins(adv_logits / ctx.scale, ctx.labels, threshold=cfg.tam_threshold,
-                                            margin=cfg.tam_margin)
-        margin_logits = losses.margin_logits(adv_logits, ctx.labels, margins, scale=ctx.scale, per_sample=True)
-    elif ctx.margins is not None:
-        margin_logits = losses.margin_logits(adv_logits, ctx.labels, ctx.margins, scale=ctx.scale)
-    loss = F.cross_entropy(margin_logits, ctx.labels)
-    if cfg.takd_weight > 0:
-        if cfg.takd_target == "feature":  # cosine of the adversarial embedding to the pre-trained clean one
-            with torch.no_grad():
-                pre = ctx.teacher.model.encode_image(ctx.images, normalize=False)
-            return loss + cfg.takd_weight * losses.feature_kd(ctx.features(ctx.adv), pre)
-        with torch.no_grad():
-            pre_logits = ctx.teacher(ctx.adv if cfg.takd_target == "adv" else ctx.images)
-        loss = loss + cfg.takd_weight * losses.text_aware_kd(adv_logits, pre_logits, temperature=cfg.takd_temperature)
-    return loss
-
-
-OBJECTIVES: dict[str, Callable[[StepContext], torch.Tensor]] = {
-    "ft_standard": _ce, "tecoa": _tecoa, "pmg_aft": _pmg_aft, "laat": _tecoa, "fare": _fare, "tai": _tai,
-}
-NEEDS_TEACHER = {"pmg_aft", "fare", "tai"}
 
 
 @dataclass
@@ -235,14 +171,22 @@ def with_iat_projection(model: ClipModel, path: str | os.PathLike) -> ClipModel:
     return text_model
 
 
+def text_side(cfg: FinetuneConfig, model: ClipModel) -> tuple[ClipModel, Callable[[torch.Tensor], torch.Tensor] | None]:
+    """The one pairing of an image side with its text: (text model, transform of its class embeddings (C, D) or
+    None) that a run of cfg trains against and is evaluated with: model's own text or the IAT-tuned projection
+    (cfg.text_source), LAAT-expanded anchors when the method's record says so (methods.Method.text)."""
+    text_model = with_iat_projection(model, cfg.iat_projection) if cfg.text_source == "iat" else model
+    transform = (functools.partial(losses.laat_expand, spread=cfg.laat_spread)
+                 if methods.get(cfg.method).text == "laat_expanded" else None)
+    return text_model, transform
+
+
 def class_embeddings_for(cfg: FinetuneConfig, model: ClipModel, classnames: list[str], templates: list[str], *,
                          device: torch.device) -> torch.Tensor:
     """Fixed class embeddings the image side trains against: original, IAT-tuned or LAAT-expanded (C, D)."""
-    text_model = with_iat_projection(model, cfg.iat_projection) if cfg.text_source == "iat" else model
+    text_model, transform = text_side(cfg, model)
     emb = build_class_embeddings(text_model, classnames, templates, device=device)
-    if cfg.method == "laat":
-        emb = losses.laat_expand(emb, spread=cfg.laat_spread)
-    return emb
+    return transform(emb) if transform is not None else emb
 
 
 def default_output(cfg: FinetuneConfig) -> Path:
@@ -278,7 +222,7 @@ def _dist_info() -> tuple[int, int]:
 def method_margins(cfg: FinetuneConfig, emb: torch.Tensor) -> torch.Tensor | None:
     """TAI's (C, C) class-pair margins in cosine units (TAM or ASAM) from the class embeddings; None otherwise
     (also for "tam_sample", whose margins depend on each sample and are made in the objective)."""
-    if cfg.method != "tai" or cfg.margin_kind in ("none", "tam_sample"):
+    if not methods.get(cfg.method).needs_offset or cfg.margin_kind in ("none", "tam_sample"):
         return None
     if cfg.margin_kind == "tam":
         return losses.tam_margins(emb, threshold=cfg.tam_threshold, margin=cfg.tam_margin)
@@ -356,11 +300,12 @@ def training_attack(engine: Engine, x: torch.Tensor, y: torch.Tensor, noise: tor
     cross-entropy of the zero-shot head over the class embeddings it trains against, with labels y (N,).
     """
     cfg = engine.cfg
-    if cfg.method == "ft_standard":
+    kind = methods.get(cfg.method).training_attack
+    if kind == "none":
         return None
     budget = dict(eps=cfg.train_eps / 255, alpha=cfg.train_alpha / 255, steps=cfg.train_pgd_steps,
                   start_noise=noise, fast=engine.fast_attack)
-    if cfg.method == "fare":
+    if kind == "pgd_embedding":
         if engine.image_encoder is None:
             raise ValueError("FARE's attack needs Engine.image_encoder (make_engine builds it)")
         targets = fare_targets(engine, x) if clean_targets is None else clean_targets
@@ -407,14 +352,15 @@ def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, nois
     objective on images x (N, 3, S, S) in [0, 1] with labels y (N,), SGD update at the scheduled lr; returns the
     loss (scalar)."""
     cfg, opt = engine.cfg, engine.opt
-    targets = fare_targets(engine, x) if cfg.method == "fare" else None
+    method = methods.get(cfg.method)
+    targets = fare_targets(engine, x) if method.training_attack == "pgd_embedding" else None
     adv = training_attack(engine, x, y, noise, clean_targets=targets)
     for group in opt.param_groups:
         group["lr"] = _lr_at(step, cfg)
     ctx = StepContext(cfg, x, adv, y, engine.logits, engine.features, engine.teacher, engine.class_embeddings,
                       engine.scale, engine.margins, targets)
     with torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-        loss = OBJECTIVES[cfg.method](ctx).float()
+        loss = method.objective(ctx).float()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -438,7 +384,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     student = copy.deepcopy(base).eval()
     for name, p in student.named_parameters():
         p.requires_grad_(name.startswith("clip.visual."))
-    teacher = build_head(base, emb, device=device) if cfg.method in NEEDS_TEACHER else None
+    teacher = build_head(base, emb, device=device) if methods.get(cfg.method).needs_teacher else None
     if teacher is not None:
         for p in base.parameters():
             p.requires_grad_(False)
@@ -459,7 +405,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     engine = make_engine(cfg, student, emb, opt, teacher=teacher, scale=scale, visual=ddp_visual, device=device)
     bar = tqdm(range(start, cfg.finetune_steps), desc=f"finetune {cfg.method}", disable=not progress or rank != 0,
                initial=start, total=cfg.finetune_steps, mininterval=2)
-    remeasure = cfg.method == "tai" and cfg.margin_kind == "asam" and cfg.offset_every > 0
+    remeasure = methods.get(cfg.method).needs_offset and cfg.margin_kind == "asam" and cfg.offset_every > 0
     offset = float(history[-1].get("margin_offset", cfg.margin_offset)) if history else cfg.margin_offset
     for step in bar:
         if remeasure and step % cfg.offset_every == 0 and step > 0:  # truly adaptive ASAM (ours): the offset now
@@ -513,17 +459,55 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
+def selected_defaults(method: str, *, text_source: str = "original", profile: str = "mini",
+                      path: str | os.PathLike | None = None) -> dict[str, object] | None:
+    """The fine-tuning knobs 06 selected for an engine method (the record of methods whose engine it is and whose
+    text matches text_source: tai + iat text is TIMA), from the committed selection file; None if there is none."""
+    path = Path(path) if path is not None else paths.STUDY_SELECTION
+    wants_iat = text_source == "iat"
+    record = next((m for m in methods.all_methods() if m.engine == method and m.needs_iat == wants_iat
+                   and m.selection), None)
+    if record is None or not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("profile") != profile:
+        return None
+    try:
+        chosen = methods.selected_overrides(record.name, saved["selected"])
+    except KeyError:
+        return None
+    fields = set(FinetuneConfig.field_names())
+    return {k: v for k, v in chosen.items() if k in fields}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI (also under torchrun): python -m nbhelpers.training --method tecoa --steps 200 --out run.pt"""
+    """CLI (also under torchrun): python -m nbhelpers.training --method tecoa --out run.pt
+
+    Without --finetune_lr, a method trains at the configuration notebook 06 selected for it on the validation tasks
+    (results/06_selected.json; flags given explicitly still win); a method 06 did not select (ft_standard, or any on
+    the paper profile) is refused until --finetune_lr is given: the knobs' defaults are not a recommendation.
+    """
     ap = argparse.ArgumentParser(description="adversarial fine-tuning (one engine, every method)")
+    defaults = FinetuneConfig.defaults()
     for f in dataclasses.fields(FinetuneConfig):
-        default = FinetuneConfig.defaults()[f.name]
+        default = defaults[f.name]
         parse = _parse_bool if isinstance(default, bool) else type(default)
-        ap.add_argument(f"--{f.name}", type=parse, default=default, help=f.metadata.get("help"))
+        ap.add_argument(f"--{f.name}", type=parse, default=None, help=f"{f.metadata.get('help')} (default {default})")
     ap.add_argument("--out", default="")
     args = vars(ap.parse_args(argv))
     out = args.pop("out") or None
-    cfg = FinetuneConfig.from_params(**args)
+    given = {k: v for k, v in args.items() if v is not None}
+    params = {**defaults, **given}
+    if "finetune_lr" not in given:
+        chosen = selected_defaults(str(params["method"]), text_source=str(params["text_source"]),
+                                   profile=str(params["profile"]))
+        if chosen is None:
+            ap.error(f"method {params['method']!r} has no configuration selected by notebook 06 on the "
+                     f"{params['profile']} profile ({paths.STUDY_SELECTION.name}); pass --finetune_lr (and the "
+                     "method's knobs) explicitly")
+        params.update({k: v for k, v in chosen.items() if k not in given})
+        print(json.dumps({"configuration": "selected by 06 on the validation tasks", **chosen}), file=sys.stderr)
+    cfg = FinetuneConfig.from_params(**params)
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
     device = select_device(cfg.device)

@@ -14,6 +14,7 @@ After an intended change of numbers: bump the NUMERICS_VERSION of the module you
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,16 +27,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from nbhelpers import (attacks, data, evaluation, fastpath, losses, models, study, study_runs, text_tuning, training,
-                       world, zeroshot)
-from nbhelpers.config import METHODS, FinetuneConfig, IATConfig, StudyConfig
+from nbhelpers import (attacks, data, evaluation, fastpath, losses, methods, models, study, study_runs, text_tuning,
+                       training, world, zeroshot)
+from nbhelpers.config import FinetuneConfig, IATConfig, StudyConfig
 from nbhelpers.utils import numerics_versions
 
 REFERENCE = Path(__file__).with_name("numerics_reference.json")
 RTOL = 1e-3  # float noise between CPUs (AVX-512 or not) is ~1e-6 relative; a changed formula moves far more
-TRAINING_MODULES = (training, losses, attacks, zeroshot, world, data)
-IAT_MODULES = (text_tuning, losses, world, data)
-ATTACK_MODULES = (attacks, fastpath, evaluation, zeroshot, world, data)
+TRAINING_MODULES = (training, methods, losses, attacks, zeroshot, models, world, data)
+IAT_MODULES = (text_tuning, losses, models, world, data)
+ATTACK_MODULES = (attacks, fastpath, evaluation, zeroshot, models, world, data)
 FAST_CASES = ("pgd10", "cw10", "aa")  # attacks also checked through fastpath
 SMALL = dict(finetune_steps=2, train_batch_size=16, warmup_steps=1)
 
@@ -85,7 +86,7 @@ def compute_cases() -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         iat_values, iat_path = _iat_case(Path(tmp))
         cases["iat"] = {"versions": numerics_versions(*IAT_MODULES), "values": iat_values}
-        for method in METHODS:
+        for method in methods.engine_names():
             cases[f"method:{method}"] = {"versions": numerics_versions(*TRAINING_MODULES),
                                          "values": _method_case(method, Path(tmp))}
         cases["method:tai+iat (TIMA)"] = {"versions": numerics_versions(*TRAINING_MODULES, text_tuning),
@@ -111,7 +112,7 @@ def cases() -> dict[str, dict]:
 
 def test_every_method_and_attack_has_a_recorded_case():
     recorded = json.loads(REFERENCE.read_text())
-    assert {f"method:{m}" for m in METHODS} | {"iat", "method:tai+iat (TIMA)"} <= set(recorded)
+    assert {f"method:{m}" for m in methods.engine_names()} | {"iat", "method:tai+iat (TIMA)"} <= set(recorded)
     assert {f"attack:{a}" for a in attacks.ATTACKS} <= set(recorded)
 
 
@@ -138,8 +139,9 @@ def test_numbers_move_only_with_a_version_bump(cases):
 def test_the_check_catches_a_changed_objective(cases, monkeypatch, tmp_path):
     """Negative control: TeCoA's loss scaled by 1.5 (a changed formula, no bump) fails the comparison."""
     ref = json.loads(REFERENCE.read_text())["method:tecoa"]
-    original = training.OBJECTIVES["tecoa"]
-    monkeypatch.setitem(training.OBJECTIVES, "tecoa", lambda ctx: 1.5 * original(ctx))
+    original = methods.get("tecoa")
+    monkeypatch.setitem(methods._REGISTRY, "tecoa", dataclasses.replace(
+        original, objective=lambda ctx: 1.5 * original.objective(ctx)))
     changed = _method_case("tecoa", tmp_path)
     assert _differences(ref["values"], changed)
     assert not _differences(ref["values"], cases["method:tecoa"]["values"])
@@ -150,7 +152,7 @@ import json, nbhelpers
 from nbhelpers import config, study, study_runs, text_tuning, training
 cfg = config.StudyConfig()
 keys = {"package": nbhelpers.__file__,
-        "cache": {m: training.cache_key(config.FinetuneConfig.from_params(method=m)) for m in config.METHODS},
+        "cache": {m: training.cache_key(config.FinetuneConfig.from_params(method=m)) for m in methods.engine_names()},
         "projection": text_tuning.projection_key(config.IATConfig()),
         "study": {s: study.row_key(stage=s, method="tima", overrides={"sc_weight": 5.0}, train_seed=0,
                                    evaluation=study_runs.stage_evaluation(cfg, s)) for s in study.STAGES}}
@@ -190,7 +192,7 @@ def test_comments_docstrings_and_renames_change_no_key(tmp_path):
     bumped = _keys_of(tmp_path)
     bumped.pop("package")
     assert bumped["projection"] != here["projection"] and bumped["study"] != here["study"]
-    assert all(bumped["cache"][m] != here["cache"][m] for m in METHODS)
+    assert all(bumped["cache"][m] != here["cache"][m] for m in methods.engine_names())
 
 
 def test_the_committed_stores_hold_this_codes_numerics():

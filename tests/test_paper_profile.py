@@ -45,8 +45,10 @@ NBVAL_PARAMETERS = {
     "00_mini_world": {"datasets": ["cifar10", "eurosat"], "n_samples": 2, "eps_list": [0.0, 4.0], "pgd_steps": 1,
                       "n_gallery": 2},
     "03_iat": {**FINETUNE, "datasets": ["cifar10"], "n_samples": 2},
-    "04_tai": {**FINETUNE, "datasets": ["cifar10"], "n_samples": 2, "eval_eps_list": [4.0], "baselines": ["tecoa"]},
-    "05_evaluation": {**FINETUNE, "models": ["zero_shot", "tecoa", "tai", "tima"], "datasets": ["cifar10"],
+    "04_tai": {**FINETUNE, "configs": "knobs", "datasets": ["cifar10"], "n_samples": 2, "eval_eps_list": [4.0],
+               "baselines": ["tecoa"]},
+    "05_evaluation": {**FINETUNE, "configs": "knobs", "models": ["zero_shot", "tecoa", "tai", "tima"],
+                      "datasets": ["cifar10"],
                       "include_finetune_set": False, "eps_list": [1.0, 4.0], "attacks": ["pgd10"], "strong_attacks": [],
                       "n_strong_datasets": 1, "n_samples": 1, "n_strong": 1, "analysis_n": 2},
 }
@@ -217,5 +219,6 @@ def test_setup_checks_the_data_root_and_announces_random_weights(paper_run: dict
         notebook.setup(ok)
     assert RANDOM_WEIGHTS_MESSAGE in capsys.readouterr().out
     # 05 reads the fine-tuning set's train split (training, IAT) and, with include_finetune_set, its val split.
-    needs = notebook.required_datasets(EvaluationConfig.from_params(profile="paper", datasets=["cifar10"]))
+    needs = notebook.required_datasets(EvaluationConfig.from_params(profile="paper", datasets=["cifar10"],
+                                                                    configs="knobs"))
     assert needs == [("cifar10", None), ("tinyimagenet", None), ("tinyimagenet", "train")]

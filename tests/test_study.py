@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy import stats
 
-from nbhelpers import study, world
-from nbhelpers.config import EvaluationConfig, IATKnobs
+from nbhelpers import methods, study, world
+from nbhelpers.config import EvaluationConfig, IATKnobs, split_overrides
 from nbhelpers.utils import pack_mask
 
 
@@ -70,16 +70,16 @@ def test_size_label_is_rendered():
 
 # ---------------------------------------------------------------------------------------------- search space
 def test_search_budget_is_equal_and_every_config_is_valid():
-    space = study.SEARCH_SPACE
-    assert list(space) == list(study.STUDY_METHODS)
+    space = study.search_space()
+    assert list(space) == list(study.study_methods())
     assert {len(v) for v in space.values()} == {study.BUDGET} == {9}
     base = EvaluationConfig()
     for method, configs in space.items():
         ids = [study.config_id(c) for c in configs]
         assert len(set(ids)) == len(ids), method  # no configuration counted twice
         for c in configs:
-            ft, iat = study.split_overrides(c)
-            cfg = base.finetune_config(study.ENGINE_METHOD[method], **ft)  # validates the values
+            ft, iat = split_overrides(c)
+            cfg = base.finetune_config(methods.get(method).engine, **ft)  # validates the values
             assert all(getattr(cfg, k) == v for k, v in ft.items())
             if iat:
                 base.iat_config(**iat)
@@ -93,7 +93,7 @@ def test_search_budget_is_equal_and_every_config_is_valid():
     assert space["pmg_aft"][4]["pmg_alpha"] == space["pmg_aft"][4]["pmg_beta"]
     assert {c["warmup_steps"] for c in study.search_space(finetune_steps=1000)["tecoa"]} == {0, 100, 250}
     with pytest.raises(ValueError, match="neither"):
-        study.split_overrides({"finetune_lr": 1e-3, "not_a_knob": 1})
+        split_overrides({"finetune_lr": 1e-3, "not_a_knob": 1})
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -150,7 +150,7 @@ def _fake_scores(config: dict, seed: int) -> dict[str, float]:
 
 def test_store_resumes_after_an_interruption(tmp_path):
     path = tmp_path / "study.jsonl"
-    configs = {m: study.SEARCH_SPACE[m][:2] for m in ("tecoa", "pmg_aft")}
+    configs = {m: study.search_space()[m][:2] for m in ("tecoa", "pmg_aft")}
     evaluation = {"tasks": sorted(world.VALIDATION_TASKS), "n": 64, "eps": [4.0], "seed": 0}
     total = 2 * 2 * 2
     calls = []
@@ -281,12 +281,12 @@ def test_ablations_sit_on_their_parents_selected_configuration():
     assert configs["iat_mhe"][0]["sc_weight"] == 0.0  # variants without the term do not take TIMA's weight
     assert configs["tima"] == [selected["tima"]]
     for name, (over,) in configs.items():  # every override is a real parameter of the run it configures
-        study.split_overrides(over)
-        assert study.engine_and_text(name)[0] in ("tecoa", "tai")
+        split_overrides(over)
+        assert methods.get(study.trained_as(name)).engine in ("tecoa", "tai")
     with pytest.raises(ValueError, match="unknown ablation"):
         study.ablation_configs(selected, ["margin_everything"])
     with pytest.raises(ValueError, match="unknown study method"):
-        study.engine_and_text("tima_plus")
+        study.trained_as("tima_plus")
 
 
 def test_metric_eps_reads_prefixed_and_per_task_names():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nbhelpers import evaluation, paths, study, study_runs, training, world
+from nbhelpers import evaluation, methods, paths, study, study_runs, training, world
 from nbhelpers.config import ConfigError, EvaluationConfig, StudyConfig, TAINotebookConfig
 from nbhelpers.utils import unpack_mask
 
@@ -25,7 +25,7 @@ def tiny(monkeypatch, tmp_path):
     monkeypatch.setattr(training, "_mini_train_pool", functools.lru_cache(maxsize=4)(
         lambda task, seed: world.generate_task(task, 256, split="train", seed=seed)))
     monkeypatch.setattr(evaluation, "load_eval_set", functools.lru_cache(maxsize=16)(evaluation.load_eval_set))
-    monkeypatch.setattr(study, "search_space", lambda **_: {m: [{"finetune_lr": 1e-3}] for m in study.STUDY_METHODS})
+    monkeypatch.setattr(study, "search_space", lambda **_: {m: [{"finetune_lr": 1e-3}] for m in study.study_methods()})
     return StudyConfig.from_params(**TINY), tmp_path / "06_study.jsonl"
 
 
@@ -104,16 +104,21 @@ def test_tiny_study_runs_every_stage_resumes_and_ignores_other_code(tiny, monkey
 
 def test_iat_tecoa_takes_tecoas_configuration_and_timas_consistency_weight():
     selected = {"tecoa": {"finetune_lr": 3e-4, "warmup_steps": 0}, "tima": {"finetune_lr": 1e-4, "sc_weight": 1.0}}
-    assert study_runs.model_overrides("iat_tecoa", selected) == {"finetune_lr": 3e-4, "warmup_steps": 0,
+    assert methods.selected_overrides("iat_tecoa", selected) == {"finetune_lr": 3e-4, "warmup_steps": 0,
                                                                  "sc_weight": 1.0}
-    assert study_runs.model_overrides("tima", selected) == selected["tima"]
-    assert study_runs.model_overrides("zero_shot", selected) == {}
+    assert methods.selected_overrides("tima", selected) == selected["tima"]
+    assert methods.selected_overrides("zero_shot", selected) == {}
 
 
 def test_configs_parameter_of_04_and_05():
     assert TAINotebookConfig().uses_selection() and EvaluationConfig().uses_selection()
     assert not EvaluationConfig.from_params(configs="knobs").uses_selection()
-    assert not EvaluationConfig.from_params(profile="paper").uses_selection()  # auto: no paper study yet
+    assert not EvaluationConfig.from_params(profile="paper", configs="knobs").uses_selection()
+    assert not EvaluationConfig.from_params(profile="paper", models=["zero_shot"]).uses_selection()  # trains nothing
+    with pytest.raises(ConfigError, match="no study selection"):  # auto on paper: no selection, mini knobs
+        EvaluationConfig.from_params(profile="paper")
+    with pytest.raises(ConfigError, match="no study selection"):
+        TAINotebookConfig.from_params(profile="paper")
     with pytest.raises(ConfigError, match="needs the mini profile"):
         EvaluationConfig.from_params(profile="paper", configs="selected").uses_selection()
     with pytest.raises(ConfigError, match="configs"):
@@ -131,4 +136,4 @@ def test_committed_study_store_is_made_by_this_code_and_holds_every_stage():
     assert (status.other == 0).all(), status
     strong = study_runs.current_rows(study.StudyStore(study_runs.STORE_PATH), cfg, "strong")
     assert all(r.get("per_sample") for r in strong), "strong rows must keep per-image correctness"
-    assert set(study_runs.selected_configurations()) == set(study.STUDY_METHODS)
+    assert set(study_runs.selected_configurations()) == set(study.study_methods())

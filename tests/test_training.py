@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nbhelpers import config, losses, models, suite, text_tuning, training, world
+from nbhelpers import config, losses, methods, models, suite, text_tuning, training, world
 from nbhelpers.config import ConfigError, EvaluationConfig
 from nbhelpers.training import FinetuneConfig
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings
@@ -26,7 +26,7 @@ def base_state():
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("method", sorted(config.METHODS))
+@pytest.mark.parametrize("method", sorted(methods.engine_names()))
 def test_each_method_trains_and_changes_only_the_image_tower(method, base_state, tmp_path, monkeypatch):
     steps: list[tuple[set[str], set[str]]] = []  # per step: (parameters that require a gradient, that got one)
     real_step = training.train_step
@@ -66,7 +66,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
 
 
 def test_two_gloo_processes_match_one(tmp_path):
-    args = ["--method", "tecoa", "--finetune_steps", "2", "--train_batch_size", "16", "--warmup_steps", "1", "--device", "cpu"]
+    args = ["--method", "tecoa", "--finetune_steps", "2", "--train_batch_size", "16", "--warmup_steps", "1",
+            "--device", "cpu", "--finetune_lr", "0.001"]
     env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-m", "nbhelpers.training", *args, "--out", str(tmp_path / "one.pt")],
                          env=env, capture_output=True, text=True, timeout=300)
@@ -156,7 +157,7 @@ def _engine(cfg: FinetuneConfig, base: models.ClipModel, emb: torch.Tensor) -> t
     student = copy.deepcopy(base).eval()
     for name, p in student.named_parameters():
         p.requires_grad_(name.startswith("clip.visual."))
-    teacher = ZeroShotClassifier(base, emb).eval() if cfg.method in training.NEEDS_TEACHER else None
+    teacher = ZeroShotClassifier(base, emb).eval() if methods.get(cfg.method).needs_teacher else None
     for p in base.parameters():
         p.requires_grad_(False)
     opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=cfg.finetune_lr,

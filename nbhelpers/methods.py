@@ -1,0 +1,302 @@
+"""Every method in one record: what it is, how its image tower trains, which text it pairs with, what it needs,
+its own knobs and its search grid.
+
+A :class:`Method` is read by config validation (the names a parameter may take), the fine-tuning engine
+(:mod:`training`: objective, training attack, teacher), the one builder of an evaluated model
+(:func:`nbhelpers.suite.build_eval_model`: text side, margin offset, IAT projection), the study (:mod:`study`:
+search grid, baselines) and 04/05 (which study selection a model takes). Adding a method is one
+:func:`register` call (see the README's "Adding a method").
+
+Names: an *engine* method trains an image tower by itself (``FinetuneConfig.method`` takes these names);
+a composite method reuses another's engine with another text side (TIMA = TAI's engine against IAT-tuned text;
+IAT + TeCoA = TeCoA's engine against IAT-tuned text); ``zero_shot`` is the pre-trained model, not trained.
+
+This module sits low in the package (above :mod:`losses`, below :mod:`config`): it holds the objectives as pure
+functions of a :class:`StepContext` and imports nothing of the package but :mod:`losses`.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nbhelpers import losses
+
+# bump with any change to the numbers the objectives compute (see utils.numerics_versions); the objectives moved
+# here from training (its version 3) without a change of number
+NUMERICS_VERSION = 1
+
+TEXT_SIDES = ("original", "iat", "laat_expanded")  # the class text an image tower trains against and is scored with
+TRAINING_ATTACKS = ("none", "pgd_ce", "pgd_embedding")  # no attack; PGD on the head's CE; FARE's label-free PGD
+
+
+@dataclass
+class StepContext:
+    """What an objective may use at one step (all on the training device)."""
+
+    cfg: Any  # the run's config.FinetuneConfig (config sits above this module)
+    images: torch.Tensor
+    adv: torch.Tensor | None
+    labels: torch.Tensor
+    logits: Callable[[torch.Tensor], torch.Tensor]
+    features: Callable[[torch.Tensor], torch.Tensor]
+    teacher: Any  # zeroshot.ZeroShotClassifier of the frozen pre-trained model, or None
+    class_embeddings: torch.Tensor
+    scale: float
+    margins: torch.Tensor | None
+    clean_targets: torch.Tensor | None = None  # FARE: frozen pre-trained embeddings of the clean images (N, D)
+
+
+Objective = Callable[[StepContext], torch.Tensor]
+# (default knob values {field: value}, fine-tuning steps) -> the method's own knob settings, one dict per point
+SearchGrid = Callable[[Mapping[str, object], int], list[dict[str, object]]]
+
+
+# ---------------------------------------------------------------------------------------------- objectives
+def clean_ce(ctx: StepContext) -> torch.Tensor:
+    """Cross-entropy of the zero-shot head on the clean images (scalar)."""
+    return F.cross_entropy(ctx.logits(ctx.images), ctx.labels)
+
+
+def tecoa_objective(ctx: StepContext) -> torch.Tensor:
+    """TeCoA: cross-entropy of the zero-shot head on the adversarial images (scalar)."""
+    return F.cross_entropy(ctx.logits(ctx.adv), ctx.labels)
+
+
+def pmg_aft_objective(ctx: StepContext) -> torch.Tensor:
+    """PMG-AFT: TeCoA + alpha KL(pre-trained(adv) || adv) + beta KL(clean || adv) (scalar)."""
+    adv_logits, clean_logits = ctx.logits(ctx.adv), ctx.logits(ctx.images)
+    with torch.no_grad():
+        pre_adv = ctx.teacher(ctx.adv)
+    return losses.pmg_aft_loss(adv_logits, clean_logits, pre_adv, ctx.labels, alpha=ctx.cfg.pmg_alpha,
+                               beta=ctx.cfg.pmg_beta)
+
+
+def fare_objective(ctx: StepContext) -> torch.Tensor:
+    """FARE: squared L2 of the adversarial embedding to the frozen clean one, relative (scalar)."""
+    return losses.fare_loss(ctx.features(ctx.adv), ctx.clean_targets, relative=True)
+
+
+def tai_objective(ctx: StepContext) -> torch.Tensor:
+    """TIMA's TAI: margin cross-entropy (ASAM/TAM) + text-aware distillation to the pre-trained model (scalar)."""
+    cfg = ctx.cfg
+    adv_logits = ctx.logits(ctx.adv)  # one forward serves the margin CE and the distillation
+    margin_logits = adv_logits
+    if cfg.margin_kind == "tam_sample":  # per-sample gate on the image's cosine to each class's text
+        margins = losses.tam_sample_margins(adv_logits / ctx.scale, ctx.labels, threshold=cfg.tam_threshold,
+                                            margin=cfg.tam_margin)
+        margin_logits = losses.margin_logits(adv_logits, ctx.labels, margins, scale=ctx.scale, per_sample=True)
+    elif ctx.margins is not None:
+        margin_logits = losses.margin_logits(adv_logits, ctx.labels, ctx.margins, scale=ctx.scale)
+    loss = F.cross_entropy(margin_logits, ctx.labels)
+    if cfg.takd_weight > 0:
+        if cfg.takd_target == "feature":  # cosine of the adversarial embedding to the pre-trained clean one
+            with torch.no_grad():
+                pre = ctx.teacher.model.encode_image(ctx.images, normalize=False)
+            return loss + cfg.takd_weight * losses.feature_kd(ctx.features(ctx.adv), pre)
+        with torch.no_grad():
+            pre_logits = ctx.teacher(ctx.adv if cfg.takd_target == "adv" else ctx.images)
+        loss = loss + cfg.takd_weight * losses.text_aware_kd(adv_logits, pre_logits, temperature=cfg.takd_temperature)
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------- search grids
+# Each studied method's own knob (3 values, crossed with the study's 3 learning rates: study.search_space);
+# FARE has no method weight here and gets a 9-point learning-rate grid instead (lr_only).
+WARMUP_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.25)  # TeCoA's knob: warm-up steps as a fraction of all steps
+PMG_WEIGHTS: tuple[float, ...] = (0.5, 1.0, 2.0)  # PMG-AFT's knob: alpha = beta
+LAAT_SPREADS: tuple[float, ...] = (1.25, 1.5, 2.0)  # LAAT-style's knob: angle expansion factor
+TAI_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 2.0)  # TAI's knob: factor on both the ASAM gain and the TAKD weight
+SC_WEIGHTS: tuple[float, ...] = (1.0, 5.0, 25.0)  # TIMA's knob: IAT's semantic-consistency weight
+
+
+def _sig(x: float) -> float:
+    """x rounded to 3 significant digits (clean JSON keys for log-spaced grids)."""
+    return float(f"{x:.3g}")
+
+
+def _tecoa_grid(defaults: Mapping[str, object], steps: int) -> list[dict[str, object]]:
+    return [{"warmup_steps": round(f * steps)} for f in WARMUP_FRACTIONS]
+
+
+def _pmg_grid(defaults: Mapping[str, object], steps: int) -> list[dict[str, object]]:
+    return [{"pmg_alpha": w, "pmg_beta": w} for w in PMG_WEIGHTS]
+
+
+def _laat_grid(defaults: Mapping[str, object], steps: int) -> list[dict[str, object]]:
+    return [{"laat_spread": s} for s in LAAT_SPREADS]
+
+
+def _tai_grid(defaults: Mapping[str, object], steps: int) -> list[dict[str, object]]:
+    return [{"asam_gain": _sig(float(defaults["asam_gain"]) * s), "takd_weight": _sig(float(defaults["takd_weight"]) * s)}
+            for s in TAI_STRENGTHS]
+
+
+def _tima_grid(defaults: Mapping[str, object], steps: int) -> list[dict[str, object]]:
+    return [{"sc_weight": w} for w in SC_WEIGHTS]
+
+
+def lr_only_grid(lrs: tuple[float, ...], budget: int) -> list[dict[str, object]]:
+    """`budget` log-spaced learning rates over the span of lrs widened by sqrt(10) at each end (FARE's grid)."""
+    lo, hi = lrs[0], lrs[-1]
+    return [{"finetune_lr": _sig(lo * (hi / lo) ** ((k - 2) / 4))} for k in range(budget)]
+
+
+# ---------------------------------------------------------------------------------------------- the record
+@dataclass(frozen=True)
+class Method:
+    """One method: every fact the package needs about it, in one place.
+
+    engine: the engine method whose objective and attack train the image tower ('' for zero_shot, not trained);
+    objective / training_attack / needs_teacher: the engine's step (engine methods only);
+    text: the class text the image tower trains against and is evaluated with (TEXT_SIDES);
+    needs_offset: takes the margin offset measured on the pre-trained model (01) as margin_offset;
+    needs_iat: trains and is evaluated against IAT-tuned text (03's projection, tuned first);
+    knobs: the config fields that are this method's own (beyond the shared fine-tuning recipe);
+    search: its knob grid in 06's study (None: not studied); lr_only: the grid is learning rates only;
+    baseline: one of the baselines TIMA is compared with in 06;
+    selection: where 04/05 take its configuration from in 06's selection, as (study method, knobs taken or None
+    for all of them) in order, later entries overriding earlier ones; empty: the notebook's knobs.
+    """
+
+    name: str
+    label: str
+    description: str
+    engine: str
+    text: str = "original"
+    objective: Objective | None = None
+    training_attack: str = "pgd_ce"
+    needs_teacher: bool = False
+    needs_offset: bool = False
+    needs_iat: bool = False
+    knobs: tuple[str, ...] = ()
+    search: SearchGrid | None = None
+    lr_only: bool = False
+    baseline: bool = False
+    selection: tuple[tuple[str, tuple[str, ...] | None], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.text not in TEXT_SIDES:
+            raise ValueError(f"method {self.name!r}: text {self.text!r} is not one of {TEXT_SIDES}")
+        if self.training_attack not in TRAINING_ATTACKS:
+            raise ValueError(f"method {self.name!r}: training_attack {self.training_attack!r} is not one of "
+                             f"{TRAINING_ATTACKS}")
+        if self.engine == self.name and self.objective is None:
+            raise ValueError(f"engine method {self.name!r} needs an objective")
+
+    @property
+    def is_engine(self) -> bool:
+        """Whether FinetuneConfig.method may name it (it trains an image tower by itself)."""
+        return self.engine == self.name
+
+    @property
+    def trained(self) -> bool:
+        """Whether its image tower is fine-tuned (False only for the pre-trained zero-shot model)."""
+        return bool(self.engine)
+
+    @property
+    def studied(self) -> bool:
+        """Whether 06's study searches and compares it."""
+        return self.search is not None or self.lr_only
+
+
+_TAI_KNOBS = ("margin_kind", "asam_base", "asam_gain", "offset_weight", "offset_eps", "offset_every", "tam_threshold",
+              "tam_margin", "takd_weight", "takd_temperature", "takd_target")
+_IAT_KNOBS = ("iat_steps", "iat_lr", "mhe_weight", "mhe_power", "mhe_bounded", "sc_weight", "sc_kind", "sc_temperature",
+              "iakd_weight", "iakd_temperature", "iat_images")
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method to the registry (its name must be new; a composite's engine must be registered)."""
+    if method.name in _REGISTRY:
+        raise ValueError(f"method {method.name!r} is already registered")
+    if method.engine and method.engine != method.name and method.engine not in _REGISTRY:
+        raise ValueError(f"method {method.name!r}: its engine {method.engine!r} is not registered")
+    _REGISTRY[method.name] = method
+    return method
+
+
+@contextlib.contextmanager
+def registered(method: Method) -> Iterator[Method]:
+    """Register a method for the duration of a block (tests, experiments), then remove it."""
+    register(method)
+    try:
+        yield method
+    finally:
+        _REGISTRY.pop(method.name, None)
+
+
+def get(name: str) -> Method:
+    """The record of a method, or a clear error listing the known names."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose from {list(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def all_methods() -> list[Method]:
+    """Every registered method, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def model_names() -> list[str]:
+    """Names of every model 04/05 can evaluate (every registered method)."""
+    return list(_REGISTRY)
+
+
+def engine_names() -> list[str]:
+    """Names FinetuneConfig.method may take (methods that train an image tower by themselves)."""
+    return [m.name for m in _REGISTRY.values() if m.is_engine]
+
+
+def study_names() -> list[str]:
+    """Methods 06's study searches, selects and compares, in registration order."""
+    return [m.name for m in _REGISTRY.values() if m.studied]
+
+
+def baseline_names() -> list[str]:
+    """The baselines TIMA is compared with in 06."""
+    return [m.name for m in _REGISTRY.values() if m.baseline]
+
+
+register(Method("zero_shot", "zero-shot CLIP", "the pre-trained model, not fine-tuned", engine="",
+                training_attack="none"))
+register(Method("ft_standard", "FT-Standard", "clean fine-tuning with cross-entropy over the zero-shot head (no attack)",
+                engine="ft_standard", objective=clean_ce, training_attack="none"))
+register(Method("tecoa", "TeCoA", "TeCoA: PGD on image-text cross-entropy, train on the adversarial images with it",
+                engine="tecoa", objective=tecoa_objective, knobs=("warmup_steps",), search=_tecoa_grid,
+                baseline=True, selection=(("tecoa", None),)))
+register(Method("pmg_aft", "PMG-AFT", "PMG-AFT: TeCoA + alpha KL(pre-trained(adv) || adv) + beta KL(clean || adv)",
+                engine="pmg_aft", objective=pmg_aft_objective, needs_teacher=True, knobs=("pmg_alpha", "pmg_beta"),
+                search=_pmg_grid, baseline=True, selection=(("pmg_aft", None),)))
+register(Method("laat", "LAAT-style", "LAAT-style: TeCoA's objective against expanded text anchors (rotated to a "
+                "pole, angles spread)", engine="laat", text="laat_expanded", objective=tecoa_objective,
+                knobs=("laat_spread",), search=_laat_grid, baseline=True, selection=(("laat", None),)))
+register(Method("fare", "FARE", "FARE: unsupervised; label-free PGD maximises the L2 distance to the frozen clean "
+                "embedding, then trains it down", engine="fare", objective=fare_objective,
+                training_attack="pgd_embedding", needs_teacher=True, lr_only=True, baseline=True,
+                selection=(("fare", None),)))
+register(Method("tai", "TAI (TIMA w/o IAT)", "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + "
+                "text-aware distillation", engine="tai", objective=tai_objective, needs_teacher=True,
+                needs_offset=True, knobs=_TAI_KNOBS, search=_tai_grid, selection=(("tai", None),)))
+register(Method("iat_tecoa", "IAT + TeCoA (TIMA w/o TAI)", "TeCoA's engine against IAT-tuned text", engine="tecoa",
+                text="iat", needs_iat=True, knobs=_IAT_KNOBS, selection=(("tecoa", None), ("tima", ("sc_weight",)))))
+register(Method("tima", "TIMA (IAT + TAI)", "TIMA: IAT text tuning first, then TAI against the tuned text",
+                engine="tai", text="iat", needs_offset=True, needs_iat=True, knobs=_TAI_KNOBS + _IAT_KNOBS,
+                search=_tima_grid, selection=(("tima", None),)))
+
+
+def selected_overrides(name: str, selected: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
+    """The overrides model `name` takes from 06's selection {study method: overrides} (empty: the notebook's knobs)."""
+    out: dict[str, object] = {}
+    for source, keys in get(name).selection:
+        if source not in selected:
+            raise KeyError(f"{name} takes its configuration from {source!r}, which the selection lacks")
+        out.update({k: v for k, v in selected[source].items() if keys is None or k in keys})
+    return out
+

@@ -1,0 +1,136 @@
+"""One record per method (nbhelpers.methods): the records are consistent with the configs, and a method registered
+inside a test trains and is evaluated through the ordinary path (config validation, engine, builder, evaluation)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nbhelpers import evaluation, methods, paths, study, study_runs, suite, training, world
+from nbhelpers.config import (ConfigError, EvaluationConfig, FinetuneConfig, FinetuneKnobs, IATKnobs, StudyConfig,
+                              TAIKnobs)
+
+CONFIG_FIELDS = set(FinetuneConfig.field_names()) | set(IATKnobs.field_names())
+
+
+@pytest.mark.parametrize("method", methods.all_methods(), ids=lambda m: m.name)
+def test_each_record_names_real_knobs_and_a_registered_engine(method):
+    assert set(method.knobs) <= CONFIG_FIELDS, f"{method.name}: knobs that no config declares"
+    assert not method.engine or method.engine in methods.engine_names()
+    for source, keys in method.selection:
+        assert source in study.study_methods() and (keys is None or set(keys) <= CONFIG_FIELDS)
+    if method.search is not None:  # its grid moves only its own knobs (plus the shared learning rate)
+        defaults = {**TAIKnobs.defaults(), **IATKnobs.defaults(), **FinetuneKnobs.defaults()}
+        for point in method.search(defaults, 200):
+            assert set(point) <= set(method.knobs), f"{method.name}'s grid moves {set(point) - set(method.knobs)}"
+
+
+def test_config_choices_are_the_registry():
+    assert FinetuneConfig.from_params(method="fare").method == "fare"
+    with pytest.raises(ConfigError, match="tima"):  # a composite is not an engine method
+        FinetuneConfig.from_params(method="tima")
+    assert EvaluationConfig.from_params(models=methods.model_names()).models == tuple(methods.model_names())
+    with pytest.raises(ConfigError, match="unknown model"):
+        EvaluationConfig.from_params(models=["tecoa", "toy"])
+    assert set(study.study_methods()) == {"tecoa", "pmg_aft", "laat", "fare", "tai", "tima"}
+    assert set(study.baselines()) == {"tecoa", "pmg_aft", "laat", "fare"}
+
+
+def test_registry_refuses_duplicates_and_missing_engines():
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register(methods.get("tecoa"))
+    with pytest.raises(ValueError, match="engine 'nope' is not registered"):
+        methods.register(methods.Method("composite", "C", "d", engine="nope"))
+    with pytest.raises(ValueError, match="needs an objective"):
+        methods.Method("bare", "B", "d", engine="bare")
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        methods.get("nope")
+
+
+def test_selected_overrides_follow_the_records_selection():
+    selected = {"tecoa": {"finetune_lr": 3e-4, "warmup_steps": 0}, "tima": {"finetune_lr": 1e-4, "sc_weight": 25.0}}
+    assert methods.selected_overrides("iat_tecoa", selected) == {"finetune_lr": 3e-4, "warmup_steps": 0,
+                                                                 "sc_weight": 25.0}
+    assert methods.selected_overrides("tima", selected) == selected["tima"]
+    assert methods.selected_overrides("zero_shot", selected) == {}
+    with pytest.raises(KeyError, match="pmg_aft"):
+        methods.selected_overrides("pmg_aft", selected)
+
+
+def test_a_toy_method_trains_and_is_evaluated_through_the_ordinary_path(mini_model, tmp_path, monkeypatch):
+    """Registered inside the test: half TeCoA, half clean cross-entropy. Config validation accepts it, the engine
+    trains it with its own objective, the builder pairs it with its text, and evaluate scores it."""
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+    calls = []
+
+    def toy_objective(ctx: methods.StepContext) -> torch.Tensor:
+        calls.append(ctx.adv is not None)
+        return 0.5 * F.cross_entropy(ctx.logits(ctx.adv), ctx.labels) + 0.5 * F.cross_entropy(
+            ctx.logits(ctx.images), ctx.labels)
+
+    toy = methods.Method("toy", "Toy (half TeCoA)", "test method", engine="toy", objective=toy_objective)
+    with methods.registered(toy):
+        cfg = EvaluationConfig.from_params(models=["zero_shot", "toy"], finetune_steps=2, train_batch_size=16,
+                                           warmup_steps=1, configs="knobs")
+        model = suite.build_eval_model("toy", cfg, mini_model, progress=False)
+        assert calls == [True, True]  # its objective ran at each step, on adversarial images
+        assert model.run.config.method == "toy" and model.label == "Toy (half TeCoA)"
+        assert model.image_id.startswith("finetune-") and model.text_id.startswith("text-")
+        changed = [not torch.equal(a, b) for a, b in zip(model.image_model.visual.parameters(),
+                                                          mini_model.visual.parameters())]
+        assert any(changed)
+        zero = suite.build_eval_model("zero_shot", cfg, mini_model)
+        rows = evaluation.evaluate({"zero_shot": zero, "toy": model}, profile="mini", datasets=["shapes"],
+                                   attacks=["pgd10"], eps_list=[4.0], n=16, batch_size=16)
+        assert set(rows.model) == {"zero_shot", "toy"} and rows.accuracy.between(0, 1).all()
+        again = suite.build_eval_model("toy", cfg, mini_model, progress=False)  # from the cache: same weights
+        assert again.image_id == model.image_id and len(calls) == 2
+    with pytest.raises(ConfigError):  # gone after the block
+        EvaluationConfig.from_params(models=["toy"])
+
+
+def test_the_builder_pairs_each_method_with_its_text(mini_model, tmp_path, monkeypatch):
+    """LAAT-style is scored against expanded anchors, TeCoA against the original text; identities differ."""
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+    cfg = EvaluationConfig.from_params(finetune_steps=1, train_batch_size=8, warmup_steps=1, configs="knobs")
+    built = {m: suite.build_eval_model(m, cfg, mini_model, progress=False) for m in ("tecoa", "laat")}
+    names, templates = world.TASKS["shapes"].classnames(), [world.PROMPT_TEMPLATE]
+    assert built["laat"].text_side == "laat_expanded" and built["tecoa"].text_side == "original"
+    assert not torch.allclose(built["laat"].embed(names, templates), built["tecoa"].embed(names, templates))
+    assert built["laat"].text_id != built["tecoa"].text_id and built["laat"].image_id != built["tecoa"].image_id
+    twin = suite.build_eval_model("laat", dataclasses.replace(cfg, laat_spread=2.0), mini_model, progress=False)
+    assert twin.text_id != built["laat"].text_id  # another expansion is another text side
+
+
+def test_training_cli_defaults_to_the_selection_or_refuses(tmp_path, monkeypatch, capsys):
+    """Without --finetune_lr the CLI trains 06's selected configuration; a method 06 did not select is refused."""
+    selection = tmp_path / "06_selected.json"
+    selection.write_text('{"profile": "mini", "selected": {"tecoa": {"finetune_lr": 0.0003, "warmup_steps": 0}, '
+                         '"tima": {"finetune_lr": 0.0001, "sc_weight": 1.0}}}')
+    assert training.selected_defaults("tecoa", path=selection) == {"finetune_lr": 3e-4, "warmup_steps": 0}
+    assert training.selected_defaults("tai", text_source="iat", path=selection) == {"finetune_lr": 1e-4}
+    assert training.selected_defaults("tai", path=selection) is None  # TAI itself was not selected in this file
+    assert training.selected_defaults("tecoa", profile="paper", path=selection) is None
+    monkeypatch.setattr(paths, "STUDY_SELECTION", selection)
+    seen = {}
+    monkeypatch.setattr(training, "finetune", lambda cfg, **kw: seen.setdefault("cfg", cfg) and
+                        training.FinetuneResult(None, None, None, cfg, 0.0))
+    assert training.main(["--method", "tecoa", "--warmup_steps", "5"]) == 0
+    assert (seen["cfg"].finetune_lr, seen["cfg"].warmup_steps) == (3e-4, 5)  # explicit flags win
+    for argv in (["--method", "ft_standard"], ["--method", "tecoa", "--profile", "paper"]):
+        with pytest.raises(SystemExit):
+            training.main(argv)
+        assert "--finetune_lr" in capsys.readouterr().err
+    seen.clear()
+    assert training.main(["--method", "ft_standard", "--finetune_lr", "0.01"]) == 0
+    assert seen["cfg"].finetune_lr == 0.01
+
+
+def test_the_committed_selection_file_is_the_stores_selection():
+    """results/06_selected.json (the training CLI's defaults) equals the selection the committed study store gives."""
+    saved = json.loads(paths.STUDY_SELECTION.read_text())
+    assert saved["selected"] == study_runs.selected_configurations(StudyConfig())
+    assert saved["numerics"] == study_runs.numerics_fingerprint()
