@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nbhelpers import losses
 from nbhelpers.fastpath import fast_forward, wants_channels_last
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
@@ -177,6 +178,22 @@ def embedding_pgd_attack(encoder: nn.Module, images: torch.Tensor, targets: torc
     return _pgd(encoder, images, lambda features: embedding_distance(features, targets), eps=eps, alpha=alpha,
                 steps=steps, random_start=random_start, generator=generator, start_noise=start_noise, fast=fast,
                 amp=amp)
+
+
+def contrastive_pgd_attack(encoder: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, temperature: float,
+                           eps: float, alpha: float | None = None, steps: int = 10, random_start: bool = True,
+                           generator: torch.Generator | None = None, start_noise: torch.Tensor | None = None,
+                           fast: bool = False, amp: bool = False) -> torch.Tensor:
+    """Label-free L-inf PGD maximising CoAdv's image-image InfoNCE (losses.coadv_loss, summed over the batch) of
+    encoder(x_adv) (N, D) against targets (N, D), the clean images' embeddings (fixed): adversarial images
+    (N, 3, S, S) in [0, 1]. The other arguments mean what they mean in :func:`pgd_attack`."""
+    _check_budget(eps, steps)
+    if targets.dim() != 2 or targets.shape[0] != images.shape[0]:
+        raise ValueError(f"targets must be (N, D) with N = {images.shape[0]} images, got {tuple(targets.shape)}")
+    fixed = targets.detach()
+    return _pgd(encoder, images, lambda f: losses.coadv_loss(f, fixed, temperature=temperature, reduction="sum"),
+                eps=eps, alpha=alpha, steps=steps, random_start=random_start, generator=generator,
+                start_noise=start_noise, fast=fast, amp=amp)
 
 
 def torchattacks_pgd(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,

@@ -320,6 +320,21 @@ class IATKnobs(Config):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(IATKnobs)}
 
 
+@dataclass(frozen=True)
+class BaselineKnobs(Config):
+    """TeCoA's motivating baselines (methods onehot_at, coadv, tecoa_partial): the details TeCoA leaves open, ours.
+
+    A separate knob set, not part of 06's study recipe: the study never trains these methods, so its keys do not
+    move when they are added."""
+
+    partial_last_n: int = knob(9, "tecoa_partial (TeCoA's --last_num_ft): train only the last N parameter tensors of the image tower (ours: 9, the mini ResNet's attention pool)")
+    coadv_temperature: float = knob(0.1, "coadv: temperature of the image-image InfoNCE (ours)")
+
+    def check(self) -> None:
+        super().check()
+        self._positive("partial_last_n", "coadv_temperature")
+
+
 # ---------------------------------------------------------------------------------------------- runs
 
 
@@ -335,7 +350,7 @@ class IATConfig(IATKnobs, FinetuneKnobs, BaseConfig):
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(TAIKnobs, FinetuneKnobs, BaseConfig):
+class FinetuneConfig(BaselineKnobs, TAIKnobs, FinetuneKnobs, BaseConfig):
     """One adversarial fine-tuning run of one method (the training CLI's flags are exactly these fields)."""
 
     method: str = knob("tecoa", "fine-tuning objective (an engine method of nbhelpers.methods): " +
@@ -573,10 +588,12 @@ class TAINotebookConfig(_RunsMixin, _EvalKnobs, ReleasedKnobs, SelectionKnobs, T
 
 
 @dataclass(frozen=True)
-class EvaluationConfig(_RunsMixin, ReleasedKnobs, SelectionKnobs, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+class EvaluationConfig(_RunsMixin, ReleasedKnobs, SelectionKnobs, BaselineKnobs, TAIKnobs, IATKnobs, FinetuneKnobs,
+                       BaseConfig):
     """05_evaluation: models x datasets x attacks x eps, first-N, resumable."""
 
-    models: list[str] = knob(["zero_shot", "ft_standard", "tecoa", "pmg_aft", "laat", "tai", "tima"],
+    models: list[str] = knob(["zero_shot", "ft_standard", "tecoa", "pmg_aft", "laat", "tai", "tima", "onehot_at", "coadv",
+                              "tecoa_partial"],
                              "models to evaluate: " + ", ".join(methods.model_names()))
     datasets: list[str] = knob([], "zero-shot datasets; empty means all of the profile")
     include_finetune_set: bool = knob(True, "also evaluate the fine-tuning set (marked not zero-shot)")
@@ -735,7 +752,8 @@ def _literal(value: object) -> str:
 
 _GROUPS = (("the backbone, data and device", BaseConfig), ("fine-tuning recipe (shared by 03-05 and the training CLI)",
            FinetuneKnobs), ("IAT, TIMA's text module (shared by 03-05)", IATKnobs),
-           ("TAI, TIMA's image module (shared by 04, 05 and the training CLI)", TAIKnobs))
+           ("TAI, TIMA's image module (shared by 04, 05 and the training CLI)", TAIKnobs),
+           ("TeCoA's motivating baselines (05 and the training CLI)", BaselineKnobs))
 
 
 def parameters_cell(cls: type[Config]) -> str:

@@ -49,6 +49,16 @@ def fare_loss(adv_features: torch.Tensor, pretrained_clean_features: torch.Tenso
     return loss / target.pow(2).sum(-1).mean() if relative else loss
 
 
+def coadv_loss(adv_features: torch.Tensor, clean_features: torch.Tensor, *, temperature: float = 0.1,
+               reduction: str = "mean") -> torch.Tensor:
+    """CoAdv, TeCoA's image-image contrastive adversarial baseline: InfoNCE over the batch, each adversarial
+    embedding's positive the clean embedding of the same image, the other images' clean embeddings its negatives;
+    features (N, D), cosine similarities / temperature; scalar ("mean" or "sum" over the N images).
+    TeCoA names the baseline without its details: the positives, negatives and temperature are ours."""
+    a, c = F.normalize(adv_features.float(), dim=-1), F.normalize(clean_features.float(), dim=-1)
+    return F.cross_entropy(a @ c.T / temperature, torch.arange(len(a), device=a.device), reduction=reduction)
+
+
 def laat_expand(text_emb: torch.Tensor, *, spread: float = 1.5) -> torch.Tensor:
     """ours, after LAAT (Li et al.): rotate the anchors' mean direction to a pole and spread their angles from it.
 

@@ -31,7 +31,10 @@ from nbhelpers import losses
 NUMERICS_VERSION = 1
 
 TEXT_SIDES = ("original", "iat", "laat_expanded")  # the class text an image tower trains against and is scored with
-TRAINING_ATTACKS = ("none", "pgd_ce", "pgd_embedding")  # no attack; PGD on the head's CE; FARE's label-free PGD
+# no attack; PGD on the training head's CE; FARE's label-free PGD; CoAdv's label-free PGD on its InfoNCE
+TRAINING_ATTACKS = ("none", "pgd_ce", "pgd_embedding", "pgd_contrastive")
+HEADS = ("zero_shot", "linear")  # what the image tower trains through: the class text, or a new linear layer
+TRAINABLE = ("all", "last_n")  # which image-tower tensors the optimiser moves (last_n: the last partial_last_n)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class StepContext:
     scale: float
     margins: torch.Tensor | None
     clean_targets: torch.Tensor | None = None  # FARE: frozen pre-trained embeddings of the clean images (N, D)
+    # logits: the zero-shot head over class_embeddings, or the method's linear head (Method.head == "linear")
 
 
 Objective = Callable[[StepContext], torch.Tensor]
@@ -79,6 +83,11 @@ def pmg_aft_objective(ctx: StepContext) -> torch.Tensor:
 def fare_objective(ctx: StepContext) -> torch.Tensor:
     """FARE: squared L2 of the adversarial embedding to the frozen clean one, relative (scalar)."""
     return losses.fare_loss(ctx.features(ctx.adv), ctx.clean_targets, relative=True)
+
+
+def coadv_objective(ctx: StepContext) -> torch.Tensor:
+    """CoAdv: image-image InfoNCE between the adversarial and the clean embeddings of the student (scalar)."""
+    return losses.coadv_loss(ctx.features(ctx.adv), ctx.features(ctx.images), temperature=ctx.cfg.coadv_temperature)
 
 
 def tai_objective(ctx: StepContext) -> torch.Tensor:
@@ -160,7 +169,9 @@ class Method:
     search: its knob grid in 06's study (None: not studied); lr_only: the grid is learning rates only;
     baseline: one of the baselines TIMA is compared with in 06;
     selection: where 04/05 take its configuration from in 06's selection, as (study method, knobs taken or None
-    for all of them) in order, later entries overriding earlier ones; empty: the notebook's knobs.
+    for all of them) in order, later entries overriding earlier ones; empty: the notebook's knobs;
+    head: what the tower trains through (HEADS; a linear head is dropped at evaluation: zero-shot through the tower);
+    trainable: which image-tower tensors train (TRAINABLE).
     """
 
     name: str
@@ -178,6 +189,8 @@ class Method:
     lr_only: bool = False
     baseline: bool = False
     selection: tuple[tuple[str, tuple[str, ...] | None], ...] = field(default=())
+    head: str = "zero_shot"
+    trainable: str = "all"
 
     def __post_init__(self) -> None:
         if self.text not in TEXT_SIDES:
@@ -185,6 +198,9 @@ class Method:
         if self.training_attack not in TRAINING_ATTACKS:
             raise ValueError(f"method {self.name!r}: training_attack {self.training_attack!r} is not one of "
                              f"{TRAINING_ATTACKS}")
+        if self.head not in HEADS or self.trainable not in TRAINABLE:
+            raise ValueError(f"method {self.name!r}: head {self.head!r} / trainable {self.trainable!r} not in "
+                             f"{HEADS} / {TRAINABLE}")
         if self.engine == self.name and self.objective is None:
             raise ValueError(f"engine method {self.name!r} needs an objective")
 
@@ -208,6 +224,10 @@ _TAI_KNOBS = ("margin_kind", "asam_base", "asam_gain", "offset_weight", "offset_
               "tam_margin", "takd_weight", "takd_temperature", "takd_target")
 _IAT_KNOBS = ("iat_steps", "iat_lr", "mhe_weight", "mhe_power", "mhe_bounded", "sc_weight", "sc_kind", "sc_temperature",
               "iakd_weight", "iakd_temperature", "iat_images")
+
+# TeCoA's motivating baselines are not searched: they train at TeCoA's selected recipe (ours: TeCoA compares them
+# under one recipe too)
+_TECOA_RECIPE: tuple[tuple[str, tuple[str, ...] | None], ...] = (("tecoa", ("finetune_lr", "warmup_steps")),)
 
 _REGISTRY: dict[str, Method] = {}
 
@@ -284,6 +304,16 @@ register(Method("fare", "FARE", "FARE: unsupervised; label-free PGD maximises th
 register(Method("tai", "TAI (TIMA w/o IAT)", "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + "
                 "text-aware distillation", engine="tai", objective=tai_objective, needs_teacher=True,
                 needs_offset=True, knobs=_TAI_KNOBS, search=_tai_grid, selection=(("tai", None),)))
+register(Method("onehot_at", "Standard AT (one-hot, linear head)", "TeCoA's motivating baseline: PGD on a new "
+                "linear head's cross-entropy over the fine-tuning classes, trained on the adversarial images with it; "
+                "evaluated zero-shot through its image tower", engine="onehot_at", objective=tecoa_objective,
+                head="linear", selection=_TECOA_RECIPE))
+register(Method("coadv", "CoAdv (image-image contrastive AT)", "TeCoA's baseline: label-free PGD on an image-image "
+                "InfoNCE (adversarial vs clean views), trained down with it", engine="coadv", objective=coadv_objective,
+                training_attack="pgd_contrastive", knobs=("coadv_temperature",), selection=_TECOA_RECIPE))
+register(Method("tecoa_partial", "TeCoA, partial fine-tuning", "TeCoA trained on the last partial_last_n parameter "
+                "tensors of the image tower only (TeCoA's --last_num_ft)", engine="tecoa_partial",
+                objective=tecoa_objective, trainable="last_n", knobs=("partial_last_n",), selection=_TECOA_RECIPE))
 register(Method("iat_tecoa", "IAT + TeCoA (TIMA w/o TAI)", "TeCoA's engine against IAT-tuned text", engine="tecoa",
                 text="iat", needs_iat=True, knobs=_IAT_KNOBS, selection=(("tecoa", None), ("tima", ("sc_weight",)))))
 register(Method("tima", "TIMA (IAT + TAI)", "TIMA: IAT text tuning first, then TAI against the tuned text",

@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nbhelpers import analysis, attacks, losses, methods, metrics, models, paper_data, paths, world, zeroshot
-from nbhelpers.attacks import embedding_pgd_attack, pgd_attack
+from nbhelpers.attacks import contrastive_pgd_attack, embedding_pgd_attack, pgd_attack
 from nbhelpers.config import FinetuneConfig
 from nbhelpers.data import stack_items
 from nbhelpers.methods import StepContext
@@ -195,9 +195,11 @@ def default_output(cfg: FinetuneConfig) -> Path:
 
 
 def _save(path: Path, *, student: ClipModel, opt: torch.optim.Optimizer, step: int, cfg: FinetuneConfig,
-          history: list[dict], base_fingerprint: str) -> None:
-    """Atomic checkpoint: image-tower weights, optimizer state, next step, config, history, provenance."""
+          history: list[dict], base_fingerprint: str, head: nn.Module | None = None) -> None:
+    """Atomic checkpoint: image-tower weights, optimizer state, next step, config, history, provenance (and the
+    linear head of a method that trains one, needed to resume; evaluation reads the tower only)."""
     state = {"visual": {k: v.detach().cpu() for k, v in student.visual.state_dict().items()},
+             **({"head": {k: v.detach().cpu() for k, v in head.state_dict().items()}} if head is not None else {}),
              "optimizer": opt.state_dict(), "step": step, "config": json.dumps(cfg.to_dict()),
              "history": json.dumps(history), "code_version": code_version(), "base_fingerprint": base_fingerprint,
              "model_name": student.model_name}
@@ -259,14 +261,41 @@ class Engine:
     device: torch.device
     fast_attack: bool = False  # pgd_attack(fast=True); finetune keeps the default path (bit-identical runs)
     image_encoder: ImageEncoder | None = None  # the student's unnormalised embeddings: FARE's attack ascends on them
+    head: nn.Module | None = None  # the linear head of a method with Method.head == "linear" (trained with the tower)
+
+
+class LinearHeadClassifier(nn.Module):
+    """A linear head on a CLIP's unnormalised image embeddings: images (N, 3, S, S) in [0, 1] -> logits (N, C)."""
+
+    def __init__(self, model: ClipModel, head: nn.Linear) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+        self.train(model.training)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C)."""
+        return self.head(self.model.encode_image(images, normalize=False))
+
+
+def make_linear_head(cfg: FinetuneConfig, emb: torch.Tensor) -> nn.Linear:
+    """The new linear layer of one-hot adversarial training (D -> C over the fine-tuning classes of emb (C, D)):
+    weights N(0, 1/D) drawn from a generator seeded by train_seed, zero bias (ours: TeCoA does not say)."""
+    n_classes, dim = emb.shape
+    head = nn.Linear(dim, n_classes).to(emb.device)
+    g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "linear-head"))
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(n_classes, dim, generator=g) / math.sqrt(dim))
+        head.bias.zero_()
+    return head
 
 
 def make_engine(cfg: FinetuneConfig, student: ClipModel, emb: torch.Tensor, opt: torch.optim.Optimizer, *,
                 teacher: ZeroShotClassifier | None, scale: float, visual: torch.nn.Module | None = None,
-                device: torch.device | str = "cpu") -> Engine:
+                device: torch.device | str = "cpu", head: nn.Linear | None = None) -> Engine:
     """The step's closures over the student: features (N, D) and logits (N, C) of images in [0, 1], attack head.
 
-    visual: the image tower to call (student.visual, or its DDP wrapper); emb: fixed class embeddings (C, D).
+    visual: the image tower to call (student.visual, or its DDP wrapper); emb: fixed class embeddings (C, D);
+    head: a linear head (make_linear_head) that the logits and the training attack go through instead of the text.
     """
     device = torch.device(device)
     tower = student.visual if visual is None else visual
@@ -274,12 +303,13 @@ def make_engine(cfg: FinetuneConfig, student: ClipModel, emb: torch.Tensor, opt:
     def features(x: torch.Tensor) -> torch.Tensor:
         return tower((x - student.mean) / student.std)
 
-    def logits(x: torch.Tensor) -> torch.Tensor:
-        return scale * F.normalize(features(x), dim=-1) @ emb.T
+    def logits(x: torch.Tensor) -> torch.Tensor:  # the zero-shot head over the class text, or the linear head
+        return scale * F.normalize(features(x), dim=-1) @ emb.T if head is None else head(features(x))
 
-    attack_head = build_head(student, emb, logit_scale=scale, device=device)
+    attack_head: nn.Module = (build_head(student, emb, logit_scale=scale, device=device) if head is None
+                              else LinearHeadClassifier(student, head))
     return Engine(cfg, opt, attack_head, logits, features, teacher, emb, scale, method_margins(cfg, emb), device,
-                  image_encoder=ImageEncoder(student))
+                  image_encoder=ImageEncoder(student), head=head)
 
 
 def fare_targets(engine: Engine, x: torch.Tensor) -> torch.Tensor:
@@ -305,6 +335,10 @@ def training_attack(engine: Engine, x: torch.Tensor, y: torch.Tensor, noise: tor
         return None
     budget = dict(eps=cfg.train_eps / 255, alpha=cfg.train_alpha / 255, steps=cfg.train_pgd_steps,
                   start_noise=noise, fast=engine.fast_attack)
+    if kind == "pgd_contrastive":  # CoAdv: away from the clean view of the same image, among the batch's images
+        with torch.no_grad():
+            clean = engine.image_encoder(x) if clean_targets is None else clean_targets
+        return contrastive_pgd_attack(engine.image_encoder, x, clean, temperature=cfg.coadv_temperature, **budget)
     if kind == "pgd_embedding":
         if engine.image_encoder is None:
             raise ValueError("FARE's attack needs Engine.image_encoder (make_engine builds it)")
@@ -363,6 +397,11 @@ def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, nois
         loss = method.objective(ctx).float()
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    _, world_size = _dist_info()
+    if engine.head is not None and world_size > 1:  # DDP averages the tower's gradients; the head's, here
+        for p in engine.head.parameters():
+            dist.all_reduce(p.grad)
+            p.grad /= world_size
     opt.step()
     return loss
 
@@ -381,15 +420,19 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     base_fp = model_fingerprint(base)
     data = TrainData(cfg, preprocess=preprocess)
     emb = class_embeddings_for(cfg, base, data.classnames, data.templates, device=device)
+    method = methods.get(cfg.method)
     student = copy.deepcopy(base).eval()
-    for name, p in student.named_parameters():
-        p.requires_grad_(name.startswith("clip.visual."))
-    teacher = build_head(base, emb, device=device) if methods.get(cfg.method).needs_teacher else None
+    tower = [p for name, p in student.named_parameters() if name.startswith("clip.visual.")]
+    trained = {id(p) for p in (tower[-cfg.partial_last_n:] if method.trainable == "last_n" else tower)}
+    for p in student.parameters():
+        p.requires_grad_(id(p) in trained)
+    teacher = build_head(base, emb, device=device) if method.needs_teacher else None
     if teacher is not None:
         for p in base.parameters():
             p.requires_grad_(False)
     scale = base.logit_scale()
-    params = [p for p in student.parameters() if p.requires_grad]
+    head = make_linear_head(cfg, emb) if method.head == "linear" else None
+    params = [p for p in student.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
     opt = torch.optim.SGD(params, lr=cfg.finetune_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     history: list[dict] = []
     start = 0
@@ -398,14 +441,17 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
         if json.loads(state["config"]) != cfg.to_dict():
             raise ValueError(f"{out_path} was written by another config; remove it or choose another output")
         student.visual.load_state_dict(state["visual"])
+        if head is not None:
+            head.load_state_dict(state["head"])
         opt.load_state_dict(state["optimizer"])
         start, history = int(state["step"]), json.loads(state["history"])
     visual = student.visual
     ddp_visual = torch.nn.parallel.DistributedDataParallel(visual) if world_size > 1 else visual
-    engine = make_engine(cfg, student, emb, opt, teacher=teacher, scale=scale, visual=ddp_visual, device=device)
+    engine = make_engine(cfg, student, emb, opt, teacher=teacher, scale=scale, visual=ddp_visual, device=device,
+                         head=head)
     bar = tqdm(range(start, cfg.finetune_steps), desc=f"finetune {cfg.method}", disable=not progress or rank != 0,
                initial=start, total=cfg.finetune_steps, mininterval=2)
-    remeasure = methods.get(cfg.method).needs_offset and cfg.margin_kind == "asam" and cfg.offset_every > 0
+    remeasure = method.needs_offset and cfg.margin_kind == "asam" and cfg.offset_every > 0
     offset = float(history[-1].get("margin_offset", cfg.margin_offset)) if history else cfg.margin_offset
     for step in bar:
         if remeasure and step % cfg.offset_every == 0 and step > 0:  # truly adaptive ASAM (ours): the offset now
@@ -422,7 +468,8 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
                         **({"margin_offset": offset} if remeasure else {})})
         done = step + 1
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.finetune_steps or done == stop_after):
-            _save(out_path, student=student, opt=opt, step=done, cfg=cfg, history=history, base_fingerprint=base_fp)
+            _save(out_path, student=student, opt=opt, step=done, cfg=cfg, history=history, base_fingerprint=base_fp,
+                  head=head)
         if stop_after is not None and done >= stop_after:
             break
     for p in student.parameters():
