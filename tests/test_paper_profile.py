@@ -222,3 +222,19 @@ def test_setup_checks_the_data_root_and_announces_random_weights(paper_run: dict
     needs = notebook.required_datasets(EvaluationConfig.from_params(profile="paper", datasets=["cifar10"],
                                                                     configs="knobs"))
     assert needs == [("cifar10", None), ("tinyimagenet", None), ("tinyimagenet", "train")]
+
+
+@pytest.mark.parametrize("method", ["onehot_at", "coadv", "tecoa_partial"])
+def test_tecoas_baselines_train_on_the_paper_code_path(method: str, tmp_path: Path) -> None:
+    """TeCoA's motivating baselines on random ViT-B/32 weights and a TinyImageNet fixture: one step moves the image
+    tower (partial fine-tuning: only its last partial_last_n tensors) and never the text side."""
+    root = write_paper_root(tmp_path, cifar_test=2, tiny_classes=2, tiny_train_per_class=1)
+    cfg = FinetuneConfig.from_params(profile="paper", model="ViT-B-32", pretrained="none", data_root=str(root),
+                                     method=method, finetune_steps=1, train_batch_size=2, warmup_steps=1,
+                                     finetune_lr=1e-3, train_pgd_steps=1, partial_last_n=3, checkpoint_every=10)
+    run = training.finetune(cfg, out=tmp_path / f"{method}.pt", progress=False)
+    base, _ = models.create_model_and_transforms(**cfg.model_spec())
+    changed = [not torch.equal(a, b) for a, b in zip(run.model.visual.parameters(), base.visual.parameters())]
+    assert any(changed) and (not any(changed[:-3]) if method == "tecoa_partial" else True)
+    assert all(torch.equal(a, b) for a, b in zip(run.model.clip.transformer.parameters(),
+                                                 base.clip.transformer.parameters()))
