@@ -335,6 +335,29 @@ class BaselineKnobs(Config):
         self._positive("partial_last_n", "coadv_temperature")
 
 
+ADAPTATIONS = ("finetune", "visual_prompt")
+
+
+@dataclass(frozen=True)
+class AdaptationKnobs(Config):
+    """How the image side adapts (issue 21): fine-tuning the tower, or TeCoA's visual prompts with CLIP frozen.
+
+    Its own knob set, not part of 06's study recipe (the study fine-tunes), so adding it moved no study key."""
+
+    adaptation: str = knob("finetune", '"finetune" (tune the image tower) or "visual_prompt" (CLIP frozen; TeCoA\'s padding prompt, plus token prompts on ViT towers)')
+    prompt_pad: int = knob(-1, "padding prompt width in px; -1: TeCoA's 30 px at 224, scaled to the input (4 px on mini)")
+    prompt_tokens: int = knob(100, "token prompts appended at the input layer of a ViT tower (TeCoA: 100); a ResNet tower takes none")
+    prompt_lr: float = knob(40.0, "peak SGD learning rate of the prompts (TeCoA: 40); finetune_lr is the tower's")
+
+    def check(self) -> None:
+        super().check()
+        self._choice("adaptation", ADAPTATIONS)
+        self._positive("prompt_lr")
+        self._non_negative("prompt_tokens")
+        if self.prompt_pad < -1 or self.prompt_pad == 0:
+            raise ConfigError(f"parameter 'prompt_pad' must be -1 (auto) or a width >= 1 px, got {self.prompt_pad}")
+
+
 # ---------------------------------------------------------------------------------------------- runs
 
 
@@ -350,7 +373,7 @@ class IATConfig(IATKnobs, FinetuneKnobs, BaseConfig):
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(BaselineKnobs, TAIKnobs, FinetuneKnobs, BaseConfig):
+class FinetuneConfig(AdaptationKnobs, BaselineKnobs, TAIKnobs, FinetuneKnobs, BaseConfig):
     """One adversarial fine-tuning run of one method (the training CLI's flags are exactly these fields)."""
 
     method: str = knob("tecoa", "fine-tuning objective (an engine method of nbhelpers.methods): " +
@@ -588,12 +611,12 @@ class TAINotebookConfig(_RunsMixin, _EvalKnobs, ReleasedKnobs, SelectionKnobs, T
 
 
 @dataclass(frozen=True)
-class EvaluationConfig(_RunsMixin, ReleasedKnobs, SelectionKnobs, BaselineKnobs, TAIKnobs, IATKnobs, FinetuneKnobs,
-                       BaseConfig):
+class EvaluationConfig(_RunsMixin, ReleasedKnobs, SelectionKnobs, AdaptationKnobs, BaselineKnobs, TAIKnobs, IATKnobs,
+                       FinetuneKnobs, BaseConfig):
     """05_evaluation: models x datasets x attacks x eps, first-N, resumable."""
 
     models: list[str] = knob(["zero_shot", "ft_standard", "tecoa", "pmg_aft", "laat", "tai", "tima", "onehot_at", "coadv",
-                              "tecoa_partial"],
+                              "tecoa_partial", "tecoa_vp", "pmg_aft_vp", "tima_vp"],
                              "models to evaluate: " + ", ".join(methods.model_names()))
     datasets: list[str] = knob([], "zero-shot datasets; empty means all of the profile")
     include_finetune_set: bool = knob(True, "also evaluate the fine-tuning set (marked not zero-shot)")
@@ -753,7 +776,8 @@ def _literal(value: object) -> str:
 _GROUPS = (("the backbone, data and device", BaseConfig), ("fine-tuning recipe (shared by 03-05 and the training CLI)",
            FinetuneKnobs), ("IAT, TIMA's text module (shared by 03-05)", IATKnobs),
            ("TAI, TIMA's image module (shared by 04, 05 and the training CLI)", TAIKnobs),
-           ("TeCoA's motivating baselines (05 and the training CLI)", BaselineKnobs))
+           ("TeCoA's motivating baselines (05 and the training CLI)", BaselineKnobs),
+           ("visual prompts, TeCoA's second adaptation (05 and the training CLI)", AdaptationKnobs))
 
 
 def parameters_cell(cls: type[Config]) -> str:

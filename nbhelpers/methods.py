@@ -171,7 +171,8 @@ class Method:
     selection: where 04/05 take its configuration from in 06's selection, as (study method, knobs taken or None
     for all of them) in order, later entries overriding earlier ones; empty: the notebook's knobs;
     head: what the tower trains through (HEADS; a linear head is dropped at evaluation: zero-shot through the tower);
-    trainable: which image-tower tensors train (TRAINABLE).
+    trainable: which image-tower tensors train (TRAINABLE);
+    fixed: FinetuneConfig fields this method always sets (a prompted variant: ("adaptation", "visual_prompt")).
     """
 
     name: str
@@ -191,6 +192,7 @@ class Method:
     selection: tuple[tuple[str, tuple[str, ...] | None], ...] = field(default=())
     head: str = "zero_shot"
     trainable: str = "all"
+    fixed: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
         if self.text not in TEXT_SIDES:
@@ -314,11 +316,23 @@ register(Method("coadv", "CoAdv (image-image contrastive AT)", "TeCoA's baseline
 register(Method("tecoa_partial", "TeCoA, partial fine-tuning", "TeCoA trained on the last partial_last_n parameter "
                 "tensors of the image tower only (TeCoA's --last_num_ft)", engine="tecoa_partial",
                 objective=tecoa_objective, trainable="last_n", knobs=("partial_last_n",), selection=_TECOA_RECIPE))
+_PROMPTED = (("adaptation", "visual_prompt"),)
+register(Method("tecoa_vp", "TeCoA (visual prompt)", "TeCoA's objective with CLIP frozen, its visual prompts trained "
+                "(TeCoA's second adaptation)", engine="tecoa", fixed=_PROMPTED, knobs=("prompt_pad", "prompt_tokens",
+                "prompt_lr"), selection=(("tecoa", ("warmup_steps",)),)))
+register(Method("pmg_aft_vp", "PMG-AFT (visual prompt)", "PMG-AFT's objective with CLIP frozen, its visual prompts "
+                "trained", engine="pmg_aft", fixed=_PROMPTED,
+                knobs=("pmg_alpha", "pmg_beta", "prompt_pad", "prompt_tokens", "prompt_lr"),
+                selection=(("pmg_aft", ("pmg_alpha", "pmg_beta")),)))
 register(Method("iat_tecoa", "IAT + TeCoA (TIMA w/o TAI)", "TeCoA's engine against IAT-tuned text", engine="tecoa",
                 text="iat", needs_iat=True, knobs=_IAT_KNOBS, selection=(("tecoa", None), ("tima", ("sc_weight",)))))
 register(Method("tima", "TIMA (IAT + TAI)", "TIMA: IAT text tuning first, then TAI against the tuned text",
                 engine="tai", text="iat", needs_offset=True, needs_iat=True, knobs=_TAI_KNOBS + _IAT_KNOBS,
                 search=_tima_grid, selection=(("tima", None),)))
+register(Method("tima_vp", "TIMA (visual prompt)", "TIMA with CLIP frozen: IAT text first, then TAI trains the visual "
+                "prompts", engine="tai", text="iat", needs_offset=True, needs_iat=True, fixed=_PROMPTED,
+                knobs=_TAI_KNOBS + _IAT_KNOBS + ("prompt_pad", "prompt_tokens", "prompt_lr"),
+                selection=(("tima", ("sc_weight",)),)))
 
 
 def selected_overrides(name: str, selected: Mapping[str, Mapping[str, object]]) -> dict[str, object]:

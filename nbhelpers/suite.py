@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from nbhelpers import losses, methods, models, text_tuning, training, zeroshot
+from nbhelpers import losses, methods, models, prompts, text_tuning, training, zeroshot
 from nbhelpers.config import EvaluationConfig, StudyConfig, TAINotebookConfig
 from nbhelpers.evaluation import EvalModel, text_embedder
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
@@ -74,7 +74,7 @@ def finetune_config_for(name: str, cfg: RunsConfig, *, margin_offset: float = 0.
         extra.update(text_source="iat", iat_projection=str(iat_path))
     if method.needs_offset:
         extra["margin_offset"] = margin_offset
-    return cfg.finetune_config(method.engine, **{**overrides, **extra})
+    return cfg.finetune_config(method.engine, **{**overrides, **extra, **dict(method.fixed)})
 
 
 def finetune_configs(cfg: RunsConfig, names: list[str], *, margin_offset: float = 0.0,
@@ -142,9 +142,14 @@ def released_models(cfg: RunsConfig, *, device: torch.device | str = "cpu") -> d
     top of cfg.pretrained), with the original text side, tagged with its file's sha256 and detected format."""
     out: dict[str, EvalModel] = {}
     for label, path in cfg.released_checkpoints().items():
-        model, _ = create_model_and_transforms(**{**cfg.model_spec(), "checkpoint": path}, device=device)
-        report = getattr(model, "load_report", None)  # paper profile: what was read, and how (mini: one format)
-        formats = [f["format"] for f in report.files if f["role"] == "checkpoint"] if report else ["mini CLIP"]
+        if prompts.is_prompt_file(path):  # TeCoA's released visual prompts: on top of the base weights
+            model, _ = create_model_and_transforms(**cfg.model_spec(), device=device)
+            prompts.load_prompts(model, path)
+            formats = ["TeCoA visual prompts"]
+        else:
+            model, _ = create_model_and_transforms(**{**cfg.model_spec(), "checkpoint": path}, device=device)
+            report = getattr(model, "load_report", None)  # paper profile: what was read, and how (mini: one format)
+            formats = [f["format"] for f in report.files if f["role"] == "checkpoint"] if report else ["mini CLIP"]
         tags = {"model_config": "released", "checkpoint_sha256": file_fingerprint(path),
                 "checkpoint_format": ", ".join(formats) or "unknown"}
         out[released_name(label)] = EvalModel(released_name(label), label, model, text_embedder(model, device=device),

@@ -37,7 +37,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from nbhelpers import analysis, attacks, losses, methods, metrics, models, paper_data, paths, world, zeroshot
+from nbhelpers import analysis, attacks, losses, methods, metrics, models, paper_data, paths, prompts, world, zeroshot
 from nbhelpers.attacks import contrastive_pgd_attack, embedding_pgd_attack, pgd_attack
 from nbhelpers.config import FinetuneConfig
 from nbhelpers.data import stack_items
@@ -59,6 +59,8 @@ def cache_key(cfg: FinetuneConfig) -> str:
     d = {k: v for k, v in cfg.to_dict().items()
          if k not in ("device", "checkpoint_every", "data_root", "seed", "batch_size", "checkpoint", "iat_projection")}
     d["numerics"] = numerics_versions(sys.modules[__name__], methods, losses, attacks, zeroshot, models)
+    if cfg.adaptation == "visual_prompt":  # prompts compute numbers only in prompted runs: no other key moves
+        d["numerics"]["prompts"] = prompts.NUMERICS_VERSION
     d["base_weights"] = weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
                                          checkpoint=cfg.checkpoint)
     d["iat_projection"] = file_fingerprint(cfg.iat_projection) if cfg.iat_projection else ""
@@ -146,11 +148,12 @@ class TrainData:
 
 
 def _lr_at(step: int, cfg: FinetuneConfig) -> float:
-    """Cosine learning rate with linear warm-up."""
+    """Cosine learning rate with linear warm-up, peaking at finetune_lr (the tower) or prompt_lr (visual prompts)."""
+    peak = cfg.prompt_lr if cfg.adaptation == "visual_prompt" else cfg.finetune_lr
     if step < cfg.warmup_steps:
-        return cfg.finetune_lr * (step + 1) / cfg.warmup_steps
+        return peak * (step + 1) / cfg.warmup_steps
     t = (step - cfg.warmup_steps) / max(1, cfg.finetune_steps - cfg.warmup_steps)
-    return cfg.finetune_lr * 0.5 * (1 + math.cos(math.pi * t))
+    return peak * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def load_iat_projection(model: ClipModel, path: str | os.PathLike) -> None:
@@ -197,8 +200,12 @@ def default_output(cfg: FinetuneConfig) -> Path:
 def _save(path: Path, *, student: ClipModel, opt: torch.optim.Optimizer, step: int, cfg: FinetuneConfig,
           history: list[dict], base_fingerprint: str, head: nn.Module | None = None) -> None:
     """Atomic checkpoint: image-tower weights, optimizer state, next step, config, history, provenance (and the
-    linear head of a method that trains one, needed to resume; evaluation reads the tower only)."""
-    state = {"visual": {k: v.detach().cpu() for k, v in student.visual.state_dict().items()},
+    linear head of a method that trains one, needed to resume; evaluation reads the tower only). A prompted run
+    (adaptation "visual_prompt") saves its prompts alone, in TeCoA's layout ('state_dict', 'add_prompter'), so the
+    file also loads as TeCoA's released prompts do."""
+    tower = (prompts.prompt_checkpoint(student) if cfg.adaptation == "visual_prompt"
+             else {"visual": {k: v.detach().cpu() for k, v in student.visual.state_dict().items()}})
+    state = {**tower,
              **({"head": {k: v.detach().cpu() for k, v in head.state_dict().items()}} if head is not None else {}),
              "optimizer": opt.state_dict(), "step": step, "config": json.dumps(cfg.to_dict()),
              "history": json.dumps(history), "code_version": code_version(), "base_fingerprint": base_fingerprint,
@@ -424,6 +431,12 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     student = copy.deepcopy(base).eval()
     tower = [p for name, p in student.named_parameters() if name.startswith("clip.visual.")]
     trained = {id(p) for p in (tower[-cfg.partial_last_n:] if method.trainable == "last_n" else tower)}
+    if cfg.adaptation == "visual_prompt":  # CLIP frozen: only the prompts learn (TeCoA's visual prompting)
+        if method.trainable != "all":
+            raise ValueError(f"method {cfg.method!r} trains part of the tower; it cannot also be prompted")
+        prompts.attach_prompts(student, pad=cfg.prompt_pad, tokens=cfg.prompt_tokens,
+                               seed=world.derive_seed(cfg.train_seed, "visual-prompts"))
+        trained = {id(p) for p in prompts.prompted_visual(student).prompt_parameters()}
     for p in student.parameters():
         p.requires_grad_(id(p) in trained)
     teacher = build_head(base, emb, device=device) if method.needs_teacher else None
@@ -440,7 +453,10 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
         state = load_checkpoint(out_path, expect_model=student.model_name)
         if json.loads(state["config"]) != cfg.to_dict():
             raise ValueError(f"{out_path} was written by another config; remove it or choose another output")
-        student.visual.load_state_dict(state["visual"])
+        if cfg.adaptation == "visual_prompt":
+            prompts.assign_prompts(student, state)
+        else:
+            student.visual.load_state_dict(state["visual"])
         if head is not None:
             head.load_state_dict(state["head"])
         opt.load_state_dict(state["optimizer"])
@@ -488,7 +504,10 @@ def load_or_finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu",
             base, _ = create_model_and_transforms(**cfg.model_spec(), device=device)
             if state["model_name"] != base.model_name:
                 raise ValueError(f"{path} holds a {state['model_name']!r} checkpoint, not {base.model_name!r}")
-            base.visual.load_state_dict(state["visual"])
+            if cfg.adaptation == "visual_prompt":
+                prompts.load_prompts(base, state)
+            else:
+                base.visual.load_state_dict(state["visual"])
             for p in base.parameters():
                 p.requires_grad_(False)
             return FinetuneResult(base.eval(), pd.DataFrame(json.loads(state["history"])), path, cfg, 0.0,

@@ -26,7 +26,8 @@ CI_PARAMETERS = {
                "batch_size": 64, "datasets": ["shapes", "objects"]},
     "04_tai": {"n_samples": 64, "pgd_steps": 2, "finetune_steps": 6, "train_batch_size": 32, "batch_size": 64,
                "iat_steps": 20, "datasets": ["shapes", "objects"], "eval_eps_list": [1.0, 4.0]},
-    "05_evaluation": {"models": ["zero_shot", "tecoa", "tai", "tima", "onehot_at"], "datasets": ["shapes", "objects"],
+    "05_evaluation": {"models": ["zero_shot", "tecoa", "tai", "tima", "onehot_at", "tecoa_vp"],
+                      "datasets": ["shapes", "objects"],
                       "n_samples": 48, "n_strong": 16, "eps_list": [1.0, 4.0], "finetune_steps": 6,
                       "train_batch_size": 32, "iat_steps": 20, "batch_size": 64, "pgd_steps": 2, "analysis_n": 64},
     "06_study": {},  # renders the committed store (results/06_study.jsonl); training it is `make study`

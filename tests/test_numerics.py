@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nbhelpers import (attacks, data, evaluation, fastpath, losses, methods, models, study, study_runs, text_tuning,
-                       training, world, zeroshot)
+from nbhelpers import (attacks, data, evaluation, fastpath, losses, methods, models, prompts, study, study_runs,
+                       text_tuning, training, world, zeroshot)
 from nbhelpers.config import FinetuneConfig, IATConfig, StudyConfig
 from nbhelpers.utils import numerics_versions
 
@@ -39,6 +39,7 @@ IAT_MODULES = (text_tuning, losses, models, world, data)
 ATTACK_MODULES = (attacks, fastpath, evaluation, zeroshot, models, world, data)
 FAST_CASES = ("pgd10", "cw10", "aa")  # attacks also checked through fastpath
 SMALL = dict(finetune_steps=2, train_batch_size=16, warmup_steps=1)
+PROMPT_CASE = "method:tecoa+visual_prompt"
 
 
 def _iat_case(tmp: Path) -> tuple[dict[str, float], Path]:
@@ -55,15 +56,23 @@ def _iat_case(tmp: Path) -> tuple[dict[str, float], Path]:
     return out, path
 
 
-def _method_case(method: str, tmp: Path, *, iat_path: Path | None = None) -> dict[str, float]:
-    """A method's two SGD steps from the committed mini CLIP: loss per step and the image tower's change."""
-    extra = {"margin_offset": -0.1} if method == "tai" else {}
+def _method_case(method: str, tmp: Path, *, iat_path: Path | None = None, **knobs: object) -> dict[str, float]:
+    """A method's two SGD steps from the committed mini CLIP: loss per step and the image tower's change (with
+    visual prompts: the change of the prompts)."""
+    extra = {"margin_offset": -0.1, **knobs} if method == "tai" else dict(knobs)
     if iat_path is not None:
         extra |= {"text_source": "iat", "iat_projection": str(iat_path)}
     cfg = FinetuneConfig.from_params(method=method, finetune_lr=1e-3, checkpoint_every=100, **extra, **SMALL)
-    res = training.finetune(cfg, out=tmp / f"{method}{'_iat' if iat_path else ''}.pt", progress=False)
+    res = training.finetune(cfg, out=tmp / f"{method}{'_iat' if iat_path else ''}{'_vp' if knobs else ''}.pt",
+                            progress=False)
     base, _ = models.create_model_and_transforms("mini")
-    change = [(a - b).detach() for a, b in zip(res.model.visual.parameters(), base.visual.parameters())]
+    if cfg.adaptation == "visual_prompt":
+        start = prompts.attach_prompts(base, seed=world.derive_seed(cfg.train_seed, "visual-prompts"))
+        pairs = zip(prompts.prompted_visual(res.model).prompt_parameters(),
+                    prompts.prompted_visual(start).prompt_parameters())
+    else:
+        pairs = zip(res.model.visual.parameters(), base.visual.parameters())
+    change = [(a - b).detach() for a, b in pairs]
     out = {f"loss_{r.step}": float(r.loss) for r in res.history.itertuples()}
     out |= {"visual_change_l1": float(sum(c.abs().sum() for c in change)),
             "visual_change_sum": float(sum(c.sum() for c in change))}
@@ -91,6 +100,8 @@ def compute_cases() -> dict[str, dict]:
                                          "values": _method_case(method, Path(tmp))}
         cases["method:tai+iat (TIMA)"] = {"versions": numerics_versions(*TRAINING_MODULES, text_tuning),
                                           "values": _method_case("tai", Path(tmp), iat_path=iat_path)}
+        cases[PROMPT_CASE] = {"versions": numerics_versions(*TRAINING_MODULES, prompts),
+                              "values": _method_case("tecoa", Path(tmp), adaptation="visual_prompt")}
     for attack in attacks.ATTACKS:  # the fast path once per kind of attack (aa_full's extra attacks are slow)
         for fast in (False, True) if attack in FAST_CASES else (False,):
             cases[f"attack:{attack}{':fast' if fast else ''}"] = {"versions": numerics_versions(*ATTACK_MODULES),
@@ -112,7 +123,7 @@ def cases() -> dict[str, dict]:
 
 def test_every_method_and_attack_has_a_recorded_case():
     recorded = json.loads(REFERENCE.read_text())
-    assert {f"method:{m}" for m in methods.engine_names()} | {"iat", "method:tai+iat (TIMA)"} <= set(recorded)
+    assert {f"method:{m}" for m in methods.engine_names()} | {"iat", "method:tai+iat (TIMA)", PROMPT_CASE} <= set(recorded)
     assert {f"attack:{a}" for a in attacks.ATTACKS} <= set(recorded)
 
 
