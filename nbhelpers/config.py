@@ -734,6 +734,7 @@ class LAATConfig(BaseConfig):
     eps_ramp: float = knob(0.5, "fraction of the steps over which the training radius grows linearly from 0")
     spread: float = knob(1.5, "anchor expansion: factor on each anchor's angle from the anchors' centre")
     ce_weight: float = knob(1.0, "weight of the CE relaxation added to the cosine objective")
+    ce_scale: float = knob(5.0, "scale s of the CE relaxation's logits s x cos (attacks and evaluation: the mini CLIP's)")
     probe_eps: list[float] = knob([8.0], "radius check: the cos + CE arm also trained at these radii (first seed); empty: skip")
     datasets: list[str] = knob([], "zero-shot datasets to evaluate; empty means all of the profile")
     n_samples: int = knob(256, "first-N test images per dataset")
@@ -749,7 +750,7 @@ class LAATConfig(BaseConfig):
             raise ConfigError("07_laat runs on the mini profile only: it trains image backbones from scratch "
                               "against the mini CLIP's text anchors")
         self._positive("laat_steps", "laat_lr", "laat_batch_size", "laat_width", "train_images", "laat_pgd_steps",
-                       "laat_alpha", "spread", "n_samples", "pgd_steps")
+                       "laat_alpha", "spread", "ce_scale", "n_samples", "pgd_steps")
         self._non_negative("eps_ramp", "ce_weight", "strong_images")
         for name in ("laat_eps", "probe_eps", "eps_list", "claim_eps"):
             self._eps(name)

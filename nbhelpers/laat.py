@@ -1,4 +1,4 @@
-"""LAAT in its own setting: a small image backbone trained from scratch, adversarially, against frozen CLIP text anchors.
+"""LAAT in its own setting: a small image backbone trained from scratch, adversarially, against frozen text anchors.
 
 LAAT (Li et al., "Language-Driven Anchors for Zero-Shot Adversarial Robustness", CVPR 2024, arXiv 2301.13096)
 does not fine-tune CLIP. It encodes the class names of the training set with CLIP's frozen text tower (the
@@ -14,18 +14,22 @@ What is the paper's and what is ours (each "ours" is a parameter of :class:`LAAT
   :func:`anchor_cosine_loss`); the relaxation that adds cross-entropy over the cosine logits alongside it
   (:func:`anchor_ce_loss`; "cos θ + CE" in the paper's ablation); adversarial training with PGD; the expansion's
   geometry (centre rotated to the pole, angles spread).
-- ours: the backbone (a small ConvNet, :class:`SmallConvNet`, for 32 px images; the paper uses ResNets / WRNs on
-  CIFAR-scale images); the CE weight (1) and the logit scale of the cosine logits (the mini CLIP's own); the
-  spread factor of the expansion and applying it to every label space (training and each test task) with that
-  space's own centre; the training attack (PGD maximising CE over the scaled cosine logits of the head in force,
-  the same for all four arms), its steps and step size; the schedule (SGD, momentum 0.9, cosine decay); the
-  training images (a first-N prefix of the mini world's training split of the fine-tuning task, shared by all
-  seeds; a training seed sets initialisation, data order and attack noise). The paper's smoothness term (its
-  "SP") is not implemented: the 2x2 design varies expansion and CE only, as the paper's claims do.
+- ours: the backbone (a small ConvNet, :class:`SmallConvNet`, for 32 px images; the paper trains larger backbones on
+  CIFAR- and ImageNet-scale data); the CE weight (1) and the scale of the CE relaxation's cosine logits (5; at the
+  mini CLIP's temperature, about 24, the expanded arm with CE did not learn its training task even without attack,
+  and the paper's value is not in our text); the logit scale of the head that attacks and evaluation use (the mini
+  CLIP's); the spread factor of the expansion and applying it to every label space (training and each test task)
+  with that space's own centre; the training attack (PGD maximising CE over the scaled cosine logits of the head in
+  force, the same for all four arms), its steps and step size; the training radius (4/255 by default, LAAT's being
+  8/255: see notebook 07's radius check) and its linear ramp from 0 over the first half of training; the schedule
+  (SGD, momentum 0.9, cosine decay); the training images (a first-N prefix of the mini world's training split of the
+  fine-tuning task, shared by all seeds; a training seed sets initialisation, data order and attack noise). The
+  paper's smoothness term (its "SP") is not implemented: the 2x2 design varies expansion and CE only, as the paper's
+  claims do.
 
-The backbone replaces only the image tower: :class:`AnchorImageModel` exposes what :func:`nbhelpers.zeroshot.build_head`
-and :func:`nbhelpers.evaluation.evaluate` use (``encode_image``, ``logit_scale()``, ``clip.visual``), so the
-evaluation, attacks and text side are the project's ordinary ones.
+The backbone replaces only the image tower: :class:`AnchorImageModel` exposes what
+:func:`nbhelpers.zeroshot.build_head` and :func:`nbhelpers.evaluation.evaluate` use (``encode_image``,
+``logit_scale()``, ``clip.visual``), so the evaluation, attacks and text side are the project's ordinary ones.
 """
 from __future__ import annotations
 
@@ -71,7 +75,7 @@ class SmallConvNet(nn.Module):
 
     CLIP's mean/std normalisation inside; four 3x3 conv-BN-ReLU layers of widths (w, 2w, 2w, 4w) at strides
     (2, 2, 1, 2) (32 -> 16 -> 8 -> 8 -> 4 px), global average pooling, a linear map to the text anchors' dimension.
-    Sized for CPU budgets (width 16: about 41k parameters); the paper trains ResNets / WRNs on CIFAR-size images.
+    Sized for CPU budgets (width 16: about 41k parameters); the paper trains larger backbones.
     """
 
     def __init__(self, *, embed_dim: int, width: int = 16, seed: int = 0,
@@ -176,6 +180,7 @@ class LAATRun:
     eps_ramp: float = 0.5
     spread: float = 1.5
     ce_weight: float = 1.0
+    ce_scale: float = 5.0
 
     @property
     def arm(self) -> str:
@@ -202,7 +207,7 @@ def lr_at(step: int, *, steps: int, lr: float, warmup: int) -> float:
 
 
 def training_anchors(text_model: ClipModel, classnames: list[str], templates: list[str], *, expand: bool,
-                         spread: float, device: torch.device | str = "cpu") -> torch.Tensor:
+                     spread: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """The frozen training anchors (C, D), unit norm: the text tower's class embeddings, expanded or not."""
     emb = build_class_embeddings(text_model, classnames, templates, device=device)
     transform = anchor_transform(expand, spread=spread)
@@ -214,8 +219,8 @@ def train_laat(run: LAATRun, *, images: torch.Tensor, labels: torch.Tensor, anch
     """Adversarial training of a fresh backbone against fixed anchors (C, D) on images (N, 3, S, S) in [0, 1].
 
     Each step: a batch (seeded order per epoch), PGD at the step's radius (run.train_eps after the ramp; input-only
-    gradients, the backbone frozen, CE over logit_scale x cosine logits), then the LAAT objective on the
-    adversarial images; SGD. Deterministic on
+    gradients, the backbone frozen, CE over logit_scale x cosine logits: the head every arm is evaluated with), then
+    the LAAT objective on the adversarial images (its CE relaxation at run.ce_scale); SGD. Deterministic on
     CPU for a given run. Only the backbone's parameters are updated; anchors are a detached buffer of the head.
     """
     anchors = anchors.detach().to(device)
@@ -242,13 +247,14 @@ def train_laat(run: LAATRun, *, images: torch.Tensor, labels: torch.Tensor, anch
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps=run.steps, lr=run.lr, warmup=run.warmup_steps)
         features = backbone(adv)
-        loss = laat_objective(features, anchors, y, relax=run.relax, scale=logit_scale, ce_weight=run.ce_weight)
+        loss = laat_objective(features, anchors, y, relax=run.relax, scale=run.ce_scale, ce_weight=run.ce_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             cos = anchor_cosines(features, anchors)
-            rows.append({"step": step, "eps": eps, "loss": float(loss), "adv_accuracy": float((cos.argmax(1) == y).float().mean()),
+            rows.append({"step": step, "eps": eps, "loss": float(loss),
+                         "adv_accuracy": float((cos.argmax(1) == y).float().mean()),
                          "cos_to_anchor": float(cos.gather(1, y[:, None]).mean())})
     head.eval()
     return LAATResult(run, model, pd.DataFrame(rows), time.time() - t0, anchors.cpu())
@@ -259,7 +265,8 @@ def run_for(cfg: LAATConfig, *, expand: bool, relax: bool, seed: int, train_eps:
     return LAATRun(expand=expand, relax=relax, seed=seed, steps=cfg.laat_steps, lr=cfg.laat_lr,
                    batch_size=cfg.laat_batch_size, width=cfg.laat_width,
                    train_eps=cfg.laat_eps if train_eps is None else float(train_eps), pgd_steps=cfg.laat_pgd_steps,
-                   alpha=cfg.laat_alpha, eps_ramp=cfg.eps_ramp, spread=cfg.spread, ce_weight=cfg.ce_weight)
+                   alpha=cfg.laat_alpha, eps_ramp=cfg.eps_ramp, spread=cfg.spread, ce_weight=cfg.ce_weight,
+                   ce_scale=cfg.ce_scale)
 
 
 def training_set(cfg: LAATConfig) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
@@ -333,7 +340,8 @@ def eval_models(results: dict[str, LAATResult], text_model: ClipModel, *,
 
 # ------------------------------------------------------------------------------------------------ findings
 CLAIMS = {
-    "07_expansion": ("expand", "LAAT claim 1: expanding the text anchors improves zero-shot robustness on unseen classes."),
+    "07_expansion": ("expand", "LAAT claim 1: expanding the text anchors improves zero-shot robustness on unseen "
+                               "classes."),
     "07_relaxation": ("relax", "LAAT claim 2: relaxing the cosine objective with cross-entropy improves zero-shot "
                                "robustness on unseen classes."),
 }

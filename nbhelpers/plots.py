@@ -216,7 +216,7 @@ def plot_laat_arms(table, *, eps: float, attack_label: str) -> plt.Figure:
             ax.bar(i, vals.mean(), color=f"C{i}", alpha=0.6)
             ax.scatter([i] * len(vals), vals, color="k", s=14, zorder=3)
         ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
-        ax.set(title=title, ylabel="accuracy (%), mean over zero-shot tasks")
+        ax.set(title=title, ylabel="accuracy (%), mean over zero-shot tasks" if col == "clean" else "")
     fig.suptitle("LAAT's 2x2: anchor expansion x CE relaxation (bars: mean over seeds; dots: seeds)", y=1.02)
     fig.tight_layout()
     return fig

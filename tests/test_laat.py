@@ -166,5 +166,5 @@ def test_config_validates_early():
         with pytest.raises(config.ConfigError, match=message):
             config.LAATConfig(**bad)
     run = laat.run_for(cfg, expand=True, relax=False, seed=2)
-    assert (run.steps, run.batch_size, run.train_eps, run.spread, run.arm) == \
-        (cfg.laat_steps, cfg.laat_batch_size, cfg.laat_eps, cfg.spread, "expanded cos")
+    assert (run.steps, run.batch_size, run.train_eps, run.spread, run.ce_scale, run.arm) == \
+        (cfg.laat_steps, cfg.laat_batch_size, cfg.laat_eps, cfg.spread, cfg.ce_scale, "expanded cos")
