@@ -754,6 +754,72 @@ class StudyConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
         return valid_datasets(self.profile)
 
 
+@dataclass(frozen=True)
+class LAATConfig(BaseConfig):
+    """07_laat: LAAT in its own setting, a small backbone trained from scratch against frozen text anchors (2x2:
+    anchor expansion x CE relaxation, several training seeds). Mini profile only."""
+
+    train_seeds: list[int] = knob([0, 1, 2], "training seeds; every arm trains one backbone per seed")
+    laat_steps: int = knob(400, "SGD steps per backbone (batch laat_batch_size)")
+    laat_lr: float = knob(0.1, "peak SGD learning rate (momentum 0.9, warm-up 10 steps, cosine decay)")
+    laat_batch_size: int = knob(64, "training batch size")
+    laat_width: int = knob(16, "backbone width (channels of its first layer)")
+    train_images: int = knob(8192, "first-N images of the fine-tuning task's training split (shared by all seeds)")
+    laat_eps: float = knob(4.0, "training PGD radius in 1/255 units (LAAT: 8/255 on CIFAR; see the radius check)")
+    laat_pgd_steps: int = knob(2, "training PGD steps")
+    laat_alpha: float = knob(1.25, "training PGD step as a multiple of the radius")
+    eps_ramp: float = knob(0.5, "fraction of the steps over which the training radius grows linearly from 0")
+    spread: float = knob(1.5, "anchor expansion: factor on each anchor's angle from the anchors' centre")
+    ce_weight: float = knob(1.0, "weight of the CE relaxation added to the cosine objective")
+    ce_scale: float = knob(5.0, "scale s of the CE relaxation's logits s x cos (attacks and evaluation: the mini CLIP's)")
+    probe_eps: list[float] = knob([8.0], "radius check: the cos + CE arm also trained at these radii (first seed); empty: skip")
+    datasets: list[str] = knob([], "zero-shot datasets to evaluate; empty means all of the profile")
+    n_samples: int = knob(256, "first-N test images per dataset")
+    eps_list: list[float] = knob([1.0, 4.0], "evaluation PGD radii in 1/255 units, increasing; must contain claim_eps")
+    pgd_steps: int = knob(10, "evaluation PGD steps (random start, step 1/255)")
+    claim_eps: float = knob(4.0, "radius of the findings, 1/255 units")
+    strong_images: int = knob(64, "APGD (APGD-CE + APGD-T) at claim_eps on the first N images (0: skip)")
+    strong_datasets: list[str] = knob(["shapes", "patterns"], "datasets of the APGD check (first seed's backbones)")
+
+    def check(self) -> None:
+        super().check()
+        if self.profile != "mini":
+            raise ConfigError("07_laat runs on the mini profile only: it trains image backbones from scratch "
+                              "against the mini CLIP's text anchors")
+        self._positive("laat_steps", "laat_lr", "laat_batch_size", "laat_width", "train_images", "laat_pgd_steps",
+                       "laat_alpha", "spread", "ce_scale", "n_samples", "pgd_steps")
+        self._non_negative("eps_ramp", "ce_weight", "strong_images")
+        for name in ("laat_eps", "probe_eps", "eps_list", "claim_eps"):
+            self._eps(name)
+        self._increasing("eps_list")
+        self._datasets("datasets")
+        self._datasets("strong_datasets")
+        missing = sorted(set(self.strong_datasets) - set(self.eval_datasets()))
+        if missing:
+            raise ConfigError(f"parameter 'strong_datasets' has {missing}, which are not evaluated (datasets)")
+        if len(self.train_seeds) < 2 or len(set(self.train_seeds)) != len(self.train_seeds):
+            raise ConfigError(f"parameter 'train_seeds' needs at least two distinct seeds (intervals over seeds), "
+                              f"got {list(self.train_seeds)}")
+        if any(s < 0 for s in self.train_seeds):
+            raise ConfigError("parameter 'train_seeds' must hold seeds >= 0")
+        if self.claim_eps not in self.eps_list:
+            raise ConfigError(f"parameter 'claim_eps' = {self.claim_eps} must be one of eps_list {list(self.eps_list)}")
+        if self.laat_eps in self.probe_eps:
+            raise ConfigError(f"parameter 'probe_eps' must not contain laat_eps = {self.laat_eps} (already trained)")
+        if not 0 <= self.eps_ramp <= 1:
+            raise ConfigError(f"parameter 'eps_ramp' is a fraction in [0, 1], got {self.eps_ramp}")
+        if self.train_images > world.TRAIN_POOL or self.laat_batch_size > self.train_images:
+            raise ConfigError(f"need laat_batch_size <= train_images <= {world.TRAIN_POOL}, got "
+                              f"{self.laat_batch_size} and {self.train_images}")
+        if self.n_samples > world.TEST_POOL or self.strong_images > self.n_samples:
+            raise ConfigError(f"need strong_images <= n_samples <= {world.TEST_POOL}, got {self.strong_images} and "
+                              f"{self.n_samples}")
+
+    def eval_datasets(self) -> list[str]:
+        """The datasets to evaluate (all zero-shot ones of the profile when the parameter is empty)."""
+        return list(self.datasets) or valid_datasets(self.profile)
+
+
 NOTEBOOK_CONFIGS: dict[str, type[BaseConfig]] = {
     "00_mini_world": MiniWorldConfig,
     "01_margin_offset": MarginOffsetConfig,
@@ -762,6 +828,7 @@ NOTEBOOK_CONFIGS: dict[str, type[BaseConfig]] = {
     "04_tai": TAINotebookConfig,
     "05_evaluation": EvaluationConfig,
     "06_study": StudyConfig,
+    "07_laat": LAATConfig,
 }
 
 

@@ -205,6 +205,23 @@ def plot_tradeoff(summary, *, attack: str) -> plt.Figure:
     return fig
 
 
+def plot_laat_arms(table, *, eps: float, attack_label: str) -> plt.Figure:
+    """07: per LAAT arm, mean zero-shot accuracy (%) over the test tasks, clean and robust at eps (1/255): one dot per
+    training seed and the mean over seeds as a bar; table from laat.seed_table."""
+    arms = list(dict.fromkeys(table.arm))
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), sharey=False)
+    for ax, (col, title) in zip(axes, (("clean", "clean"), ("robust", f"{attack_label}, eps {eps:g}/255"))):
+        for i, arm in enumerate(arms):
+            vals = 100 * table.loc[table.arm == arm, col]
+            ax.bar(i, vals.mean(), color=f"C{i}", alpha=0.6)
+            ax.scatter([i] * len(vals), vals, color="k", s=14, zorder=3)
+        ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
+        ax.set(title=title, ylabel="accuracy (%), mean over zero-shot tasks" if col == "clean" else "")
+    fig.suptitle("LAAT's 2x2: anchor expansion x CE relaxation (bars: mean over seeds; dots: seeds)", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
 def plot_dataset_bars(rows, *, attack: str, eps: float) -> plt.Figure:
     """05: robust accuracy (%) per dataset and model at one eps (1/255); the fine-tuning set is marked."""
     import seaborn as sns

@@ -31,6 +31,9 @@ CI_PARAMETERS = {
                       "n_samples": 48, "n_strong": 16, "eps_list": [1.0, 4.0], "finetune_steps": 6,
                       "train_batch_size": 32, "iat_steps": 20, "batch_size": 64, "pgd_steps": 2, "analysis_n": 64},
     "06_study": {},  # renders the committed store (results/06_study.jsonl); training it is `make study`
+    "07_laat": {"train_seeds": [0, 1], "laat_steps": 12, "laat_batch_size": 32, "train_images": 256, "n_samples": 32,
+                "datasets": ["shapes", "patterns"], "strong_images": 8, "strong_datasets": ["shapes"], "pgd_steps": 2,
+                "batch_size": 64},
 }
 # committed stores a notebook resumes from, as on a fresh clone: copied into the run's results folder first, so the
 # test takes the path `make reproduce` takes through them (06 and 04/05's selections read the committed study
