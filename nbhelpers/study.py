@@ -419,22 +419,13 @@ def paired_seed_differences(rows: Sequence[Mapping], a: str, b: str, *, level: f
 # ---------------------------------------------------------------------------------------------- findings
 # the verdict rules of docs/VERDICT_RULES.md, implemented once in nbhelpers.findings (imported here, beside their
 # only users in this module)
-from nbhelpers.findings import (FAMILY_ALPHA, INCONCLUSIVE, SESOI, Effect, effect_interval,  # noqa: E402
+from nbhelpers.findings import (FAMILY_ALPHA, SESOI, Effect, effect_interval,  # noqa: E402
                                 holm, judge_effect, judge_noninferior, measured_image_variance,
                                 paired_image_variance)
 
 BASELINES: tuple[str, ...] = ("tecoa", "pmg_aft", "laat", "fare")  # what TIMA is compared with (TAI is part of it)
 SCOPES: tuple[str, ...] = ("pooled", "study", "replica")  # both stores together, the CPU store, the H100 replica
 _KAPPA_DEFAULT = ("*", "*")
-
-
-def _pair_line(rows: Sequence[Mapping], a: str, b: str, metric: str) -> pd.Series:
-    """One row of paired_seed_differences(a - b) at one metric (fractions)."""
-    table = paired_seed_differences(rows, a, b)
-    hit = table[table.metric == metric]
-    if hit.empty:
-        raise ValueError(f"no paired score {metric!r} for {a} vs {b}")
-    return hit.iloc[0]
 
 
 def _rows_by_seed(rows: Sequence[Mapping]) -> dict[str, dict[int, Mapping]]:
@@ -550,20 +541,6 @@ def best_baseline(rows: Sequence[Mapping], metric: str, *, baselines: Sequence[s
     if not means:
         raise ValueError(f"no baseline rows with score {metric!r}")
     return max(means, key=lambda b: (means[b], b))
-
-
-def _p(effect: Effect) -> str:
-    return "n/a" if not math.isfinite(effect.p) else f"{effect.p:.2g}"
-
-
-def _pts(effect: Effect | Mapping) -> str:
-    """'+1.2 [-0.3, +2.7]' in accuracy points from an effect (fractions) or a paired-difference row."""
-    if isinstance(effect, Mapping) or isinstance(effect, pd.Series):
-        vals = [effect["mean_diff"], effect["ci_low"], effect["ci_high"]]
-    else:
-        vals = [effect.estimate, effect.low, effect.high]
-    e, lo, hi = (f"{100 * v:+.1f}" if math.isfinite(v) else "n/a" for v in vals)
-    return f"{e} [{lo}, {hi}]"
 
 
 MASKING_TOLERANCE = 0.02  # ours: how much a model's PGD-minus-AA gap may exceed TeCoA's (fraction)
