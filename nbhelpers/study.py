@@ -685,10 +685,15 @@ def study_verdicts(test_rows: Sequence[Mapping], *, ablation_rows: Sequence[Mapp
             try:
                 if stage == "strong":
                     runs = _strong_runs(stores, a, robust_metric(eps_large), metric, reference=b)
-                    if runs is None:
+                    if runs is None and scope != "study":
                         continue
-                    eff = _seed_level(runs, 0.95, null=MASKING_TOLERANCE)
-                    per_run = [[float(np.mean([x.mean() for x in run])) for run in runs]]
+                    if runs is None:  # the store checked other models (or kept no per-image data): no interval
+                        eff = Effect(math.nan, math.nan, math.nan, 0.95, math.nan, math.nan, math.nan, math.nan, 0.0,
+                                     0, MASKING_TOLERANCE)
+                        per_run = [[]]
+                    else:
+                        eff = _seed_level(runs, 0.95, null=MASKING_TOLERANCE)
+                        per_run = [[float(np.mean([x.mean() for x in run])) for run in runs]]
                     clean = None
                 else:
                     k = _kappa(kappas, a, b)

@@ -419,6 +419,8 @@ def test_gradient_masking_interval_is_seed_level_not_per_re_evaluated_image():
     assert masked[-1].verdict == "not reproduced" and masked[-1].ci_low > 2
     single = study.findings_study(_study_rows(0.05), strong_rows=copies[:1] + copies[3:4])[-1]
     assert single.verdict == "inconclusive"  # one run: the run-to-run part cannot be estimated
+    alone = study.findings_study(_study_rows(0.05), strong_rows=copies[3:])[-1]  # no TeCoA reference checked
+    assert alone.id == "06_no_gradient_masking" and alone.verdict == "inconclusive" and math.isnan(alone.estimate)
 
 
 def test_store_appends_without_rewriting_survives_a_cut_line_and_prunes(tmp_path):
