@@ -685,7 +685,7 @@ def study_verdicts(test_rows: Sequence[Mapping], *, ablation_rows: Sequence[Mapp
             try:
                 if stage == "strong":
                     runs = _strong_runs(stores, a, robust_metric(eps_large), metric, reference=b)
-                    if runs is None and scope != "study":
+                    if runs is None and scope == "pooled":
                         continue
                     if runs is None:  # the store checked other models (or kept no per-image data): no interval
                         eff = Effect(math.nan, math.nan, math.nan, 0.95, math.nan, math.nan, math.nan, math.nan, 0.0,
