@@ -5,13 +5,20 @@ criterion; after it, one function of this module turns the notebook's tables int
 :func:`write_findings` stores them as ``results/NN_findings.json``. ``scripts/findings_table.py`` renders all
 of those files into the README's findings table (and ``--check`` keeps the README in step with them).
 
-Uncertainty: seeded percentile bootstraps (over samples, classes or images), Wilson intervals for accuracies,
-Fisher-z intervals for Pearson r, t-intervals over datasets. Every interval covers the sampling of the
-evaluated items only; the models were trained once (one seed), so training variance is not in any interval.
+Uncertainty (00-05): seeded percentile bootstraps (over samples, classes or images), Wilson intervals for
+accuracies, Fisher-z intervals for Pearson r, t-intervals over datasets. Those intervals cover the sampling of the
+evaluated items only; the models of 03-05 were trained once (one seed), so training variance is not in them.
+
+Notebook 06 (several training seeds, two stores) uses the rules of ``docs/VERDICT_RULES.md``, implemented once
+here: :func:`effect_interval` (between-run variance plus an image-sampling term, Welch-Satterthwaite degrees of
+freedom), :func:`holm` (family-wise levels), :func:`judge_effect` (with the smallest effect of interest
+:data:`SESOI`) and :func:`judge_noninferior`; every number in them is an accuracy fraction (0.01 = 1 point).
 
 Verdict vocabulary: ``reproduced`` (the criterion holds, interval included), ``not reproduced`` (it fails, or
 the data point the other way), ``mixed`` (holds in part: for some of the sub-criteria, baselines or units, or
-the interval straddles the threshold).
+the interval straddles the threshold), and for 06's effects also ``no difference`` (the interval lies inside
++-SESOI: any effect is smaller than the smallest that matters) and ``inconclusive`` (none of the others: the
+interval is too wide to tell).
 """
 from __future__ import annotations
 
@@ -31,8 +38,11 @@ from nbhelpers import paths
 from nbhelpers.analysis import rel_spread
 from nbhelpers.utils import atomic_path, code_version, unpack_mask
 
-VERDICTS = ("reproduced", "not reproduced", "mixed")
-REPRODUCED, NOT_REPRODUCED, MIXED = VERDICTS
+VERDICTS = ("reproduced", "not reproduced", "mixed", "no difference", "inconclusive")
+REPRODUCED, NOT_REPRODUCED, MIXED, NO_DIFFERENCE, INCONCLUSIVE = VERDICTS
+# ours (docs/VERDICT_RULES.md): the smallest effect of interest, an accuracy fraction (1 point), and the family level
+SESOI = 0.01
+FAMILY_ALPHA = 0.05
 FINDINGS_SUFFIX = "_findings.json"
 SEED_NOTE = "one training seed: the intervals cover the sampling of images only, not training variance"
 
@@ -248,6 +258,165 @@ def judge_ahead(intervals: Sequence[Interval], *, threshold: float = 0.0, clean:
     if all(side == "above" for side in sides) and clean_ok:
         return REPRODUCED
     return MIXED
+
+
+class Effect(NamedTuple):
+    """A mean effect over runs (training seeds, possibly of several stores) with its interval at `level`.
+
+    Every number is in the unit of the runs' values (accuracy fractions in 06). se**2 = seed_var + image_var:
+    seed_var is the between-run variance of the mean (s**2 / k), image_var the variance that sampling the fixed
+    test images adds (the same images in every run, so the spread of the runs cannot show it); df is the
+    Welch-Satterthwaite degrees of freedom of that sum; p the two-sided p-value against `null`.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    se: float
+    df: float
+    p: float
+    seed_var: float
+    image_var: float
+    n_runs: int
+    null: float = 0.0
+
+    def at_level(self, level: float) -> "Effect":
+        """The same effect with its interval at another level (e.g. a Holm level)."""
+        half = _half_width(self.se, self.df, level)
+        return self._replace(low=self.estimate - half, high=self.estimate + half, level=level)
+
+
+def _half_width(se: float, df: float, level: float) -> float:
+    """Half-width of a two-sided interval: t quantile (normal for infinite df) x se; NaN if se is NaN."""
+    if not math.isfinite(se):
+        return math.nan
+    q = stats.norm.ppf(0.5 + level / 2) if not math.isfinite(df) else stats.t.ppf(0.5 + level / 2, df)
+    return float(q * se)
+
+
+def effect_interval(run_values: Sequence[float] | np.ndarray, image_var: float = 0.0, *, level: float = 0.95,
+                    null: float = 0.0) -> Effect:
+    """Mean of k run values (one per training run: a paired difference, or a score) with an interval that covers
+    the training runs AND the sampling of the test images (docs/VERDICT_RULES.md, ours).
+
+    Variance of the mean: s**2 / k (between runs, sample variance) + image_var (given: the variance that the
+    choice of test images adds, see :func:`paired_image_variance` and :func:`measured_image_variance`).
+    Degrees of freedom (Welch-Satterthwaite, image_var taken as known): (s2k + image_var)**2 / (s2k**2 / (k - 1)),
+    infinite when the runs agree exactly. With image_var = 0 this is the Student-t interval over runs
+    (:func:`t_interval`). Fewer than 2 runs: NaN ends (the run-to-run part cannot be estimated).
+    """
+    v = np.asarray(run_values, dtype=float)
+    k = int(v.size)
+    if k == 0:
+        raise ValueError("effect_interval needs at least one run value")
+    if not (math.isfinite(image_var) and image_var >= 0):
+        raise ValueError(f"image_var must be a finite variance >= 0, got {image_var}")
+    mean = float(v.mean())
+    if k < 2:
+        return Effect(mean, math.nan, math.nan, level, math.nan, math.nan, math.nan, math.nan, float(image_var), k,
+                      null)
+    seed_var = float(v.var(ddof=1)) / k
+    var = seed_var + image_var
+    df = var * var / (seed_var * seed_var / (k - 1)) if seed_var > 0 else math.inf
+    se = math.sqrt(var)
+    if se == 0:
+        p = 1.0 if mean == null else 0.0
+    else:
+        z = abs(mean - null) / se
+        p = float(2 * (stats.norm.sf(z) if not math.isfinite(df) else stats.t.sf(z, df)))
+    half = _half_width(se, df, level)
+    return Effect(mean, mean - half, mean + half, level, se, df, p, seed_var, float(image_var), k, null)
+
+
+def paired_image_variance(p_a: Sequence[float] | np.ndarray, p_b: Sequence[float] | np.ndarray,
+                          n: Sequence[int] | np.ndarray, *, kappa: float = 1.0) -> float:
+    """Image-sampling variance of a difference of accuracies (mean over T tasks of a - b on the same n_t images per
+    task) when per-image results are not stored: sum_t kappa (p_a(1 - p_a) + p_b(1 - p_b)) / n_t / T**2.
+
+    kappa = 1 is the variance of two independent binomial samples, an upper bound for the paired difference
+    whenever the two models' per-image results are not negatively correlated; a measured kappa < 1 (the ratio of
+    the measured paired variance to that bound, on images where per-image results exist) credits the pairing.
+    """
+    a, b, m = (np.asarray(x, dtype=float) for x in (p_a, p_b, n))
+    if not (a.shape == b.shape == m.shape) or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"p_a, p_b and n must be 1-D of one length (one per task), got {a.shape}, {b.shape}, {m.shape}")
+    if (m <= 0).any() or not 0 <= kappa:
+        raise ValueError("image counts must be positive and kappa >= 0")
+    return float(np.sum(kappa * (a * (1 - a) + b * (1 - b)) / m) / a.size ** 2)
+
+
+def measured_image_variance(per_task: Sequence[np.ndarray]) -> float:
+    """Image-sampling variance of a mean over T tasks of per-image values (e.g. each image's difference of
+    correctness, averaged over the runs first), from the values themselves: sum_t var_t / n_t / T**2 (sample
+    variance, ddof 1). This is the variance the runs share because they all saw these images."""
+    if not per_task:
+        raise ValueError("measured_image_variance needs at least one task")
+    parts = []
+    for x in per_task:
+        x = np.asarray(x, dtype=float)
+        if x.ndim != 1 or x.size < 2:
+            raise ValueError("each task needs a 1-D array of at least 2 per-image values")
+        parts.append(x.var(ddof=1) / x.size)
+    return float(np.sum(parts) / len(parts) ** 2)
+
+
+def holm(pvalues: Sequence[float], *, alpha: float = FAMILY_ALPHA) -> tuple[list[float], list[float]]:
+    """Holm's step-down rule over a family of tests: (interval level per test, Holm-adjusted p-value per test), in
+    the order given.
+
+    Sorted by p, the j-th smallest (j = 1..m) is tested at alpha / (m - j + 1) while every smaller one was
+    rejected; from the first one that is not rejected on, every later test keeps that same level (so its interval
+    also contains its null: Holm stops there). The interval level of a test is 1 minus its alpha; a test is
+    rejected at the family level alpha exactly when its interval at that level excludes its null. NaN p-values
+    (too few runs) come last and get the last level. Adjusted p: max over the smaller ones of (m - j + 1) p_(j),
+    capped at 1.
+    """
+    p = [math.inf if not math.isfinite(x) else float(x) for x in pvalues]
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    levels, adjusted = [math.nan] * m, [math.nan] * m
+    frozen, running = None, 0.0
+    for j, i in enumerate(order):
+        a_j = alpha / (m - j)
+        if frozen is None and not p[i] <= a_j:
+            frozen = a_j
+        levels[i] = 1 - (frozen if frozen is not None else a_j)
+        running = max(running, min(1.0, (m - j) * p[i]))
+        adjusted[i] = running if math.isfinite(p[i]) else math.nan
+    return levels, adjusted
+
+
+def judge_effect(effect: Interval | Effect, *, sesoi: float = SESOI) -> str:
+    """The one verdict on an effect's interval (06), every number in one unit (accuracy fractions there):
+
+    no difference: the interval lies inside (-sesoi, +sesoi) (any effect is smaller than the smallest of
+    interest; checked first, so a tiny but 'significant' effect is no difference); reproduced: the interval lies
+    above 0; not reproduced: it lies below 0; inconclusive otherwise (it contains 0 and reaches beyond +-sesoi,
+    or an end is NaN).
+    """
+    low, high = float(effect.low), float(effect.high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return INCONCLUSIVE
+    if -sesoi < low and high < sesoi:
+        return NO_DIFFERENCE
+    if low > 0:
+        return REPRODUCED
+    if high < 0:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def judge_noninferior(effect: Interval | Effect, *, margin: float) -> str:
+    """Verdict on a 'no worse than the reference by more than margin' claim (e.g. TIMA's AutoAttack gap in excess
+    of TeCoA's): reproduced if the interval's upper end is at most margin, not reproduced if its lower end is above
+    margin, inconclusive otherwise (NaN ends included)."""
+    low, high = float(effect.low), float(effect.high)
+    if math.isfinite(high) and high <= margin:
+        return REPRODUCED
+    if math.isfinite(low) and low > margin:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
 
 
 def _combine(parts: Iterable[bool | None]) -> str:

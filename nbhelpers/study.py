@@ -32,8 +32,10 @@ from tqdm.auto import tqdm
 
 from nbhelpers import methods
 from nbhelpers.config import STUDY_STAGES, FinetuneKnobs, IATKnobs, TAIKnobs
-from nbhelpers.findings import (MIXED, NOT_REPRODUCED, REPRODUCED, Finding, Interval, judge_ahead,
-                                paired_bootstrap_diff_ci, t_interval)
+from nbhelpers.findings import (FAMILY_ALPHA, MIXED, NOT_REPRODUCED, REPRODUCED, SESOI, Effect, Finding, Interval,
+                                effect_interval, holm, judge_ahead, judge_effect, judge_noninferior,
+                                measured_image_variance, paired_bootstrap_diff_ci, paired_image_variance,
+                                t_interval)
 from nbhelpers.utils import atomic_path, content_key, unpack_mask
 
 STAGES: tuple[str, ...] = STUDY_STAGES  # validation (selection), test (seeds), strong (AutoAttack), ablation
@@ -396,75 +398,217 @@ def paired_seed_differences(rows: Sequence[Mapping], a: str, b: str, *, level: f
 
 
 # ---------------------------------------------------------------------------------------------- findings
-_SEED_CRITERION = ("paired over train seeds (same seeds, same test images), mean over the zero-shot tasks, "
-                   "95% Student-t interval of the per-seed differences")
+SCOPES: tuple[str, ...] = ("pooled", "study", "replica")  # both stores together, the CPU store, the H100 replica
+_KAPPA_DEFAULT = ("*", "*")
 
 
-def _pair_line(rows: Sequence[Mapping], a: str, b: str, metric: str) -> pd.Series:
-    """One row of paired_seed_differences(a - b) at one metric (fractions)."""
-    table = paired_seed_differences(rows, a, b)
-    hit = table[table.metric == metric]
-    if hit.empty:
-        raise ValueError(f"no paired score {metric!r} for {a} vs {b}")
-    return hit.iloc[0]
-
-
-def _pts(line: Mapping) -> str:
-    """'+1.2 [-0.3, +2.7]' in accuracy points from a paired-difference row (fractions)."""
-    vals = [line["mean_diff"], line["ci_low"], line["ci_high"]]
-    e, lo, hi = (f"{100 * v:+.1f}" if math.isfinite(v) else "n/a" for v in vals)
-    return f"{e} [{lo}, {hi}]"
-
-
-def _interval(line: Mapping) -> Interval:
-    """The paired-difference row's mean and t-interval (fractions) as a findings Interval (for judge_ahead)."""
-    return Interval(float(line["mean_diff"]), float(line["ci_low"]), float(line["ci_high"]))
-
-
-def best_baseline(rows: Sequence[Mapping], metric: str, *, among: Sequence[str] | None = None) -> str:
-    """The baseline (among: default baselines()) with the highest mean `metric` over train seeds in rows (test stage)."""
-    summary = seed_summary(rows)
-    sub = summary[(summary.metric == metric) & summary.method.isin(list(among if among is not None else baselines()))]
-    if sub.empty:
-        raise ValueError(f"no baseline rows with score {metric!r}")
-    return str(sub.sort_values("mean", ascending=False).iloc[0].method)
-
-
-def findings_study(test_rows: Sequence[Mapping], *, ablation_rows: Sequence[Mapping] = (),
-                   strong_rows: Sequence[Mapping] = (), eps_small: float = 1.0, eps_large: float = 4.0,
-                   clean_tolerance: float = 0.01, figure: str = "figures/06_seeds.png") -> list[Finding]:
-    """Verdicts of notebook 06: TIMA vs the best baseline at small and large eps (paired over seeds), the detail
-    against TeCoA and PMG-AFT, each TIMA module's contribution (ablations), and the gradient-masking check.
-    The first two and the ablations use findings.judge_ahead; clean_tolerance is a fraction (0.01 = 1 point)."""
-    out: list[Finding] = []
-    n_seeds = len({r["train_seed"] for r in test_rows if r["method"] == "tima"})
-    for tag, eps in (("small", eps_small), ("large", eps_large)):
-        metric = robust_metric(eps)
-        best = best_baseline(test_rows, metric)
-        line, clean = _pair_line(test_rows, "tima", best, metric), _pair_line(test_rows, "tima", best, "clean")
-        others = "; ".join(f"vs {b} {_pts(_pair_line(test_rows, 'tima', b, metric))}"
-                           for b in ("tecoa", "pmg_aft") if b != best)
-        out.append(Finding(
-            id=f"06_tima_vs_best_{tag}_eps", notebook="06",
-            claim=f"TIMA is more robust than the best baseline at {tag} eps ({eps:g}/255) at a comparable clean accuracy.",
-            criterion=(f"TIMA minus the baseline with the highest mean PGD-10 accuracy at {eps:g}/255 among "
-                       f"{', '.join(baselines())} (each at its validation-selected configuration), {_SEED_CRITERION}: "
-                       f"reproduced if the interval lies above 0 and the clean difference's upper end is at least "
-                       f"-{100 * clean_tolerance:g} point; not reproduced if it lies below 0; mixed (inside the "
-                       f"noise) otherwise."),
-            paper="TIMA above TeCoA, PMG-AFT and FARE at eps 1/255 and 4/255 (main tables)",
-            ours=f"TIMA - {best}: {_pts(line)} points at {eps:g}/255; clean {_pts(clean)}",
-            estimate=100 * float(line["mean_diff"]), ci_low=100 * float(line["ci_low"]),
-            ci_high=100 * float(line["ci_high"]), verdict=judge_ahead([_interval(line)], clean=_interval(clean),
-                                                                       clean_tolerance=clean_tolerance),
-            figure=figure,
-            detail=(f"{n_seeds} train seeds; per-seed differences {[round(100 * d, 1) for d in line['diffs']]}; "
-                    f"{others or 'best baseline is TeCoA or PMG-AFT'}.")))
-    if ablation_rows:
-        out += _ablation_findings(ablation_rows, eps=eps_large)
-    if strong_rows:
-        out.append(_strong_finding(strong_rows, eps=eps_large))
+def _rows_by_seed(rows: Sequence[Mapping]) -> dict[str, dict[int, Mapping]]:
+    """{method: {train_seed: row}} (one configuration per method and one row per seed, else an error)."""
+    _by_method_seed(rows)  # the checks
+    out: dict[str, dict[int, Mapping]] = {}
+    for r in rows:
+        out.setdefault(str(r["method"]), {})[int(r["train_seed"])] = r
     return out
+
+
+def _tasks_and_n(row: Mapping) -> tuple[list[str], int]:
+    """The tasks and images per task a row was evaluated on (its evaluation spec); a clear error if absent."""
+    spec = row.get("evaluation") or {}
+    if "tasks" not in spec or "n" not in spec:
+        raise ValueError(f"row of {row.get('method')} (seed {row.get('train_seed')}) has no evaluation tasks and n: "
+                         "the image-sampling term of the interval needs them")
+    return list(spec["tasks"]), int(spec["n"])
+
+
+def discordance_factors(strong_rows: Sequence[Mapping]) -> dict[tuple[str, str], float]:
+    """kappa per pair of methods (sorted names) from the strong stage's per-image results: per stored metric, the
+    measured per-image variance of the seed-averaged paired difference (same seeds, same images) summed over the
+    tasks, over the sum of its independent-binomial bounds p_a(1 - p_a) + p_b(1 - p_b); the largest over the
+    metrics, capped at 1. Key ("*", "*"): the largest over all pairs (used for pairs the strong stage does not
+    hold, e.g. the ablation variants); {("*", "*"): 1.0} without per-image data."""
+    bits: dict[str, dict[int, Mapping]] = {}
+    for r in strong_rows:
+        if r.get("per_sample"):
+            bits.setdefault(str(r["method"]), {})[int(r["train_seed"])] = r
+    out: dict[tuple[str, str], float] = {}
+    methods = sorted(bits)
+    for i, a in enumerate(methods):
+        for b in methods[i + 1:]:
+            seeds = sorted(set(bits[a]) & set(bits[b]))
+            if not seeds:
+                continue
+            tasks, n = _tasks_and_n(bits[a][seeds[0]])
+            names = sorted({k.split("/")[0] for k in bits[a][seeds[0]]["per_sample"]})
+            ratios = []
+            for metric in names:
+                var, bound = 0.0, 0.0
+                for t in tasks:
+                    key = f"{metric}/{t}"
+                    if not all(key in bits[m][s]["per_sample"] for m in (a, b) for s in seeds):
+                        continue
+                    xa = np.mean([unpack_mask(bits[a][s]["per_sample"][key], n) for s in seeds], axis=0)
+                    xb = np.mean([unpack_mask(bits[b][s]["per_sample"][key], n) for s in seeds], axis=0)
+                    var += float(np.var(xa - xb, ddof=1))
+                    bound += xa.mean() * (1 - xa.mean()) + xb.mean() * (1 - xb.mean())
+                if bound > 0:  # ratio of sums over tasks: the estimate of one kappa for the mean over tasks
+                    ratios.append(var / bound)
+            if ratios:
+                out[(a, b)] = min(1.0, max(ratios))
+    out[_KAPPA_DEFAULT] = max(out.values()) if out else 1.0
+    return out
+
+
+def _kappa(factors: Mapping[tuple[str, str], float], a: str, b: str) -> float:
+    """The pair's kappa, else the largest measured one, else 1 (independence)."""
+    return float(factors.get(tuple(sorted((a, b))), factors.get(_KAPPA_DEFAULT, 1.0)))
+
+
+def paired_effect(stores: Sequence[Sequence[Mapping]], a: str, b: str, metric: str, *, kappa: float = 1.0,
+                  level: float = 0.95) -> tuple[Effect, list[list[float]]]:
+    """a minus b at `metric` (fractions, mean over the evaluated tasks), paired by train seed within each store, with
+    the interval of :func:`findings.effect_interval` over all runs of all given stores: between-run variance plus
+    the image-sampling term :func:`findings.paired_image_variance` from the per-task accuracies averaged over every
+    run (the stores evaluate the same images). Returns (effect, per-store lists of per-seed differences)."""
+    diffs: list[list[float]] = []
+    acc: dict[str, list[list[float]]] = {a: [], b: []}
+    tasks_n = None
+    for rows in stores:
+        by = _rows_by_seed(rows)
+        for m in (a, b):
+            if m not in by:
+                raise ValueError(f"no rows of method {m!r}")
+        seeds = sorted(set(by[a]) & set(by[b]))
+        if not seeds:
+            raise ValueError(f"methods {a!r} and {b!r} share no train seed")
+        mine = []
+        for s in seeds:
+            for m in (a, b):
+                tn = _tasks_and_n(by[m][s])
+                if tasks_n is None:
+                    tasks_n = tn
+                elif tn != tasks_n:
+                    raise ValueError(f"{m} seed {s} was evaluated on {tn}, other rows on {tasks_n}: not the same images")
+                scores = by[m][s]["scores"]
+                missing = [k for k in [metric] + [f"{metric}/{t}" for t in tn[0]] if k not in scores]
+                if missing:
+                    raise ValueError(f"{m} seed {s} lacks the score(s) {missing}")
+                acc[m].append([float(scores[f"{metric}/{t}"]) for t in tn[0]])
+            mine.append(float(by[a][s]["scores"][metric]) - float(by[b][s]["scores"][metric]))
+        diffs.append(mine)
+    tasks, n = tasks_n
+    p_a, p_b = np.mean(acc[a], axis=0), np.mean(acc[b], axis=0)
+    image_var = paired_image_variance(p_a, p_b, np.full(len(tasks), n), kappa=kappa)
+    return effect_interval([d for part in diffs for d in part], image_var, level=level), diffs
+
+
+def _pooled_mean(stores: Sequence[Sequence[Mapping]], method: str, metric: str) -> float:
+    values = [float(r["scores"][metric]) for rows in stores for r in rows
+              if r["method"] == method and metric in r["scores"]]
+    return float(np.mean(values)) if values else -math.inf
+
+
+def best_baseline(rows: Sequence[Mapping], metric: str, *, among: Sequence[str] | None = None,
+                  extra_stores: Sequence[Sequence[Mapping]] = ()) -> str:
+    """The baseline (among: default baselines()) with the highest mean `metric` over all runs (train seeds; of every
+    store given) in rows."""
+    means = {b: _pooled_mean([rows, *extra_stores], b, metric) for b in (among if among is not None else baselines())}
+    means = {b: v for b, v in means.items() if math.isfinite(v)}
+    if not means:
+        raise ValueError(f"no baseline rows with score {metric!r}")
+    return max(means, key=lambda b: (means[b], b))
+
+
+MASKING_TOLERANCE = 0.02  # ours: how much a model's PGD-minus-AA gap may exceed TeCoA's (fraction)
+STRONG_ATTACK_NAME = "APGD-CE + APGD-T (AutoAttack's gradient attacks)"
+
+
+def _bits(row: Mapping, metric: str) -> list[np.ndarray] | None:
+    """Per task, the row's per-image correctness under metric as 0/1 floats; None if the row lacks any of them."""
+    per_sample = row.get("per_sample")
+    if not per_sample:
+        return None
+    tasks, n = _tasks_and_n(row)
+    out = []
+    for t in tasks:
+        if f"{metric}/{t}" not in per_sample:
+            return None
+        out.append(unpack_mask(per_sample[f"{metric}/{t}"], n).astype(float))
+    return out
+
+
+def _seed_level(runs: Sequence[list[np.ndarray]], level: float, null: float = 0.0) -> Effect:
+    """Per-image values per run (a list per task), the same images in every run: the mean over tasks and runs with
+    the seed-level interval (between-run variance of the run means + the image term of the run-averaged per-image
+    values; not a bootstrap that treats the runs' re-evaluations of the same images as independent)."""
+    run_means = [float(np.mean([x.mean() for x in run])) for run in runs]
+    per_task = [np.mean([run[t] for run in runs], axis=0) for t in range(len(runs[0]))]
+    return effect_interval(run_means, measured_image_variance(per_task), level=level, null=null)
+
+
+def _strong_runs(stores: Sequence[Sequence[Mapping]], method: str, pgd: str, aa: str,
+                 reference: str | None = None) -> list[list[np.ndarray]] | None:
+    """Per run (store, seed) of `method`: per task, each image's PGD-minus-AA gap (minus the reference's on the same
+    run and images, if given); None if any run lacks per-image data or the reference's run."""
+    runs = []
+    for rows in stores:
+        mine = {int(r["train_seed"]): r for r in rows if r["method"] == method}
+        refs = {int(r["train_seed"]): r for r in rows if r["method"] == reference} if reference else {}
+        for s in sorted(mine):
+            p, a = _bits(mine[s], pgd), _bits(mine[s], aa)
+            if p is None or a is None:
+                return None
+            gap = [x - y for x, y in zip(p, a)]
+            if reference:
+                if s not in refs:
+                    continue
+                rp, ra = _bits(refs[s], pgd), _bits(refs[s], aa)
+                if rp is None or ra is None or [len(x) for x in rp] != [len(x) for x in p]:
+                    return None
+                gap = [g - (x - y) for g, x, y in zip(gap, rp, ra)]
+            runs.append(gap)
+    return runs or None
+
+
+def strong_gaps(strong_rows: Sequence[Mapping], *, eps: float, reference: str = "tecoa",
+                extra_stores: Sequence[Sequence[Mapping]] = (), level: float = 0.95) -> pd.DataFrame:
+    """Per checked method: PGD-10 and APGD-CE + APGD-T accuracy at eps on the same images (mean over runs and tasks),
+    the gap PGD - AA and its excess over the reference's gap on the same runs and images, in points, each with a
+    seed-level interval (:func:`findings.effect_interval`: between-run variance + the measured image term) where
+    per-image data is stored (NaN ends otherwise, and with a single run). extra_stores: more stores' strong rows,
+    pooled as further runs."""
+    aa, pgd = f"aa@{eps:g}", robust_metric(eps)
+    stores = [strong_rows, *extra_stores]
+    methods = list(dict.fromkeys(str(r["method"]) for rows in stores for r in rows
+                                 if aa in r["scores"] and pgd in r["scores"]))
+    out = []
+    for method in methods:
+        rows = [r for st in stores for r in st if r["method"] == method and aa in r["scores"] and pgd in r["scores"]]
+        line = {"method": method, "seeds": sorted(int(r["train_seed"]) for r in rows), "runs": len(rows),
+                "pgd": 100 * float(np.mean([r["scores"][pgd] for r in rows])),
+                "aa": 100 * float(np.mean([r["scores"][aa] for r in rows])),
+                "gap_low": math.nan, "gap_high": math.nan,
+                "excess": math.nan, "excess_low": math.nan, "excess_high": math.nan}
+        line["gap"] = line["pgd"] - line["aa"]
+        runs = _strong_runs([[r for r in st if r["method"] == method] for st in stores], method, pgd, aa)
+        if runs is not None:
+            g = _seed_level(runs, level)
+            line["gap"], line["gap_low"], line["gap_high"] = 100 * g.estimate, 100 * g.low, 100 * g.high
+        if method != reference:
+            ex = _strong_runs(stores, method, pgd, aa, reference=reference)
+            if ex is not None:
+                e = _seed_level(ex, level)
+                line["excess"], line["excess_low"], line["excess_high"] = 100 * e.estimate, 100 * e.low, 100 * e.high
+            else:  # no per-image data: the point difference alone (same seeds)
+                ref = {(id(st), int(r["train_seed"])): r for st in stores for r in st if r["method"] == reference}
+                pairs = [(r, ref.get((id(st), int(r["train_seed"])))) for st in stores for r in st
+                         if r["method"] == method]
+                pairs = [(r, q) for r, q in pairs if q is not None and aa in q["scores"]]
+                if pairs:
+                    line["excess"] = 100 * float(np.mean([(r["scores"][pgd] - r["scores"][aa])
+                                                          - (q["scores"][pgd] - q["scores"][aa]) for r, q in pairs]))
+        out.append(line)
+    return pd.DataFrame(out, columns=["method", "seeds", "runs", "pgd", "aa", "gap", "gap_low", "gap_high", "excess",
+                                      "excess_low", "excess_high"])
 
 
 ABLATION_CLAIMS: tuple[tuple[str, str, str, str], ...] = (
@@ -475,119 +619,188 @@ ABLATION_CLAIMS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def _ablation_findings(rows: Sequence[Mapping], *, eps: float) -> list[Finding]:
-    """One finding per ablation claim present in the rows: a - b at eps, paired over seeds."""
-    metric = robust_metric(eps)
-    methods = {r["method"] for r in rows}
+def study_verdicts(test_rows: Sequence[Mapping], *, ablation_rows: Sequence[Mapping] = (),
+                   strong_rows: Sequence[Mapping] = (), replica: Mapping[str, Sequence[Mapping]] | None = None,
+                   eps_small: float = 1.0, eps_large: float = 4.0, clean_tolerance: float = 0.01,
+                   sesoi: float = SESOI, alpha: float = FAMILY_ALPHA) -> pd.DataFrame:
+    """Every claim of 06 in every scope, under docs/VERDICT_RULES.md: one row per (finding, scope).
+
+    Scopes: 'study' (this store), 'replica' (replica's rows by stage, if given) and 'pooled' (both stores' runs
+    together: two selections of the same study). Per scope, Holm (:func:`findings.holm`, family level alpha) over the
+    claims that scope has sets each claim's interval level; the verdict is read from that interval
+    (:func:`findings.judge_effect` with sesoi; the masking check :func:`findings.judge_noninferior`). The decisive
+    scope of a claim is 'pooled' where the replica has its stage, else 'study'. Fractions throughout.
+
+    Columns: finding, scope, a, b, metric, runs, estimate, low95, high95, level, low, high, p, p_holm, se, seed_se,
+    image_se, df, clean_estimate, clean_low, clean_high, per_run (list per store), verdict, decisive.
+    """
+    replica = dict(replica or {})
+    kappas = discordance_factors(strong_rows)
+    stage_rows = {"study": {"test": test_rows, "ablation": ablation_rows, "strong": strong_rows}, "replica": replica}
+    scopes = {"study": ["study"], "replica": ["replica"], "pooled": ["study", "replica"]}
+    claims: list[tuple[str, str, str, str, str]] = []  # (id, stage, a, b, metric)
+    for tag, eps in (("small", eps_small), ("large", eps_large)):
+        metric = robust_metric(eps)
+        extra = [replica["test"]] if replica.get("test") else []
+        claims.append((f"06_tima_vs_best_{tag}_eps", "test", "tima",
+                       best_baseline(test_rows, metric, extra_stores=extra), metric))
+    methods = {r["method"] for r in ablation_rows}
+    for fid, a, b, _ in ABLATION_CLAIMS:
+        if a in methods and b in methods:
+            claims.append((fid, "ablation", a, b, robust_metric(eps_large)))
+    if strong_rows:
+        claims.append(("06_no_gradient_masking", "strong", "tima", "tecoa", f"aa@{eps_large:g}"))
+    lines = []
+    for scope, names in scopes.items():
+        family = []
+        for fid, stage, a, b, metric in claims:
+            stores = [stage_rows[n].get(stage) or [] for n in names]
+            if not all(stores) or (scope == "pooled" and len(stores) < 2):
+                continue
+            try:
+                if stage == "strong":
+                    runs = _strong_runs(stores, a, robust_metric(eps_large), metric, reference=b)
+                    if runs is None and scope == "pooled":
+                        continue
+                    if runs is None:  # the store checked other models (or kept no per-image data): no interval
+                        eff = Effect(math.nan, math.nan, math.nan, 0.95, math.nan, math.nan, math.nan, math.nan, 0.0,
+                                     0, MASKING_TOLERANCE)
+                        per_run = [[]]
+                    else:
+                        eff = _seed_level(runs, 0.95, null=MASKING_TOLERANCE)
+                        per_run = [[float(np.mean([x.mean() for x in run])) for run in runs]]
+                    clean = None
+                else:
+                    k = _kappa(kappas, a, b)
+                    eff, per_run = paired_effect(stores, a, b, metric, kappa=k)
+                    clean = paired_effect(stores, a, b, "clean", kappa=k)[0] if stage == "test" else None
+            except ValueError:
+                if scope == "study":
+                    raise
+                continue  # the replica lacks this claim's methods
+            family.append({"finding": fid, "scope": scope, "stage": stage, "a": a, "b": b, "metric": metric,
+                           "eff": eff, "clean": clean, "per_run": per_run})
+        levels, adjusted = holm([f["eff"].p for f in family], alpha=alpha)
+        for f, lvl, padj in zip(family, levels, adjusted):
+            eff, clean = f["eff"], f["clean"]
+            adj = eff.at_level(lvl)
+            if f["stage"] == "strong":
+                verdict = judge_noninferior(adj, margin=MASKING_TOLERANCE)
+            else:
+                verdict = judge_effect(adj, sesoi=sesoi)
+            cl = clean.at_level(lvl) if clean is not None else None
+            if verdict == REPRODUCED and cl is not None and not (math.isfinite(cl.high)
+                                                                 and cl.high >= -clean_tolerance):
+                verdict = MIXED  # more robust, but at a clean cost beyond the tolerance: holds in part
+            lines.append({"finding": f["finding"], "scope": scope, "a": f["a"], "b": f["b"], "metric": f["metric"],
+                          "runs": eff.n_runs, "estimate": eff.estimate, "low95": eff.low, "high95": eff.high,
+                          "level": lvl, "low": adj.low, "high": adj.high, "p": eff.p, "p_holm": padj,
+                          "se": eff.se, "seed_se": math.sqrt(eff.seed_var) if math.isfinite(eff.seed_var) else math.nan,
+                          "image_se": math.sqrt(eff.image_var), "df": eff.df,
+                          "clean_estimate": cl.estimate if cl else math.nan, "clean_low": cl.low if cl else math.nan,
+                          "clean_high": cl.high if cl else math.nan, "per_run": f["per_run"], "verdict": verdict})
+    table = pd.DataFrame(lines, columns=["finding", "scope", "a", "b", "metric", "runs", "estimate", "low95", "high95",
+                                         "level", "low", "high", "p", "p_holm", "se", "seed_se", "image_se", "df",
+                                         "clean_estimate", "clean_low", "clean_high", "per_run", "verdict"])
+    pooled = set(table.loc[table.scope == "pooled", "finding"])
+    table["decisive"] = [(s == "pooled") if f in pooled else (s == "study") for f, s in zip(table.finding, table.scope)]
+    return table
+
+
+_SCOPE_NAME = {"pooled": "pooled", "study": "CPU store", "replica": "H100 replica"}
+
+
+def _scope_text(line: Mapping, *, clean: bool = False) -> str:
+    """'+0.4 [-1.2, +2.0] (98.8%)' in points, the adjusted interval at its Holm level."""
+    if clean:
+        iv = Interval(line["clean_estimate"], line["clean_low"], line["clean_high"])
+    else:
+        iv = Interval(line["estimate"], line["low"], line["high"])
+    e, lo, hi = (f"{100 * v:+.1f}" if math.isfinite(v) else "n/a" for v in iv)
+    return f"{e} [{lo}, {hi}]"
+
+
+def _level_text(level: float) -> str:
+    return f"{100 * level:.1f}%"
+
+
+def findings_study(test_rows: Sequence[Mapping], *, ablation_rows: Sequence[Mapping] = (),
+                   strong_rows: Sequence[Mapping] = (), replica: Mapping[str, Sequence[Mapping]] | None = None,
+                   eps_small: float = 1.0, eps_large: float = 4.0, clean_tolerance: float = 0.01,
+                   sesoi: float = SESOI, alpha: float = FAMILY_ALPHA,
+                   figure: str = "figures/06_seeds.png") -> list[Finding]:
+    """Verdicts of notebook 06 (docs/VERDICT_RULES.md): TIMA vs the best baseline at small and large eps, each TIMA
+    module's contribution (ablations), and the gradient-masking check, from :func:`study_verdicts`: pooled over
+    the study and its replica where the replica is given, each store's own result in `detail`. Estimates and
+    intervals of the Findings are in points (the Holm-level interval of the decisive scope); clean_tolerance and
+    sesoi are fractions (0.01 = 1 point)."""
+    table = study_verdicts(test_rows, ablation_rows=ablation_rows, strong_rows=strong_rows, replica=replica,
+                           eps_small=eps_small, eps_large=eps_large, clean_tolerance=clean_tolerance, sesoi=sesoi,
+                           alpha=alpha)
+    claims = {f"06_tima_vs_best_{tag}_eps": (tag, eps) for tag, eps in (("small", eps_small), ("large", eps_large))}
+    texts = {fid: claim for fid, _, _, claim in ABLATION_CLAIMS}
+    rule = (f"interval = mean over runs +- t(Welch-Satterthwaite df) x sqrt(between-run variance / runs + image-"
+            f"sampling variance), at the Holm level of the claim in 06's family (family-wise {alpha:.0%}); "
+            f"no difference if it lies inside +-{100 * sesoi:g} point (the smallest effect of interest); reproduced "
+            f"if it lies above 0; not reproduced if below 0; inconclusive otherwise (docs/VERDICT_RULES.md)")
     out = []
-    for fid, a, b, claim in ABLATION_CLAIMS:
-        if a not in methods or b not in methods:
-            continue
-        line, clean = _pair_line(rows, a, b, metric), _pair_line(rows, a, b, "clean")
-        out.append(Finding(
-            id=fid, notebook="06", claim=claim + ".",
-            criterion=(f"{a} minus {b}, PGD-10 accuracy at {eps:g}/255, {_SEED_CRITERION} (ablation images): "
-                       "reproduced if above 0; not reproduced if below 0; mixed (inside the noise) otherwise."),
-            paper="each module improves robustness (TIMA's ablation tables)",
-            ours=f"{a} - {b}: {_pts(line)} points at {eps:g}/255; clean {_pts(clean)}",
-            estimate=100 * float(line["mean_diff"]), ci_low=100 * float(line["ci_low"]),
-            ci_high=100 * float(line["ci_high"]), verdict=judge_ahead([_interval(line)]),
-            figure="figures/06_ablations.png",
-            detail=f"per-seed differences {[round(100 * d, 1) for d in line['diffs']]}"))
+    for fid in dict.fromkeys(table.finding):
+        rows = table[table.finding == fid]
+        dec = rows[rows.decisive].iloc[0]
+        others = rows[~rows.decisive]
+        scope_note = ("pooled over the CPU store and the H100 replica (two selections of the same study)"
+                      if dec.scope == "pooled" else "CPU store")
+        per_store = "; ".join(f"{_SCOPE_NAME[o.scope]}: {o.verdict}, {_scope_text(o)} ({_level_text(o.level)})"
+                              for _, o in others.iterrows())
+        ci95 = _scope_text({"estimate": dec.estimate, "low": dec.low95, "high": dec.high95})
+        stats_note = (f"{dec.runs} runs; 95% interval {ci95}; "
+                      f"p = {dec.p:.2g}, Holm-adjusted {dec.p_holm:.2g}; SE {100 * dec.se:.2f} point(s) = seeds "
+                      f"{100 * dec.seed_se:.2f} (+) images {100 * dec.image_se:.2f}; per-run differences "
+                      f"{[[round(100 * d, 1) for d in part] for part in dec.per_run]}")
+        level = _level_text(dec.level)
+        if fid in claims:
+            tag, eps = claims[fid]
+            out.append(Finding(
+                id=fid, notebook="06",
+                claim=f"TIMA is more robust than the best baseline at {tag} eps ({eps:g}/255) at a comparable clean accuracy.",
+                criterion=(f"TIMA minus the baseline with the highest mean PGD-10 accuracy at {eps:g}/255 among "
+                           f"{', '.join(baselines())} (each at its validation-selected configuration), paired by train "
+                           f"seed, mean over the zero-shot test tasks, {scope_note}; {rule}; 'reproduced' also needs "
+                           f"the clean difference's upper end at least -{100 * clean_tolerance:g} point (else mixed)."),
+                paper="TIMA above TeCoA, PMG-AFT and FARE at eps 1/255 and 4/255 (main tables)",
+                ours=(f"TIMA - {dec.b}, {dec.scope}: {_scope_text(dec)} points at {eps:g}/255 ({level}); clean "
+                      f"{_scope_text(dec, clean=True)}" + (f"; {per_store}" if per_store else "")),
+                estimate=100 * dec.estimate, ci_low=100 * dec.low, ci_high=100 * dec.high, verdict=dec.verdict,
+                figure=figure, detail=stats_note + "."))
+        elif fid == "06_no_gradient_masking":
+            tol = 100 * MASKING_TOLERANCE
+            gaps = strong_gaps(strong_rows, eps=eps_large)
+            n = strong_rows[0]["evaluation"]["n"]
+            order = ", ".join(f"{g.method} {g.aa:.1f}" for g in gaps.sort_values("aa", ascending=False).itertuples())
+            out.append(Finding(
+                id=fid, notebook="06",
+                claim=("TIMA's robustness holds under AutoAttack's gradient attacks as TeCoA's does (no gradient "
+                       "masking from margins or distillation)."),
+                criterion=(f"gap = PGD-10 minus {STRONG_ATTACK_NAME} accuracy at {eps_large:g}/255 on the same first "
+                           f"{n} test images of every task, mean over tasks; excess = TIMA's gap minus TeCoA's (same "
+                           f"run, same images), {scope_note}; interval over runs (seed level) with the measured "
+                           f"image-sampling term, at its Holm level: reproduced if its upper end is at most {tol:g} "
+                           f"points; not reproduced if its lower end is above {tol:g}; inconclusive otherwise."),
+                paper="TIMA reports AutoAttack results in line with PGD",
+                ours=(f"excess of TIMA's gap over TeCoA's, {dec.scope}: {_scope_text(dec)} points ({level})"
+                      + (f"; {per_store}" if per_store else "")),
+                estimate=100 * dec.estimate, ci_low=100 * dec.low, ci_high=100 * dec.high, verdict=dec.verdict,
+                figure="", detail=(stats_note + f". CPU store, accuracy under {STRONG_ATTACK_NAME}: {order} %; "
+                                   "gaps " + ", ".join(f"{g.method} {g.gap:.1f} [{g.gap_low:.1f}, {g.gap_high:.1f}]"
+                                                       for g in gaps.itertuples()) + ".")))
+        else:
+            out.append(Finding(
+                id=fid, notebook="06", claim=texts[fid] + ".",
+                criterion=(f"{dec.a} minus {dec.b}, PGD-10 accuracy at {eps_large:g}/255 on the ablation images, "
+                           f"paired by train seed, {scope_note}; {rule}."),
+                paper="each module improves robustness (TIMA's ablation tables)",
+                ours=(f"{dec.a} - {dec.b}, {dec.scope}: {_scope_text(dec)} points at {eps_large:g}/255 ({level})"
+                      + (f"; {per_store}" if per_store else "")),
+                estimate=100 * dec.estimate, ci_low=100 * dec.low, ci_high=100 * dec.high, verdict=dec.verdict,
+                figure="figures/06_ablations.png", detail=stats_note + "."))
     return out
-
-
-MASKING_TOLERANCE = 0.02  # ours: how much a model's PGD-minus-AutoAttack gap may exceed TeCoA's (fraction)
-
-
-def _stacked(rows: Sequence[Mapping], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-image correctness (as 0/1 floats) under `metric` of rows of one method stacked over seeds and tasks, with
-    their strata codes (one per seed and task); None if a row lacks per-image data."""
-    values, strata = [], []
-    for k, row in enumerate(sorted(rows, key=lambda r: int(r["train_seed"]))):
-        per_sample, spec = row.get("per_sample"), row["evaluation"]
-        if not per_sample:
-            return None
-        for t, task in enumerate(spec["tasks"]):
-            bits = per_sample.get(f"{metric}/{task}")
-            if bits is None:
-                return None
-            values.append(unpack_mask(bits, int(spec["n"])).astype(float))
-            strata.append(np.full(int(spec["n"]), k * len(spec["tasks"]) + t))
-    return np.concatenate(values), np.concatenate(strata)
-
-
-def strong_gaps(strong_rows: Sequence[Mapping], *, eps: float, reference: str = "tecoa") -> pd.DataFrame:
-    """Per checked method (pooled over its seeds): PGD-10 and AutoAttack accuracy at eps on the same images, the gap
-    PGD - AA and its excess over the reference's gap (same seeds, same images), in points (mean over tasks), each
-    with a 95% paired bootstrap interval over images stratified by seed and task where per-image data is stored."""
-    aa, pgd = f"aa@{eps:g}", robust_metric(eps)
-    by_method: dict[str, list[Mapping]] = {}
-    for r in strong_rows:
-        if aa in r["scores"] and pgd in r["scores"]:
-            by_method.setdefault(str(r["method"]), []).append(r)
-    ref = by_method.get(reference, [])
-    out = []
-    for method, rows in by_method.items():
-        seeds = sorted(int(r["train_seed"]) for r in rows)
-        line = {"method": method, "seeds": seeds,
-                "pgd": 100 * float(np.mean([r["scores"][pgd] for r in rows])),
-                "aa": 100 * float(np.mean([r["scores"][aa] for r in rows])),
-                "gap_low": math.nan, "gap_high": math.nan,
-                "excess": math.nan, "excess_low": math.nan, "excess_high": math.nan}
-        line["gap"] = line["pgd"] - line["aa"]
-        p, a = _stacked(rows, pgd), _stacked(rows, aa)
-        if p is not None and a is not None:
-            gap = paired_bootstrap_diff_ci(p[0], a[0], strata=p[1])
-            line["gap"], line["gap_low"], line["gap_high"] = 100 * gap.estimate, 100 * gap.low, 100 * gap.high
-        ref_rows = [r for r in ref if int(r["train_seed"]) in seeds]
-        if method != reference and len(ref_rows) == len(rows):
-            rp, ra = _stacked(ref_rows, pgd), _stacked(ref_rows, aa)
-            if p is not None and a is not None and rp is not None and ra is not None and len(rp[0]) == len(p[0]):
-                ex = paired_bootstrap_diff_ci(p[0] - a[0], rp[0] - ra[0], strata=p[1])
-                line["excess"], line["excess_low"], line["excess_high"] = (100 * ex.estimate, 100 * ex.low,
-                                                                            100 * ex.high)
-            else:  # no per-image data: the point difference alone
-                line["excess"] = line["gap"] - 100 * float(np.mean([r["scores"][pgd] - r["scores"][aa]
-                                                                    for r in ref_rows]))
-        out.append(line)
-    return pd.DataFrame(out, columns=["method", "seeds", "pgd", "aa", "gap", "gap_low", "gap_high", "excess",
-                                      "excess_low", "excess_high"])
-
-
-def _strong_finding(strong_rows: Sequence[Mapping], *, eps: float) -> Finding:
-    """AutoAttack vs PGD-10 at eps on the same images per checked model: a gap much larger for TIMA than for TeCoA
-    would signal gradient masking. Verdict from the paired interval of the excess where per-image data exists."""
-    gaps = strong_gaps(strong_rows, eps=eps).set_index("method")
-    tol = 100 * MASKING_TOLERANCE
-    n = strong_rows[0]["evaluation"]["n"]
-
-    def part(m: str, g) -> str:
-        text = f"{m} (seeds {g.seeds}): PGD-10 {g.pgd:.1f}, AA {g.aa:.1f}, gap {g.gap:.1f}"
-        text += f" [{g.gap_low:.1f}, {g.gap_high:.1f}]" if math.isfinite(g.gap_low) else ""
-        text += f", excess over TeCoA {g.excess:+.1f}" if math.isfinite(g.excess) else ""
-        return text + (f" [{g.excess_low:+.1f}, {g.excess_high:+.1f}]" if math.isfinite(g.excess_low) else "")
-
-    tima = gaps.loc["tima"] if "tima" in gaps.index else None
-    excess, low, high = ((float(tima.excess), float(tima.excess_low), float(tima.excess_high)) if tima is not None
-                         else (math.nan, math.nan, math.nan))
-    if not math.isfinite(excess):
-        verdict = MIXED
-    elif math.isfinite(low):
-        verdict = REPRODUCED if high <= tol else NOT_REPRODUCED if low > tol else MIXED
-    else:  # no per-image data: the point estimate alone
-        verdict = REPRODUCED if excess <= tol else NOT_REPRODUCED
-    ref_gap = float(gaps.loc["tecoa"].gap) if "tecoa" in gaps.index else math.nan
-    tima_gap = float(tima.gap) if tima is not None else math.nan
-    return Finding(
-        id="06_no_gradient_masking", notebook="06",
-        claim="TIMA's robustness holds under AutoAttack as TeCoA's does (no gradient masking from margins or distillation).",
-        criterion=(f"gap = PGD-10 minus AutoAttack (APGD-CE + APGD-T) accuracy at {eps:g}/255 on the same first {n} "
-                   f"test images of every task, mean over tasks; excess = TIMA's gap minus TeCoA's (same seeds), with "
-                   f"a 95% paired bootstrap interval over the images: reproduced if the interval's upper end is at "
-                   f"most {tol:g} points; not reproduced if its lower end is above {tol:g}; mixed otherwise."),
-        paper="TIMA reports AutoAttack results in line with PGD",
-        ours=(f"gap TIMA {tima_gap:.1f}, TeCoA {ref_gap:.1f} points (excess {excess:+.1f}"
-              + (f" [{low:+.1f}, {high:+.1f}])" if math.isfinite(low) else ", no interval)")),
-        estimate=excess, ci_low=low, ci_high=high, verdict=verdict, figure="",
-        detail="; ".join(part(m, g) for m, g in gaps.iterrows()) + ".")

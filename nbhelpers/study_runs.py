@@ -299,14 +299,39 @@ def write_selection(cfg: StudyConfig | None = None, *, store_path: str | Path = 
     return payload
 
 
-def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> list[study.Finding]:
-    """Notebook 06's verdicts (study.findings_study) from a store's current rows: the test stage at the smallest test
-    eps and at select_eps, with the ablation and strong stages where the store has them."""
-    store = study.StudyStore(store_path)
-    rows = {stage: current_rows(store, cfg, stage) for stage in ("test", "strong", "ablation")}
-    if not rows["test"]:
+def _stage_rows(cfg: StudyConfig, path: str | Path | None) -> dict[str, list[dict]]:
+    """{stage: current rows} of the test, strong and ablation stages of a store ({} if path is None or absent)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    store = study.StudyStore(path)
+    return {stage: current_rows(store, cfg, stage) for stage in ("test", "strong", "ablation")}
+
+
+def store_verdicts(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
+                   replica_path: str | Path | None = paths.STUDY_REPLICA_STORE) -> pd.DataFrame:
+    """study.study_verdicts of a store's current rows, pooled with the replica's where it has rows of this code
+    (replica_path None: the store alone): one row per finding and scope (pooled, study, replica)."""
+    rows = _stage_rows(cfg, store_path)
+    if not rows.get("test"):
         raise FileNotFoundError(f"{store_path} has no test-stage rows for this code: run `make study`")
+    replica = _stage_rows(cfg, replica_path)
+    return study.study_verdicts(rows["test"], ablation_rows=rows["ablation"], strong_rows=rows["strong"],
+                                replica=replica if replica.get("test") else None,
+                                eps_small=min(cfg.test_eps_list), eps_large=cfg.select_eps,
+                                clean_tolerance=cfg.clean_tolerance)
+
+
+def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
+                   replica_path: str | Path | None = paths.STUDY_REPLICA_STORE) -> list[study.Finding]:
+    """Notebook 06's verdicts (study.findings_study, docs/VERDICT_RULES.md) from a store's current rows, pooled with
+    the replica store's where it has rows of this code: the test stage at the smallest test eps and at select_eps,
+    with the ablation and strong stages where the stores have them."""
+    rows = _stage_rows(cfg, store_path)
+    if not rows.get("test"):
+        raise FileNotFoundError(f"{store_path} has no test-stage rows for this code: run `make study`")
+    replica = _stage_rows(cfg, replica_path)
     return study.findings_study(rows["test"], ablation_rows=rows["ablation"], strong_rows=rows["strong"],
+                                replica=replica if replica.get("test") else None,
                                 eps_small=min(cfg.test_eps_list), eps_large=cfg.select_eps,
                                 clean_tolerance=cfg.clean_tolerance)
 
@@ -314,25 +339,46 @@ def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> 
 def compare_replication(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
                         replica_path: str | Path = paths.STUDY_REPLICA_STORE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The study against its end-to-end rerun elsewhere (same code, same keys): (selected configuration per method
-    in each, verdict with estimate [95% interval] per finding in each and whether the verdicts agree)."""
+    in each; per finding the verdict with estimate [interval at its Holm level] in each store alone and pooled over
+    both, and whether the two stores' verdicts agree). The pooled column is the decisive one."""
     sel = {name: selected_configurations(cfg, store_path=path)
            for name, path in (("study", store_path), ("replica", replica_path))}
     selection = pd.DataFrame({m: {"study": study.config_id(sel["study"][m]),
                                   "replica": study.config_id(sel["replica"][m]),
                                   "same": sel["study"][m] == sel["replica"][m]} for m in study.study_methods()}).T
-    found = {name: {f.id: f for f in store_findings(cfg, store_path=path)}
-             for name, path in (("study", store_path), ("replica", replica_path))}
+    table = store_verdicts(cfg, store_path=store_path, replica_path=replica_path)
     lines = []
-    for fid in found["study"]:
+    for fid in dict.fromkeys(table.finding):
         line = {"finding": fid}
-        for name in ("study", "replica"):
-            f = found[name].get(fid)
-            line[name] = (f"{f.verdict}: {format_interval(f.estimate, f.ci_low, f.ci_high, scale=1, signed=True)}"
-                          if f is not None else "not in the store")
-        a, b = found["study"][fid], found["replica"].get(fid)
-        line["same verdict"] = b is not None and a.verdict == b.verdict
+        got = {r.scope: r for r in table[table.finding == fid].itertuples()}
+        for name in ("study", "replica", "pooled"):
+            r = got.get(name)
+            line[name] = (f"{r.verdict}: {format_interval(r.estimate, r.low, r.high, signed=True)} "
+                          f"({100 * r.level:.1f}%)" if r is not None else "not in the store")
+        line["same verdict"] = ("study" in got and "replica" in got
+                                and got["study"].verdict == got["replica"].verdict)
         lines.append(line)
     return selection, pd.DataFrame(lines).set_index("finding")
+
+
+def verdict_table(table: pd.DataFrame) -> pd.DataFrame:
+    """study.study_verdicts (or store_verdicts) for reading, in accuracy points: per finding and scope the
+    comparison, runs, the estimate with its 95% interval, the interval at the claim's Holm level, p and Holm p, the
+    two parts of the standard error, and the verdict; the decisive scope first."""
+    out = []
+    for r in table.sort_values(["finding", "decisive"], ascending=[True, False], kind="stable").itertuples():
+        out.append({"finding": r.finding, "scope": r.scope + (" (decides)" if r.decisive else ""),
+                    "a - b": f"{r.a} - {r.b}", "score": r.metric, "runs": r.runs,
+                    "estimate [95%]": format_interval(r.estimate, r.low95, r.high95, signed=True),
+                    "Holm level": f"{100 * r.level:.2f}%",
+                    "interval at Holm level": format_interval(r.estimate, r.low, r.high, signed=True),
+                    "p": f"{r.p:.3g}", "Holm p": f"{r.p_holm:.3g}",
+                    "SE seeds / images": f"{100 * r.seed_se:.2f} / {100 * r.image_se:.2f}",
+                    "verdict": r.verdict})
+    order = list(dict.fromkeys(table.finding))
+    frame = pd.DataFrame(out)
+    frame["_o"] = frame.finding.map(order.index)
+    return frame.sort_values("_o", kind="stable").drop(columns="_o").set_index(["finding", "scope"])
 
 
 def format_interval(mean: float, low: float, high: float, *, scale: float = 100.0, signed: bool = False) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -46,3 +47,38 @@ def test_findings_shown_equal_the_committed_findings_file(notebook):
     assert stored["findings"], "at least one finding"
     for finding in stored["findings"]:
         assert finding["id"] in shown and f"[{finding['verdict'].upper()}] {finding['id']}" in shown and finding["ours"] in shown, finding["id"]
+
+
+NUMBER_IN_PROSE = re.compile(r"[+\-\u2212]\d+\.\d+|\d+\.\d+\s*(\[|%|points?\b)|\[\s*[+\-\u2212]?\d+(\.\d+)?\s*,")
+
+
+def test_06_markdown_types_no_result_numbers_and_its_verdicts_equal_the_findings_file():
+    """Issue 22: 06's prose holds no hand-typed result (no interval, no signed difference, no percentage with
+    decimals: those are rendered from the stores in code cells), and every verdict its text names with a finding id
+    is the one results/06_findings.json holds."""
+    nb = nbformat.read(ROOT / "notebooks" / "06_study.ipynb", as_version=4)
+    prose = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    typed = [m.group(0) for text in prose for m in NUMBER_IN_PROSE.finditer(text)]
+    assert not typed, f"hand-typed result numbers in 06's markdown: {typed}"
+    stored = {f["id"]: f["verdict"] for f in
+              json.loads((ROOT / "results" / "06_findings.json").read_text())["findings"]}
+    named = dict(re.findall(r"`(06_[a-z_]+)` \u2014 \*([a-z ]+)\*", "\n".join(prose)))
+    assert set(named) == set(stored), "the text names every 06 finding once, with its verdict"
+    assert named == stored
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_prose_after_the_findings_names_every_verdict_as_stored(notebook):
+    """Issue 22: after each findings cell a markdown cell says what the result shows, naming every finding of the
+    notebook with the verdict results/NN_findings.json holds (so the prose cannot drift from the verdicts), and
+    types no result number (intervals, signed or percent decimals: the findings output above it has them)."""
+    nb = nbformat.read(notebook, as_version=4)
+    idx = next(i for i, c in enumerate(nb.cells) if "findings" in c.get("metadata", {}).get("tags", []))
+    after = [c for c in nb.cells[idx + 1:] if c.cell_type == "markdown" and "What the findings show" in c.source]
+    assert len(after) == 1, "one 'What the findings show' cell after the findings cell"
+    typed = [m.group(0) for m in NUMBER_IN_PROSE.finditer(after[0].source)]
+    assert not typed, f"hand-typed result numbers: {typed}"
+    stored = {f["id"]: f["verdict"] for f in
+              json.loads((ROOT / "results" / f"{notebook.stem[:2]}_findings.json").read_text())["findings"]}
+    named = dict(re.findall(r"`(\d\d_[a-z0-9_]+)` \u2014 \*([a-z ]+)\*", after[0].source))
+    assert named == stored

@@ -370,3 +370,73 @@ def test_tima_balance_converts_its_point_tolerance_for_the_one_rule():
     assert [f.verdict for f in F.findings_tima_balance(rows, n_boot=500)] == ["mixed", "mixed"]
     assert [f.verdict for f in F.findings_tima_balance(rows, clean_tolerance=5.0, n_boot=500)] == ["reproduced"] * 2
     assert [f.verdict for f in F.findings_tima_balance(rows, clean_tolerance=0.05, n_boot=500)] == ["mixed"] * 2
+
+
+# ------------------------------------------------------------------- 06's verdict rules (docs/VERDICT_RULES.md)
+def test_effect_interval_is_the_t_interval_without_an_image_term_and_welch_satterthwaite_with_one():
+    runs = [0.010, 0.014, 0.006]
+    plain = F.effect_interval(runs)
+    ref = F.t_interval(runs)
+    assert (plain.estimate, plain.low, plain.high) == pytest.approx((ref.estimate, ref.low, ref.high))
+    assert plain.df == pytest.approx(2.0) and plain.image_var == 0.0
+    v_img = 2e-5  # hand computation of the two-term interval
+    s2k = np.var(runs, ddof=1) / 3
+    var = s2k + v_img
+    df = var ** 2 / (s2k ** 2 / 2)
+    half = stats.t.ppf(0.975, df) * math.sqrt(var)
+    both = F.effect_interval(runs, v_img)
+    assert (both.low, both.high, both.df) == pytest.approx((0.01 - half, 0.01 + half, df))
+    assert both.p == pytest.approx(2 * stats.t.sf(0.01 / math.sqrt(var), df))
+    same = F.effect_interval([0.01, 0.01, 0.01], v_img)  # identical runs: normal interval on the image term alone
+    assert math.isinf(same.df) and same.high - 0.01 == pytest.approx(stats.norm.ppf(0.975) * math.sqrt(v_img))
+    assert math.isnan(F.effect_interval([0.01]).low)
+    wider = same.at_level(0.99)
+    assert wider.low < same.low and wider.high > same.high and wider.level == 0.99
+
+
+def test_a_module_with_zero_effect_and_small_noise_gets_no_difference():
+    rng = np.random.default_rng(1)
+    runs = rng.normal(0.0, 0.001, size=6)  # 0.1 point of seed noise around no effect
+    eff = F.effect_interval(runs, 1e-6)  # image SE 0.1 point
+    assert F.judge_effect(eff) == "no difference"
+    assert F.judge_effect(eff, sesoi=0.0) == "inconclusive"  # without a SESOI it could never be no difference
+    assert F.judge_effect(F.effect_interval(runs, 1e-4)) == "inconclusive"  # 1-point image SE: too wide to tell
+
+
+def test_a_clear_effect_is_reproduced_or_not_reproduced_by_its_sign():
+    up = F.effect_interval([0.030, 0.034, 0.026], 1e-6)
+    assert F.judge_effect(up) == "reproduced"
+    assert F.judge_effect(F.effect_interval([-0.030, -0.034, -0.026], 1e-6)) == "not reproduced"
+    tiny = F.Interval(0.004, 0.002, 0.006)  # real but below the SESOI: no difference, checked first
+    assert F.judge_effect(tiny) == "no difference"
+    assert F.judge_effect(F.Interval(0.02, 0.005, 0.035)) == "reproduced"
+    assert F.judge_effect(F.Interval(0.0, math.nan, math.nan)) == "inconclusive"
+    assert F.judge_noninferior(F.Interval(0.003, -0.01, 0.019), margin=0.02) == "reproduced"
+    assert F.judge_noninferior(F.Interval(0.03, 0.021, 0.04), margin=0.02) == "not reproduced"
+    assert F.judge_noninferior(F.Interval(0.01, -0.01, 0.025), margin=0.02) == "inconclusive"
+
+
+def test_holm_levels_and_adjusted_p_on_a_hand_checked_example():
+    levels, adjusted = F.holm([0.01, 0.04, 0.03, 0.005], alpha=0.05)
+    # sorted: 0.005 <= .05/4 rejected; 0.01 <= .05/3 rejected; 0.03 > .05/2 stops: it and 0.04 keep .05/2
+    assert levels == pytest.approx([1 - 0.05 / 3, 0.975, 0.975, 1 - 0.05 / 4])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert F.holm([0.001, 0.002], alpha=0.05)[0] == pytest.approx([0.975, 0.95])  # all rejected: 0.05/2, then 0.05
+    lv, adj = F.holm([0.2, math.nan])
+    assert lv == pytest.approx([0.975, 0.975]) and math.isnan(adj[1])
+    # the interval at the Holm level excludes 0 exactly when Holm rejects
+    effs = [F.effect_interval(r, 0.0) for r in ([0.010, 0.012, 0.011], [0.002, 0.010, -0.004])]
+    lv, adj = F.holm([e.p for e in effs])
+    for e, level, padj in zip(effs, lv, adj):
+        a = e.at_level(level)
+        assert (a.low > 0 or a.high < 0) == (padj <= 0.05)
+
+
+def test_image_variance_terms_by_hand():
+    v = F.paired_image_variance([0.4, 0.8], [0.5, 0.7], [100, 200], kappa=0.5)
+    hand = (0.5 * (0.24 + 0.25) / 100 + 0.5 * (0.16 + 0.21) / 200) / 4
+    assert v == pytest.approx(hand)
+    x1, x2 = np.array([1.0, 0.0, 0.0, 1.0]), np.array([0.5, 0.5, 0.0])
+    assert F.measured_image_variance([x1, x2]) == pytest.approx((np.var(x1, ddof=1) / 4 + np.var(x2, ddof=1) / 3) / 4)
+    with pytest.raises(ValueError):
+        F.paired_image_variance([0.4], [0.5, 0.6], [100, 100])

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
+from nbhelpers import findings as F
 from nbhelpers import methods, study, world
 from nbhelpers.config import EvaluationConfig, IATKnobs, split_overrides
 from nbhelpers.utils import pack_mask
@@ -296,19 +297,32 @@ def test_metric_eps_reads_prefixed_and_per_task_names():
     assert math.isnan(study.metric_eps("loss"))
 
 
-def _study_rows(tima_shift: float, noise: tuple[float, ...] = (0.0, 0.01, -0.01)) -> list[dict]:
+TASKS = ("a", "b")
+N_TEST = 4096
+
+
+def _test_row(method: str, seed: int, scores: dict[str, float], *, n: int = N_TEST, tasks=TASKS) -> dict:
+    """A test-stage row: every score also per task (the same on each), with its evaluation's tasks and n."""
+    full = dict(scores)
+    for k, v in scores.items():
+        full.update({f"{k}/{t}": v for t in tasks})
+    return {"method": method, "overrides": {}, "train_seed": seed, "evaluation": {"n": n, "tasks": list(tasks)},
+            "scores": full}
+
+
+def _study_rows(tima_shift: float, noise: tuple[float, ...] = (0.0, 0.01, -0.01), *, n: int = N_TEST) -> list[dict]:
     rows = []
-    for seed, n in enumerate(noise):
+    for seed, e in enumerate(noise):
         for method, base in (("tecoa", 0.40), ("pmg_aft", 0.42), ("laat", 0.38), ("fare", 0.30), ("tai", 0.41),
                              ("tima", 0.42 + tima_shift)):
-            wiggle = n * (1.0 if method == "tima" else 0.5)
-            rows.append({"method": method, "overrides": {}, "train_seed": seed,
-                         "scores": {"clean": 0.80 + n, "robust@1": base + 0.2 + wiggle, "robust@4": base + wiggle}})
+            wiggle = e * (1.0 if method == "tima" else 0.5)
+            rows.append(_test_row(method, seed, {"clean": 0.80 + e, "robust@1": base + 0.2 + wiggle,
+                                            "robust@4": base + wiggle}, n=n))
     return rows
 
 
-@pytest.mark.parametrize("shift, verdict", [(0.05, "reproduced"), (-0.05, "not reproduced"), (0.0, "mixed")])
-def test_study_verdict_follows_the_paired_interval_against_the_best_baseline(shift, verdict):
+@pytest.mark.parametrize("shift, verdict", [(0.05, "reproduced"), (-0.05, "not reproduced"), (0.0, "inconclusive")])
+def test_study_verdict_follows_the_interval_against_the_best_baseline(shift, verdict):
     found = study.findings_study(_study_rows(shift))
     assert [f.id for f in found] == ["06_tima_vs_best_small_eps", "06_tima_vs_best_large_eps"]
     large = found[1]
@@ -317,14 +331,43 @@ def test_study_verdict_follows_the_paired_interval_against_the_best_baseline(shi
     assert large.estimate == pytest.approx(100 * (shift + (0.0 + 0.005 - 0.005) / 3), abs=1e-6)
 
 
-def test_gradient_masking_finding_compares_the_aa_gap_with_tecoas():
-    def strong(method, pgd, aa):
-        return {"method": method, "train_seed": 0, "evaluation": {"n": 256},
-                "scores": {"clean": 0.8, "robust@4": pgd, "aa@4": aa}}
-    ok = study.findings_study(_study_rows(0.05), strong_rows=[strong("tecoa", 0.40, 0.36), strong("tima", 0.45, 0.40)])
-    assert ok[-1].id == "06_no_gradient_masking" and ok[-1].verdict == "reproduced"
-    masked = study.findings_study(_study_rows(0.05), strong_rows=[strong("tecoa", 0.40, 0.36), strong("tima", 0.45, 0.2)])
-    assert masked[-1].verdict == "not reproduced" and masked[-1].estimate == pytest.approx(21.0)
+def test_a_study_module_with_zero_effect_and_small_noise_is_no_difference():
+    quiet = _study_rows(0.0, noise=(0.0, 0.001, -0.001), n=200_000)  # tiny seed noise, many images
+    assert study.findings_study(quiet)[1].verdict == "no difference"
+    few = _study_rows(0.0, noise=(0.0, 0.001, -0.001), n=200)  # the same runs on 2 x 200 images: too wide
+    assert study.findings_study(few)[1].verdict == "inconclusive"
+
+
+def test_pooled_verdict_equals_a_hand_computation_on_two_tiny_stores():
+    n, kappa = 1000, 1.0  # no strong rows: kappa 1 (independence)
+    study_store = [_test_row("tima", 0, {"clean": 0.9, "robust@4": 0.40}, n=n),
+                   _test_row("tima", 1, {"clean": 0.9, "robust@4": 0.44}, n=n),
+                   _test_row("tecoa", 0, {"clean": 0.9, "robust@4": 0.38}, n=n),
+                   _test_row("tecoa", 1, {"clean": 0.9, "robust@4": 0.40}, n=n)]
+    replica = [_test_row("tima", 0, {"clean": 0.9, "robust@4": 0.41}, n=n),
+               _test_row("tima", 1, {"clean": 0.9, "robust@4": 0.43}, n=n),
+               _test_row("tecoa", 0, {"clean": 0.9, "robust@4": 0.40}, n=n),
+               _test_row("tecoa", 1, {"clean": 0.9, "robust@4": 0.39}, n=n)]
+    for rows in (study_store, replica):  # the other eps, level for both
+        for r in rows:
+            r["scores"].update({"robust@1": 0.6, "robust@1/a": 0.6, "robust@1/b": 0.6})
+    table = study.study_verdicts(study_store, replica={"test": replica})
+    pooled = table[(table.finding == "06_tima_vs_best_large_eps") & (table.scope == "pooled")].iloc[0]
+    d = np.array([0.02, 0.04, 0.01, 0.04])  # per run, both stores
+    p_a, p_b = np.mean([0.40, 0.44, 0.41, 0.43]), np.mean([0.38, 0.40, 0.40, 0.39])
+    v_img = 2 * kappa * (p_a * (1 - p_a) + p_b * (1 - p_b)) / n / 4  # two tasks with the same accuracies
+    s2k = d.var(ddof=1) / 4
+    df = (s2k + v_img) ** 2 / (s2k ** 2 / 3)
+    se = math.sqrt(s2k + v_img)
+    p = 2 * stats.t.sf(d.mean() / se, df)
+    assert pooled.estimate == pytest.approx(d.mean()) and pooled.runs == 4 and pooled.b == "tecoa"
+    assert (pooled.se, pooled.df, pooled.p) == pytest.approx((se, df, p))
+    # Holm over the family of this scope: the two headline claims (robust@1's p is 1)
+    assert pooled.level == pytest.approx(1 - 0.05 / 2 if p <= 0.025 else 0.975)
+    half = stats.t.ppf(0.5 + pooled.level / 2, df) * se
+    assert (pooled.low, pooled.high) == pytest.approx((d.mean() - half, d.mean() + half))
+    alone = table[(table.finding == "06_tima_vs_best_large_eps") & (table.scope == "study")].iloc[0]
+    assert alone.estimate == pytest.approx(0.03) and alone.runs == 2 and not alone.decisive and pooled.decisive
 
 
 def _strong_row(method, seed, pgd_bits, aa_bits, tasks=("a", "b")):
@@ -339,28 +382,45 @@ def _strong_row(method, seed, pgd_bits, aa_bits, tasks=("a", "b")):
             "per_sample": per_sample}
 
 
-def test_gradient_masking_uses_a_paired_interval_over_images_when_rows_keep_them():
+def test_gradient_masking_interval_is_seed_level_not_per_re_evaluated_image():
     rng = np.random.default_rng(0)
     n = 400
     pgd = rng.random(n) < 0.5
     ref_aa = pgd & (rng.random(n) < 0.9)  # TeCoA: AA breaks about 10% of PGD's survivors
     same = pgd & (rng.random(n) < 0.9)
-    rows = [_strong_row("tecoa", 0, pgd, ref_aa), _strong_row("tima", 0, pgd, same)]
+    other = pgd & (rng.random(n) < 0.9)
+    rows = [_strong_row("tecoa", s, pgd, ref_aa) for s in range(3)] + [_strong_row("tima", 0, pgd, same),
+                                                                       _strong_row("tima", 1, pgd, other),
+                                                                       _strong_row("tima", 2, pgd, same)]
     gaps = study.strong_gaps(rows, eps=4).set_index("method")
-    expected = 100 * ((pgd.astype(float) - same) - (pgd.astype(float) - ref_aa)).mean()
-    assert gaps.loc["tima", "excess"] == pytest.approx(expected)
-    assert gaps.loc["tima", "excess_low"] < gaps.loc["tima", "excess"] < gaps.loc["tima", "excess_high"]
-    assert gaps.loc["tecoa", "gap_low"] <= gaps.loc["tecoa", "gap"] <= gaps.loc["tecoa", "gap_high"]
+    runs = [(pgd.astype(float) - x) - (pgd.astype(float) - ref_aa) for x in (same, other, same)]
+    assert gaps.loc["tima", "excess"] == pytest.approx(100 * np.mean(runs))
+    # seed level: 3 run means + the image term of the run-averaged per-image values (2 identical tasks)
+    means = [r.mean() for r in runs]
+    avg = np.mean(runs, axis=0)
+    hand = F.effect_interval(means, 2 * np.var(avg, ddof=1) / n / 4)
+    assert (gaps.loc["tima", "excess_low"], gaps.loc["tima", "excess_high"]) == pytest.approx(
+        (100 * hand.low, 100 * hand.high))
     assert math.isnan(gaps.loc["tecoa", "excess"])
-    found = study.findings_study(_study_rows(0.05), strong_rows=rows)[-1]
-    assert found.verdict == ("reproduced" if found.ci_high <= 2 else "mixed")  # small excess: never "not reproduced"
-    assert found.ci_low < found.estimate < found.ci_high
+    # three runs that re-evaluate the same images with the same results are one run's worth of images: the
+    # interval is the image term alone, not sqrt(3) narrower (the old bootstrap's error)
+    copies = [_strong_row("tecoa", s, pgd, ref_aa) for s in range(3)] + [_strong_row("tima", s, pgd, same)
+                                                                         for s in range(3)]
+    one = (pgd.astype(float) - same) - (pgd.astype(float) - ref_aa)
+    g = study.strong_gaps(copies, eps=4).set_index("method").loc["tima"]
+    half = stats.norm.ppf(0.975) * math.sqrt(2 * np.var(one, ddof=1) / n / 4)
+    assert g.excess_high - g.excess == pytest.approx(100 * half)
+    found = study.findings_study(_study_rows(0.05), strong_rows=copies)[-1]
+    assert found.id == "06_no_gradient_masking" and found.verdict == "reproduced"
+    assert "APGD-CE + APGD-T (AutoAttack's gradient attacks)" in found.criterion
     masked_aa = pgd & (rng.random(n) < 0.5)  # AA breaks half of TIMA's PGD survivors: far above TeCoA's gap
-    masked = study.findings_study(_study_rows(0.05), strong_rows=[rows[0], _strong_row("tima", 0, pgd, masked_aa)])
+    masked = study.findings_study(_study_rows(0.05), strong_rows=copies[:3] + [
+        _strong_row("tima", s, pgd, masked_aa) for s in range(3)])
     assert masked[-1].verdict == "not reproduced" and masked[-1].ci_low > 2
-    # TIMA's images fewer than TeCoA's: no paired interval, the point rule alone
-    short = _strong_row("tima", 0, pgd[:200], same[:200])
-    assert math.isnan(study.strong_gaps([rows[0], short], eps=4).set_index("method").loc["tima", "excess_low"])
+    single = study.findings_study(_study_rows(0.05), strong_rows=copies[:1] + copies[3:4])[-1]
+    assert single.verdict == "inconclusive"  # one run: the run-to-run part cannot be estimated
+    alone = study.findings_study(_study_rows(0.05), strong_rows=copies[3:])[-1]  # no TeCoA reference checked
+    assert alone.id == "06_no_gradient_masking" and alone.verdict == "inconclusive" and math.isnan(alone.estimate)
 
 
 def test_store_appends_without_rewriting_survives_a_cut_line_and_prunes(tmp_path):
@@ -387,13 +447,14 @@ def test_store_appends_without_rewriting_survives_a_cut_line_and_prunes(tmp_path
         store.rows()
 
 
-def test_study_verdict_is_the_findings_rule_with_its_clean_tolerance_in_fractions():
-    """Issue 18: 06's verdicts come from findings.judge_ahead; a robustness gain bought with more clean accuracy than
-    the tolerance (a fraction: 0.01 = 1 point) stays mixed, and a looser tolerance lets it count."""
+def test_study_verdict_keeps_the_clean_condition_with_its_tolerance_in_fractions():
+    """A robustness gain bought with more clean accuracy than the tolerance (a fraction: 0.01 = 1 point) is mixed
+    (holds in part), and a looser tolerance lets it count."""
     rows = _study_rows(0.05)
     for r in rows:
         if r["method"] == "tima":
-            r["scores"]["clean"] -= 0.03  # three points of clean accuracy for five robust points
+            for k in [k for k in r["scores"] if k.startswith("clean")]:
+                r["scores"][k] -= 0.03  # three points of clean accuracy for five robust points
     assert [f.verdict for f in study.findings_study(rows)] == ["mixed", "mixed"]
     loose = study.findings_study(rows, clean_tolerance=0.05)
     assert [f.verdict for f in loose] == ["reproduced", "reproduced"] and "-5 point" in loose[1].criterion
