@@ -3,9 +3,10 @@
 A cell is (dataset, model, attack, eps, n): the first n test images of the dataset, attacked by the named attack at
 eps (1/255 units; attack 'clean' at eps 0 is the unattacked images) against the model's zero-shot head. Its row
 holds the accuracy, the clean accuracy of the same images, the mean logit margin, the per-sample correctness (hex
-of the packed bits, so any prefix of a larger run can be re-scored), n, the seconds it took and the image and text
-fingerprints. Notebooks 03 and 04 call :func:`evaluate`; 05's resumable store (:func:`nbhelpers.grid.run_grid`)
-runs the same function with its lookup and store hooks. Images are first-N in the dataset's order and every cell
+of the packed bits, so any prefix of a larger run can be re-scored), n, the seconds it took, the model's identity
+strings (``image_id``, ``text_id``: :class:`EvalModel`) and the image and text fingerprints. Notebooks 03 and 04
+call :func:`evaluate`; 05's resumable store (:func:`nbhelpers.grid.run_grid`) runs the same function with its
+lookup and store hooks. Images are first-N in the dataset's order and every cell
 seeds its attack with ``seed``, so a small run is a prefix of a large one.
 
 Attacks: the names of :data:`nbhelpers.attacks.ATTACKS` (pgd10, pgd100, cw10, aa, aa_full) and any ``pgdN`` /
@@ -54,6 +55,9 @@ class EvalModel:
 
     embed: (classnames, templates) -> unit class embeddings (C, D). run: the training.FinetuneResult that made the
     image tower (None: not fine-tuned here). tags: extra columns of this model's rows (e.g. image and text side).
+    image_id, text_id: identity strings of the image tower and of the text side, set by the code that builds the
+    model from what made them (e.g. the training cache key), never from computed numbers; written on every row and
+    what 05's store reuses cells by ("" = none: its rows are matched by their computed fingerprints).
     """
 
     name: str
@@ -184,11 +188,13 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
     """Rows of every cell of models x datasets x attacks x eps (see :func:`plan_cells`), one row per cell.
 
     Columns: profile, model, model_label, text_side, the model's tags, dataset, protocol and sampling (how the
-    images were read and chosen: data.EvalSet), zero_shot (dataset != finetune_set), seed, image_fingerprint,
-    text_fingerprint, and those of :func:`evaluate_cell`. sampling: the paper subset rule (None: the default).
-    lookup(identity) may return a stored row for a cell (identity: profile, model, dataset, protocol, sampling,
-    attack, eps, n_requested, seed and the two fingerprints), which is then used instead of computing it; store(row) receives
-    every computed row and returns the row to keep (05's resumable JSON-lines store).
+    images were read and chosen: data.EvalSet), zero_shot (dataset != finetune_set), seed, image_id and text_id
+    (the model's identities, "" when it has none), image_fingerprint and text_fingerprint (hashes of the computed
+    weights and class embeddings: provenance), and those of :func:`evaluate_cell`. sampling: the paper subset rule
+    (None: the default). lookup(identity) may return a stored row for a cell (identity: profile, model, dataset,
+    protocol, sampling, attack, eps, n_requested, seed, the two ids and the two fingerprints), which is then used
+    instead of computing it; store(row) receives every computed row and returns the row to keep (05's resumable
+    JSON-lines store).
     """
     cells = plan_cells(datasets=datasets, models=list(models), attacks=attacks, eps_list=eps_list, n=n,
                        strong_attacks=strong_attacks, strong_eps_list=strong_eps_list, n_strong=n_strong,
@@ -214,6 +220,7 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
                                 "text_side": model.text_side, **model.tags, "dataset": dataset,
                                 "protocol": evalset.protocol, "sampling": evalset.sampling,
                                 "zero_shot": dataset != finetune_set, "seed": seed,
+                                "image_id": model.image_id, "text_id": model.text_id,
                                 "image_fingerprint": image_fps[key],
                                 "text_fingerprint": tensor_fingerprint(head.class_embeddings)}
                 cell = {**identity, "attack": attack, "eps": eps, "n_requested": n_cell}

@@ -1,13 +1,29 @@
 """The full evaluation of 05: (model, dataset, attack, eps) cells, first-N, one JSON line per cell, resumable.
 
-Cells are computed by the one runner, :func:`nbhelpers.evaluation.evaluate`; this module adds 05's store on top.
-Every cell is one row of ``results/05_evaluation.jsonl`` holding what varies by cell: its accuracy, the clean
-accuracy of the same images, the per-sample correctness (hex of the packed bits, so any prefix of a larger run can
-be re-scored), the sample count, the seconds it took, the image and text fingerprints, and the id of the run that
-computed it. What is constant over a run (config, code version, torch, device, base model, fast, amp, when) is
-written once per run to ``results/05_evaluation.meta.json`` (``runs``). Both files are rewritten atomically after
-every cell, so an interrupted evaluation loses at most the cell in flight; a rerun reuses every stored cell whose
-model fingerprints still match and computes only the rest.
+Cells are computed by the one runner, :func:`nbhelpers.evaluation.evaluate`; this module adds 05's store on top, the
+shared :class:`nbhelpers.store.JsonlStore` keyed by :data:`KEY_FIELDS`. Every cell is one row of
+``results/05_evaluation.jsonl`` holding what varies by cell: its accuracy, the clean accuracy of the same images, the
+per-sample correctness (hex of the packed bits, so any prefix of a larger run can be re-scored), the sample count,
+the seconds it took, the identities of its image tower and text side (``image_id``, ``text_id``), their computed
+fingerprints (provenance), and the id of the run that computed it. What is constant over a run (config, code
+version, torch, device, base model, fast, amp, when) is written once per run to ``results/05_evaluation.meta.json``
+(``runs``), when the run stores its first cell. Each computed cell is appended as one line, flushed to disk, so an
+interrupted evaluation loses at most the cell in flight; a rerun reuses the stored cells and computes only the rest.
+
+**When a stored cell is reused.** Its key fields must equal the cell's, and then each side (image tower, text side)
+must match, side by side:
+
+- the model's id and the row's id both non-empty: they must be equal (the computed fingerprints are not looked at,
+  so a model rebuilt on another CPU, whose weights differ in their last bits, reuses the cell);
+- the row has no id for the side yet (rows stored before ids existed): the row's fingerprint must equal the model's
+  computed one; the row is then *adopted*: it gets the model's id (appended as its new version, the store is
+  compacted once at the end of the run), so after one run on the machine that made it the store is keyed by
+  identity and reusable on any machine;
+- the model has no id for the side (code that sets none): the fingerprints must be equal, as before ids existed.
+
+A row whose id differs from the model's is never reused (another training configuration or text side).
+``rerun=True`` recomputes every cell. ``python -m nbhelpers.grid --status`` counts the rows keyed by identity
+(current) and the rest; ``--compact`` and ``--prune`` rewrite the store atomically.
 
 Attacks (eps in 1/255 units everywhere here): PGD-10 and PGD-100 (cross-entropy, random start, step 1/255),
 CW-margin PGD-10, and AutoAttack's two gradient attacks of the standard version (APGD-CE, APGD-T; torchattacks)
@@ -16,8 +32,9 @@ the first n_strong of the same images at the strong eps.
 """
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +45,17 @@ from nbhelpers import analysis, metrics, paths, results
 from nbhelpers import attacks as attack_mod
 from nbhelpers.data import load_eval_set
 from nbhelpers.evaluation import EvalModel, evaluate
-from nbhelpers.utils import atomic_path, content_key, unpack_mask
+from nbhelpers.store import JsonlStore
+from nbhelpers.utils import content_key, unpack_mask
 from nbhelpers.zeroshot import ZeroShotClassifier, build_head
 
 
 KEY_FIELDS = ("profile", "model", "dataset", "protocol", "sampling", "attack", "eps", "n_requested", "seed")
 RUN_FIELDS = ("config", "base_model", "model_fingerprint", "code_version", "torch", "device", "fast", "amp",
               "created")  # constant over one run: stored once per run in the meta file, not on every row
+# each side of a cell: its identity (set by the code that builds the model) and its computed fingerprint
+SIDES = (("image_id", "image_fingerprint"), ("text_id", "text_fingerprint"))
+ID_FIELDS = tuple(side[0] for side in SIDES)
 # The store's format, written to its meta file and read back, never guessed from the fields of a row:
 #   1: no 'format_version' in the meta file (or no meta file). Rows of its first layout carry the run stamp on
 #      every row (they hold 'code_version'); later rows of format 1 may carry the model's configuration tag under
@@ -43,55 +64,41 @@ RUN_FIELDS = ("config", "base_model", "model_fingerprint", "code_version", "torc
 #   3: rows also hold 'protocol' and 'sampling' (how the images were read and chosen, data.EvalSet), part of a cell's
 #      key. Rows of formats 1-2 were made by code that had one way each: "mini" / "first" on the mini profile, on
 #      the paper profile open_clip's transform ("clip") on the first n items ("first").
+#   Rows may carry 'image_id' / 'text_id' (absent or empty: not keyed by identity yet), and a key may appear on more
+#   than one line, the last one winning (an adopted or recomputed cell): a reader of format 3 that takes the last
+#   row of each key reads both, so neither changed the format.
 STORE_FORMAT_VERSION = 3
+STORE_DESCRIPTION = ("JSON lines, one cell per line; each row's 'run' names its stamp in 'runs'; the last line of a "
+                     "key wins")
 _FORMAT_2_READING = {"mini": {"protocol": "mini", "sampling": "first"},
                      "paper": {"protocol": "clip", "sampling": "first"}}
 
 
+def open_store(path: str | Path) -> JsonlStore:
+    """05's store at path (the shared JSON-lines store, keyed by KEY_FIELDS, with its meta file)."""
+    return JsonlStore(path, key_fields=KEY_FIELDS, format_version=STORE_FORMAT_VERSION,
+                      description=STORE_DESCRIPTION)
+
+
 def load_rows(path: str | Path) -> list[dict]:
-    """Rows of a JSON-lines results file as stored (empty if it does not exist)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{i} is not valid JSON ({err}); remove the line or the file") from err
-    return rows
+    """Rows of a JSON-lines results file as stored, every line (empty if it does not exist)."""
+    return JsonlStore(path).rows()
 
 
 def store_format(path: str | Path) -> int:
     """The format version of 05's store at path, from its meta file (1 when the meta file does not declare one)."""
-    meta_file = results.meta_path(path)
-    version = json.loads(meta_file.read_text()).get("format_version", 1) if meta_file.is_file() else 1
-    if version not in range(1, STORE_FORMAT_VERSION + 1):
-        raise ValueError(f"{path} is a store of format {version!r}; this code reads formats 1 to "
-                         f"{STORE_FORMAT_VERSION}: update the code, or move the file away to start a new store")
-    return version
+    return open_store(path).stored_format()
 
 
-def load_store(path: str | Path) -> tuple[list[dict], dict[str, dict]]:
-    """(rows, runs) of 05's store: the JSON lines and the run stamps of its meta file, by run id.
-
-    The current format is read as stored; older ones are converted (see STORE_FORMAT_VERSION): format 1 rows
-    that carry the run stamp ('code_version' on the row) get a run stamp 'legacy-<hash>' made of their
-    run-constant fields, and a 'config' on any other row is the model's configuration tag, now 'model_config';
-    rows of formats 1-2 get the protocol and sampling their code used.
-    """
-    meta_file = results.meta_path(path)
-    version = store_format(path)
-    runs = dict(json.loads(meta_file.read_text()).get("runs", {})) if meta_file.is_file() else {}
-    rows = load_rows(path)
+def _convert(rows: list[dict], runs: dict[str, dict], version: int) -> None:
+    """Convert rows of format `version` (and their runs) to the current format, in place (see STORE_FORMAT_VERSION)."""
     if version == STORE_FORMAT_VERSION:
-        return rows, runs
+        return
     for row in rows:
         for field, value in _FORMAT_2_READING[row["profile"]].items():
             row.setdefault(field, value)
     if version == 2:
-        return rows, runs
+        return
     for row in rows:
         if "code_version" not in row:
             if "config" in row:
@@ -105,33 +112,89 @@ def load_store(path: str | Path) -> tuple[list[dict], dict[str, dict]]:
         earliest = min(created, runs.get(run_id, {}).get("created", created))
         runs[run_id] = {**legacy, "created": earliest}
         row["run"] = run_id
-    return rows, runs
 
 
-def _write_store(path: Path, rows: list[dict], runs: dict[str, dict]) -> None:
-    """Meta file (format version, the runs the rows refer to), then the JSON lines; each written atomically."""
-    used = {r.get("run") for r in rows}
-    meta = {"table": path.stem, "format": "JSON lines, one cell per line; each row's 'run' names its stamp in 'runs'",
-            "format_version": STORE_FORMAT_VERSION, "key_fields": list(KEY_FIELDS),
-            "runs": {k: v for k, v in runs.items() if k in used}, "rows": len(rows)}
-    with atomic_path(results.meta_path(path)) as tmp:
-        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+def load_store(path: str | Path) -> tuple[list[dict], dict[str, dict]]:
+    """(rows, runs) of 05's store: the last row of each cell (in the order cells were first stored) and the run
+    stamps of its meta file, by run id.
+
+    The current format is read as stored; older ones are converted (see STORE_FORMAT_VERSION): format 1 rows
+    that carry the run stamp ('code_version' on the row) get a run stamp 'legacy-<hash>' made of their
+    run-constant fields, and a 'config' on any other row is the model's configuration tag, now 'model_config';
+    rows of formats 1-2 get the protocol and sampling their code used.
+    """
+    store = open_store(path)
+    version = store.stored_format()
+    runs = store.runs()
+    rows = store.rows()
+    _convert(rows, runs, version)
+    latest: dict[tuple, dict] = {}
+    for row in rows:
+        latest[store.key(row)] = row
+    return list(latest.values()), runs
 
 
-def _key(row: dict) -> tuple:
-    return tuple(row[k] for k in KEY_FIELDS)
+def reuse(stored: Mapping, cell: Mapping) -> str | None:
+    """How a stored row of a cell's key serves it (the rule of the module docstring): 'reuse', 'adopt' (reuse once
+    the row takes the model's ids), or None (compute it)."""
+    adopt = False
+    for id_field, fp_field in SIDES:
+        mine, theirs = cell.get(id_field) or "", stored.get(id_field) or ""
+        if mine and theirs:
+            if mine != theirs:
+                return None
+        elif stored.get(fp_field) != cell.get(fp_field):
+            return None
+        elif mine:
+            adopt = True
+    return "adopt" if adopt else "reuse"
+
+
+def is_current(row: Mapping) -> bool:
+    """Whether a stored row is keyed by identity (both ids set): reusable on any machine by a model with its ids."""
+    return all(row.get(f) for f in ID_FIELDS)
+
+
+def store_status(path: str | Path) -> dict[str, object]:
+    """Counts of 05's store: lines, cells (keys), superseded lines, current (cells keyed by identity) and other
+    (cells without ids: reused only where their fingerprints are reproduced), a cut last line, format, runs."""
+    store = open_store(path)
+    status = store.status()
+    rows, runs = load_store(path)
+    current = sum(is_current(r) for r in rows)
+    unnamed = sorted({str(r.get("run")) for r in rows} - set(runs))
+    return {**status, "current": current, "other": len(rows) - current, "runs": len(runs),
+            "rows naming no stored run": len([r for r in rows if str(r.get("run")) in unnamed])}
+
+
+def compact_store(path: str | Path, *, keep: Callable[[Mapping], bool] | None = None) -> int:
+    """Rewrite 05's store atomically in the current format: the last row of each cell (those keep() takes, when
+    given), and the stamps of the runs they name; returns how many lines went."""
+    store = open_store(path)
+    lines = len(store.rows())
+    rows, runs = load_store(path)
+    kept = [r for r in rows if keep is None or keep(r)]
+    if len(kept) < lines or store.stored_format() != STORE_FORMAT_VERSION or store.status()["cut_tail"]:
+        store.rewrite(kept, runs=runs)
+    return lines - len(kept)
+
+
+def prune_store(path: str | Path) -> int:
+    """Drop the cells not keyed by identity ('other' in store_status) and superseded lines; returns how many lines
+    went. Run 05 first, so that the cells of the current models are adopted (given their ids) and stay."""
+    return compact_store(path, keep=is_current)
 
 
 @dataclass
 class GridRun:
-    """Rows of this run's cells (stored ones reused, the rest computed), how many were computed, and where."""
+    """Rows of this run's cells (stored ones reused, the rest computed), how many were computed, reused (of them,
+    adopted: given the model's ids), and where."""
 
     rows: pd.DataFrame
     computed: int
     reused: int
     path: Path
+    adopted: int = 0
 
     @property
     def meta_path(self) -> Path:
@@ -153,29 +216,40 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
     path: the JSON-lines file (default results/05_evaluation.jsonl). rerun: recompute stored cells too.
     fast, amp: see evaluation.attack_logits (recorded in the run stamp; a stored cell is reused whatever they were).
     sampling: the paper subset rule (None: paper_data.DEFAULT_SAMPLING); the protocol is the preprocess's.
+    Stored cells are reused by the rule of the module docstring (ids, else fingerprints; rows without ids adopted).
     """
     path = Path(path) if path is not None else paths.RESULTS_DIR / "05_evaluation.jsonl"
-    rows, runs = load_store(path)
-    if rows and store_format(path) != STORE_FORMAT_VERSION:  # rows of an older format: rewrite them in this one
-        _write_store(path, rows, runs)
-    stored = {_key(r): r for r in rows}
+    store = open_store(path)
+    rows, runs = load_store(path)  # refuses a format this code cannot read, before any work
+    if rows and store.stored_format() != STORE_FORMAT_VERSION:  # rows of an older format: rewrite them in this one
+        store.rewrite(rows, runs=runs)
+    stored = {store.key(r): r for r in rows}
     stamp = results.provenance_stamp(config=config or {}, model=base_model, device=str(device), fast=fast, amp=amp)
     run_id = content_key(stamp)
-    counts = {"computed": 0, "reused": 0}
+    counts = {"computed": 0, "reused": 0, "adopted": 0, "replaced": 0}
 
     def lookup(cell: dict) -> dict | None:
-        old = stored.get(_key(cell))
-        if (old is None or rerun or old["image_fingerprint"] != cell["image_fingerprint"]
-                or old["text_fingerprint"] != cell["text_fingerprint"]):
+        key = store.key(cell)
+        old = stored.get(key)
+        how = None if old is None or rerun else reuse(old, cell)
+        if how is None:
             return None
+        if how == "adopt":
+            old = {**old, **{f: cell[f] for f in ID_FIELDS if cell.get(f) and not old.get(f)}}
+            store.append(old, replace=True)
+            stored[key] = old
+            counts["adopted"] += 1
         counts["reused"] += 1
         return old
 
-    def store(row: dict) -> dict:
+    def keep(row: dict) -> dict:
+        if not counts["computed"]:
+            store.add_run(run_id, stamp)  # once per run, before its first row
         row = {**row, "run": run_id}
-        stored[_key(row)] = row
-        runs[run_id] = stamp
-        _write_store(path, list(stored.values()), runs)
+        key = store.key(row)
+        counts["replaced"] += key in stored
+        store.append(row, replace=True)
+        stored[key] = row
         counts["computed"] += 1
         return row
 
@@ -183,8 +257,10 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
                         strong_attacks=strong_attacks, strong_eps_list=strong_eps_list, n_strong=n_strong,
                         strong_datasets=strong_datasets, finetune_set=finetune_set, seed=seed,
                         batch_size=batch_size, data_root=data_root, preprocess=preprocess, device=device, fast=fast,
-                        amp=amp, progress=progress, sampling=sampling, lookup=lookup, store=store)
-    return GridRun(this_run, counts["computed"], counts["reused"], path)
+                        amp=amp, progress=progress, sampling=sampling, lookup=lookup, store=keep)
+    if counts["adopted"] or counts["replaced"]:
+        compact_store(path)  # once per run: each cell's last row in place of its older one
+    return GridRun(this_run, counts["computed"], counts["reused"], path, counts["adopted"])
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -366,3 +442,25 @@ def compare_published(published: pd.DataFrame, ours: pd.DataFrame | None = None)
             table["ours (released checkpoint)"] = [released.get((m, metric, a, float(e)))
                                                    for m, metric, a, e, *_ in table.index]
     return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m nbhelpers.grid [--status | --compact | --prune] [path] (default results/05_evaluation.jsonl)."""
+    ap = argparse.ArgumentParser(description="status, compaction or pruning of 05's evaluation store")
+    ap.add_argument("path", nargs="?", default=str(paths.RESULTS_DIR / "05_evaluation.jsonl"))
+    action = ap.add_mutually_exclusive_group()
+    action.add_argument("--status", action="store_true", help="print the store's counts, change nothing (default)")
+    action.add_argument("--compact", action="store_true",
+                        help="rewrite the store with the last row of each cell only, in the current format")
+    action.add_argument("--prune", action="store_true",
+                        help="also drop the cells not keyed by identity (no image_id/text_id: run 05 first)")
+    args = ap.parse_args(argv)
+    if not Path(args.path).is_file():
+        ap.error(f"no store at {args.path}")
+    dropped = prune_store(args.path) if args.prune else compact_store(args.path) if args.compact else 0
+    print(json.dumps({**store_status(args.path), "dropped_lines": dropped}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

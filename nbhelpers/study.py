@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +34,8 @@ from nbhelpers.findings import (FAMILY_ALPHA, MIXED, NOT_REPRODUCED, REPRODUCED,
                                 effect_interval, holm, judge_ahead, judge_effect, judge_noninferior,
                                 measured_image_variance, paired_bootstrap_diff_ci, paired_image_variance,
                                 t_interval)
-from nbhelpers.utils import atomic_path, content_key, unpack_mask
+from nbhelpers.store import JsonlStore
+from nbhelpers.utils import content_key, unpack_mask
 
 STAGES: tuple[str, ...] = STUDY_STAGES  # validation (selection), test (seeds), strong (AutoAttack), ablation
 LR_GRID: dict[str, tuple[float, ...]] = {"mini": (1e-4, 3e-4, 1e-3), "paper": (3e-6, 1e-5, 3e-5)}  # peak SGD lr
@@ -247,63 +246,23 @@ def row_key(*, stage: str, method: str, overrides: Mapping[str, object], train_s
                         "evaluation": dict(evaluation)})
 
 
-class StudyStore:
-    """Resumable JSON-lines store: one row per trained configuration and evaluated cell, appended atomically."""
+class StudyStore(JsonlStore):
+    """06's store: the shared resumable JSON-lines store (nbhelpers.store), one row per trained configuration and
+    evaluated cell, keyed by its 'key' (:func:`row_key`), without a meta file."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        super().__init__(path, key_fields=("key",))
 
     def rows(self, *, stage: str | None = None) -> list[dict]:
-        """All rows in file order (only `stage`'s if given)."""
-        if not self.path.is_file():
-            return []
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        rows = []
-        for i, line in enumerate(lines):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                if i < len(lines) - 1:
-                    raise ValueError(f"{self.path}: row {i + 1} is not valid JSON ({err})") from err
-                warnings.warn(f"{self.path}: the last line is cut short (a run stopped while writing it); it is "
-                              "ignored and its configuration will be run again", stacklevel=2)
-        return [r for r in rows if stage is None or r.get("stage") == stage]
+        """All rows in file order (only `stage`'s if given); a last line cut short is ignored with a warning."""
+        return [r for r in super().rows() if stage is None or r.get("stage") == stage]
 
-    def has(self, key: str) -> bool:
-        """Whether a row with this key is stored."""
-        return any(r.get("key") == key for r in self.rows())
-
-    def append(self, row: Mapping[str, object]) -> None:
-        """Add one row (must hold a new 'key'): one line appended in a single write and flushed to disk. Earlier rows
-        are never rewritten; a last line cut short by a crash (no newline at the end) is cut off first."""
+    def append(self, row: Mapping[str, object], *, replace: bool = False) -> None:
+        """Add one row holding a new non-empty string 'key' (see JsonlStore.append: one line, fsynced)."""
         key = row.get("key")
         if not isinstance(key, str) or not key:
             raise ValueError("a study row needs a non-empty string 'key' (see row_key)")
-        if self.has(key):
-            raise ValueError(f"row {key} is already stored in {self.path}")
-        line = json.dumps(dict(row), sort_keys=True, allow_nan=True) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab+") as fh:
-            end = fh.seek(0, os.SEEK_END)
-            if end:
-                fh.seek(max(0, end - (1 << 20)))
-                tail = fh.read()
-                if not tail.endswith(b"\n"):  # a partial row: drop it (its configuration is simply run again)
-                    fh.truncate(end - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0)
-                    fh.seek(0, os.SEEK_END)
-            fh.write(line.encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def prune(self, keep: Callable[[Mapping], bool]) -> int:
-        """Drop every row for which keep(row) is false (rows of other numerics or settings); the file is rewritten
-        atomically. Returns how many rows were dropped."""
-        rows = self.rows()
-        kept = [r for r in rows if keep(r)]
-        if len(kept) < len(rows):
-            with atomic_path(self.path) as tmp:
-                tmp.write_text("".join(json.dumps(r, sort_keys=True, allow_nan=True) + "\n" for r in kept))
-        return len(rows) - len(kept)
+        super().append(row, replace=replace)
 
 
 # (config, train_seed) -> scores, or (scores, per_sample): per_sample maps "<metric>/<task>" to the packed

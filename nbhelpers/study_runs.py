@@ -269,8 +269,7 @@ def carry_over(old_numerics: str, *, store_path: str | Path = STORE_PATH) -> int
                                        train_seed=row["train_seed"], evaluation=row["evaluation"])
             moved += 1
     if moved:
-        with atomic_path(store.path) as tmp:
-            tmp.write_text("".join(json.dumps(r, sort_keys=True, allow_nan=True) + "\n" for r in rows))
+        store.rewrite(rows)  # atomic: temporary file and rename
     return moved
 
 

@@ -2,6 +2,7 @@
 old row format), first-N prefixes, the runner = the deprecated 00 loop, and the sanity signs of a sound evaluation."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 
@@ -12,7 +13,7 @@ import torch
 from nbhelpers import attacks, data, evaluation, grid, losses, metrics, suite, utils, world
 from nbhelpers.config import ConfigError, EvaluationConfig
 from nbhelpers.evaluation import EvalModel, text_embedder
-from nbhelpers.zeroshot import build_head
+from nbhelpers.zeroshot import build_head, model_fingerprint
 
 GRID = dict(profile="mini", datasets=["shapes"], eps_list=[1.0, 4.0], attacks=["pgd10"],
             strong_attacks=["cw10", "pgd100", "aa"], strong_eps_list=[4.0], n=48, n_strong=16, batch_size=64,
@@ -42,11 +43,13 @@ def test_one_row_per_planned_cell_with_provenance_once_per_run(first_run):
     assert len(rows) == len(planned) == first_run.computed == 2 * (1 + 2 + 3)
     stored = [json.loads(line) for line in first_run.path.read_text().splitlines()]
     meta = json.loads(first_run.meta_path.read_text())
-    assert first_run.meta_path.name == "05_evaluation.meta.json" and meta["rows"] == len(planned)
+    assert first_run.meta_path.name == "05_evaluation.meta.json" and "rows" not in meta  # not rewritten per cell
+    assert meta["format_version"] == grid.STORE_FORMAT_VERSION and meta["key_fields"] == list(grid.KEY_FIELDS)
     assert len(stored) == len(planned) and len(meta["runs"]) == 1
     for r in stored:
-        assert {"image_fingerprint", "text_fingerprint", "n", "seconds", "clean_accuracy", "accuracy",
-                "margin_mean", "correct", "run"} <= set(r)
+        assert {"image_fingerprint", "text_fingerprint", "image_id", "text_id", "n", "seconds", "clean_accuracy",
+                "accuracy", "margin_mean", "correct", "run"} <= set(r)
+        assert r["image_id"] == r["text_id"] == ""  # these models were built without identities
         assert not set(grid.RUN_FIELDS) & set(r), "run-constant provenance belongs in the meta file"
         assert meta["runs"][r["run"]]["config"] == {"test": 1}
     run = next(iter(meta["runs"].values()))
@@ -354,3 +357,109 @@ def test_checkpoints_parameter_is_checked_before_any_work(tmp_path):
         EvaluationConfig.from_params(checkpoints=json.dumps({"TeCoA (released)": str(tmp_path)}))
     with pytest.raises(ConfigError, match="name of a model trained here"):
         EvaluationConfig.from_params(checkpoints=json.dumps({"TeCoA": str(grid.paths.MINI_CHECKPOINT)}))
+
+
+# ---------------------------------------------------------------------------------------------- identity keys
+IDS = dict(profile="mini", datasets=["shapes"], eps_list=[1.0], attacks=["pgd2"], n=16, batch_size=64,
+           progress=False)
+
+
+def _perturbed(model):
+    """A copy of the model whose image tower differs from it in the last bit of one weight (another CPU's rounding)."""
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        w = next(twin.clip.visual.parameters()).view(-1)
+        w[0] = torch.nextafter(w[0], torch.tensor(float("inf")))
+    return twin
+
+
+def _with_ids(model, image_id="", text_id="", *, image_model=None):
+    """The model as an EvalModel named 'm' (its own text side), with the given identities."""
+    return {"m": EvalModel("m", "m", image_model or model, text_embedder(model), "original", image_id=image_id,
+                           text_id=text_id)}
+
+
+def test_reuse_rule_side_by_side():
+    """Ids decide when both are set; a row without ids needs equal fingerprints and is then adopted; a model without
+    ids falls back to the fingerprints."""
+    row = {"image_id": "A", "text_id": "T", "image_fingerprint": "f1", "text_fingerprint": "g1"}
+    cell = {**row, "image_fingerprint": "f2", "text_fingerprint": "g2"}  # same ids, other last bits
+    assert grid.reuse(row, cell) == "reuse"
+    assert grid.reuse(row, {**cell, "image_id": "B"}) is None
+    assert grid.reuse(row, {**cell, "text_id": "U"}) is None
+    old = {"image_fingerprint": "f1", "text_fingerprint": "g1"}  # stored before ids existed
+    assert grid.reuse(old, {**old, "image_id": "A", "text_id": "T"}) == "adopt"
+    assert grid.reuse({**old, "image_id": "", "text_id": ""}, {**old, "image_id": "A", "text_id": "T"}) == "adopt"
+    assert grid.reuse(old, {**old, "image_fingerprint": "f2", "image_id": "A", "text_id": "T"}) is None
+    assert grid.reuse(old, {**old, "image_id": "", "text_id": ""}) == "reuse"  # no ids anywhere: fingerprints
+    assert grid.reuse(old, {**old, "text_fingerprint": "g2", "image_id": "", "text_id": ""}) is None
+    assert grid.reuse(row, {**cell, "image_id": ""}) is None  # this model has no image id: its fingerprint decides
+    assert grid.reuse(row, {**row, "image_id": ""}) == "reuse"
+
+
+def test_a_cell_is_reused_by_identity_when_the_weights_differ_in_their_last_bits(mini_model, tmp_path):
+    path = tmp_path / "05_evaluation.jsonl"
+    first = grid.run_grid(_with_ids(mini_model, "img-A", "txt-A"), path=path, **IDS)
+    assert first.computed == 2 and first.reused == 0
+    assert {(r["image_id"], r["text_id"]) for r in map(json.loads, path.read_text().splitlines())} == {
+        ("img-A", "txt-A")}
+    twin = _perturbed(mini_model)
+    assert model_fingerprint(twin.clip.visual) != first.rows.image_fingerprint.iloc[0]
+    before = path.read_bytes()
+    again = grid.run_grid(_with_ids(mini_model, "img-A", "txt-A", image_model=twin), path=path, **IDS)
+    assert again.computed == 0 and again.reused == 2 and again.adopted == 0
+    assert path.read_bytes() == before  # nothing written by a run that computes nothing
+    assert set(again.rows.image_fingerprint) == set(first.rows.image_fingerprint)  # the stored row, as stored
+    # another identity (another training configuration) is never taken for this one, even with equal weights
+    other = grid.run_grid(_with_ids(mini_model, "img-B", "txt-A"), path=path, **IDS)
+    assert other.computed == 2 and other.reused == 0
+    other_text = grid.run_grid(_with_ids(mini_model, "img-B", "txt-B"), path=path, **IDS)
+    assert other_text.computed == 2 and other_text.reused == 0
+    # the store keeps one row per cell (the last computed), each appended, then compacted once
+    stored = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(stored) == 2 and {(r["image_id"], r["text_id"]) for r in stored} == {("img-B", "txt-B")}
+
+
+def test_rows_without_ids_are_adopted_when_their_fingerprints_match(mini_model, tmp_path):
+    """A store written before ids existed (rows without image_id/text_id) is reused by a model with ids whose
+    fingerprints equal the rows', and then carries its ids, numbers unchanged, so that a machine whose weights differ
+    in their last bits reuses it too; rows whose fingerprints differ are not adopted."""
+    path = tmp_path / "05_evaluation.jsonl"
+    legacy = grid.run_grid(_with_ids(mini_model), path=path, **IDS)
+    lines = [{k: v for k, v in json.loads(line).items() if k not in grid.ID_FIELDS}
+             for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))  # as committed before ids
+    twin = _perturbed(mini_model)
+    copy_path = tmp_path / "copy.jsonl"
+    copy_path.write_text(path.read_text())
+    grid.results.meta_path(copy_path).write_text(grid.results.meta_path(path).read_text())
+    not_adopted = grid.run_grid(_with_ids(mini_model, "img-A", "txt-A", image_model=twin), path=copy_path, **IDS)
+    assert not_adopted.computed == 2 and not_adopted.adopted == 0  # other weights, no ids: not this model's cells
+    adopted = grid.run_grid(_with_ids(mini_model, "img-A", "txt-A"), path=path, **IDS)
+    assert adopted.computed == 0 and adopted.reused == adopted.adopted == 2
+    stored = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(stored) == 2 and all((r["image_id"], r["text_id"]) == ("img-A", "txt-A") for r in stored)
+    assert [{k: v for k, v in r.items() if k not in grid.ID_FIELDS} for r in stored] == lines  # numbers as stored
+    assert grid.store_status(path)["current"] == 2 and grid.store_status(path)["other"] == 0
+    elsewhere = grid.run_grid(_with_ids(mini_model, "img-A", "txt-A", image_model=twin), path=path, **IDS)
+    assert elsewhere.computed == 0 and elsewhere.reused == 2
+    pd.testing.assert_frame_equal(elsewhere.rows[["accuracy", "correct"]], legacy.rows[["accuracy", "correct"]])
+
+
+def test_grid_cli_reports_compacts_and_prunes_the_store(mini_model, tmp_path, capsys):
+    path = tmp_path / "05_evaluation.jsonl"
+    grid.run_grid(_with_ids(mini_model), path=path, **IDS)  # two cells without ids
+    grid.run_grid(_with_ids(mini_model, "img-A", "txt-A"), path=path, **{**IDS, "n": 8})  # two with ids
+    with open(path, "a") as fh:
+        fh.write(path.read_text().splitlines()[0] + "\n")  # a superseded line
+    assert grid.main(["--status", str(path)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert {k: status[k] for k in ("lines", "keys", "superseded", "current", "other")} == {
+        "lines": 5, "keys": 4, "superseded": 1, "current": 2, "other": 2}
+    assert grid.main(["--compact", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["dropped_lines"] == 1 and len(path.read_text().splitlines()) == 4
+    assert grid.main(["--prune", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["dropped_lines"] == 2
+    assert all(r["image_id"] == "img-A" for r in map(json.loads, path.read_text().splitlines()))
+    with pytest.raises(SystemExit):
+        grid.main(["--status", str(tmp_path / "missing.jsonl")])
