@@ -592,13 +592,20 @@ class IATNotebookConfig(_RunsMixin, _EvalKnobs, IATKnobs, FinetuneKnobs, BaseCon
 
 
 @dataclass(frozen=True)
-class TAINotebookConfig(_RunsMixin, _EvalKnobs, ReleasedKnobs, SelectionKnobs, TAIKnobs, IATKnobs, FinetuneKnobs,
-                        BaseConfig):
+class TAINotebookConfig(_RunsMixin, _EvalKnobs, ReleasedKnobs, SelectionKnobs, AdaptationKnobs, TAIKnobs, IATKnobs,
+                        FinetuneKnobs, BaseConfig):
     """04_tai: TAI and TIMA trained beside the baselines, evaluated at eval_eps_list."""
 
     eval_eps_list: list[float] = knob([1.0, 4.0], "evaluation radii in 1/255 units (clean is always added)")
     baselines: list[str] = knob(["tecoa", "pmg_aft"], "engine methods trained beside TAI")
     with_iat: bool = knob(True, "also train TIMA (IAT text tuning, then TAI on it)")
+    with_prompts: bool = knob(True, "also train the visual-prompt variants (CLIP frozen) of TeCoA, PMG-AFT and TIMA among the compared methods")
+
+    def compared_models(self) -> list[str]:
+        """The models 04 compares: zero-shot CLIP, the baselines, TAI, TIMA, then the prompted variants."""
+        names = ["zero_shot", *self.baselines, "tai", *(["tima"] if self.with_iat else [])]
+        prompted = [f"{n}_vp" for n in names if f"{n}_vp" in methods.model_names()] if self.with_prompts else []
+        return names + prompted
 
     def check(self) -> None:
         super().check()
