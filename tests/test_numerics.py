@@ -160,7 +160,7 @@ def test_the_check_catches_a_changed_objective(cases, monkeypatch, tmp_path):
 
 _KEYS_SCRIPT = """
 import json, nbhelpers
-from nbhelpers import config, study, study_runs, text_tuning, training
+from nbhelpers import config, methods, study, study_runs, text_tuning, training
 cfg = config.StudyConfig()
 keys = {"package": nbhelpers.__file__,
         "cache": {m: training.cache_key(config.FinetuneConfig.from_params(method=m)) for m in methods.engine_names()},
