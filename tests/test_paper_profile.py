@@ -46,7 +46,7 @@ NBVAL_PARAMETERS = {
                       "n_gallery": 2},
     "03_iat": {**FINETUNE, "datasets": ["cifar10"], "n_samples": 2},
     "04_tai": {**FINETUNE, "configs": "knobs", "datasets": ["cifar10"], "n_samples": 2, "eval_eps_list": [4.0],
-               "baselines": ["tecoa"]},
+               "baselines": ["tecoa"], "with_prompts": False},
     "05_evaluation": {**FINETUNE, "configs": "knobs", "models": ["zero_shot", "tecoa", "tai", "tima"],
                       "datasets": ["cifar10"],
                       "include_finetune_set": False, "eps_list": [1.0, 4.0], "attacks": ["pgd10"], "strong_attacks": [],
