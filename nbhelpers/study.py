@@ -332,18 +332,24 @@ def seed_summary(rows: Sequence[Mapping], *, level: float = 0.95) -> pd.DataFram
     return pd.DataFrame(table, columns=["method", "metric", "eps", "n_seeds", "mean", "ci_low", "ci_high"])
 
 
-def paired_seed_differences(rows: Sequence[Mapping], a: str, b: str, *, level: float = 0.95) -> pd.DataFrame:
-    """Per-seed paired differences a - b (fractions) over the train seeds both have, per score, with a t-interval.
-
-    Columns: a, b, metric, eps, n_pairs, mean_diff, ci_low, ci_high, seeds (list), diffs (list, in seed order).
-    """
-    by = _by_method_seed(rows)
+def _shared_seeds(by: Mapping[str, Mapping[int, object]], a: str, b: str) -> list[int]:
+    """The train seeds both methods have ({method: {seed: ...}}), sorted; an error if either has none."""
     for m in (a, b):
         if m not in by:
             raise ValueError(f"no rows of method {m!r}")
     seeds = sorted(set(by[a]) & set(by[b]))
     if not seeds:
         raise ValueError(f"methods {a!r} and {b!r} share no train seed")
+    return seeds
+
+
+def paired_seed_differences(rows: Sequence[Mapping], a: str, b: str, *, level: float = 0.95) -> pd.DataFrame:
+    """Per-seed paired differences a - b (fractions) over the train seeds both have, per score, with a t-interval.
+
+    Columns: a, b, metric, eps, n_pairs, mean_diff, ci_low, ci_high, seeds (list), diffs (list, in seed order).
+    """
+    by = _by_method_seed(rows)
+    seeds = _shared_seeds(by, a, b)
     metrics = [k for k in by[a][seeds[0]] if all(k in by[m][s] for m in (a, b) for s in seeds)]
     table = []
     for metric in metrics:
@@ -433,12 +439,7 @@ def paired_effect(stores: Sequence[Sequence[Mapping]], a: str, b: str, metric: s
     tasks_n = None
     for rows in stores:
         by = _rows_by_seed(rows)
-        for m in (a, b):
-            if m not in by:
-                raise ValueError(f"no rows of method {m!r}")
-        seeds = sorted(set(by[a]) & set(by[b]))
-        if not seeds:
-            raise ValueError(f"methods {a!r} and {b!r} share no train seed")
+        seeds = _shared_seeds(by, a, b)
         mine = []
         for s in seeds:
             for m in (a, b):

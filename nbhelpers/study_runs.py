@@ -306,18 +306,23 @@ def _stage_rows(cfg: StudyConfig, path: str | Path | None) -> dict[str, list[dic
     return {stage: current_rows(store, cfg, stage) for stage in ("test", "strong", "ablation")}
 
 
-def store_verdicts(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
-                   replica_path: str | Path | None = paths.STUDY_REPLICA_STORE) -> pd.DataFrame:
-    """study.study_verdicts of a store's current rows, pooled with the replica's where it has rows of this code
-    (replica_path None: the store alone): one row per finding and scope (pooled, study, replica)."""
+def _verdict_inputs(cfg: StudyConfig, store_path: str | Path, replica_path: str | Path | None) -> dict[str, object]:
+    """The keyword arguments of study.study_verdicts / findings_study: a store's current rows by stage, the replica's
+    where it has test rows of this code, and cfg's radii and tolerance."""
     rows = _stage_rows(cfg, store_path)
     if not rows.get("test"):
         raise FileNotFoundError(f"{store_path} has no test-stage rows for this code: run `make study`")
     replica = _stage_rows(cfg, replica_path)
-    return study.study_verdicts(rows["test"], ablation_rows=rows["ablation"], strong_rows=rows["strong"],
-                                replica=replica if replica.get("test") else None,
-                                eps_small=min(cfg.test_eps_list), eps_large=cfg.select_eps,
-                                clean_tolerance=cfg.clean_tolerance)
+    return dict(test_rows=rows["test"], ablation_rows=rows["ablation"], strong_rows=rows["strong"],
+                replica=replica if replica.get("test") else None, eps_small=min(cfg.test_eps_list),
+                eps_large=cfg.select_eps, clean_tolerance=cfg.clean_tolerance)
+
+
+def store_verdicts(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
+                   replica_path: str | Path | None = paths.STUDY_REPLICA_STORE) -> pd.DataFrame:
+    """study.study_verdicts of a store's current rows, pooled with the replica's where it has rows of this code
+    (replica_path None: the store alone): one row per finding and scope (pooled, study, replica)."""
+    return study.study_verdicts(**_verdict_inputs(cfg, store_path, replica_path))
 
 
 def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
@@ -325,14 +330,7 @@ def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
     """Notebook 06's verdicts (study.findings_study, docs/VERDICT_RULES.md) from a store's current rows, pooled with
     the replica store's where it has rows of this code: the test stage at the smallest test eps and at select_eps,
     with the ablation and strong stages where the stores have them."""
-    rows = _stage_rows(cfg, store_path)
-    if not rows.get("test"):
-        raise FileNotFoundError(f"{store_path} has no test-stage rows for this code: run `make study`")
-    replica = _stage_rows(cfg, replica_path)
-    return study.findings_study(rows["test"], ablation_rows=rows["ablation"], strong_rows=rows["strong"],
-                                replica=replica if replica.get("test") else None,
-                                eps_small=min(cfg.test_eps_list), eps_large=cfg.select_eps,
-                                clean_tolerance=cfg.clean_tolerance)
+    return study.findings_study(**_verdict_inputs(cfg, store_path, replica_path))
 
 
 def compare_replication(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
