@@ -58,6 +58,8 @@ class StepContext:
 Objective = Callable[[StepContext], torch.Tensor]
 # (default knob values {field: value}, fine-tuning steps) -> the method's own knob settings, one dict per point
 SearchGrid = Callable[[Mapping[str, object], int], list[dict[str, object]]]
+# (round-1 pick's overrides, knob defaults, the profile's lr grid, finetune_steps) -> round-2 override dicts
+Round2Grid = Callable[[Mapping[str, object], Mapping[str, object], tuple[float, ...], int], list[dict[str, object]]]
 
 
 # ---------------------------------------------------------------------------------------------- objectives
@@ -141,12 +143,71 @@ def _laat_grid(defaults: Mapping[str, object], steps: int) -> list[dict[str, obj
 
 
 def _tai_grid(defaults: Mapping[str, object], steps: int) -> list[dict[str, object]]:
-    return [{"asam_gain": _sig(float(defaults["asam_gain"]) * s), "takd_weight": _sig(float(defaults["takd_weight"]) * s)}
-            for s in TAI_STRENGTHS]
+    return [tai_strength(defaults, s) for s in TAI_STRENGTHS]
 
 
 def _tima_grid(defaults: Mapping[str, object], steps: int) -> list[dict[str, object]]:
     return [{"sc_weight": w} for w in SC_WEIGHTS]
+
+
+# Round 2 of the search (issue 22; the confirmatory plan, docs/CONFIRMATORY_PLAN.md): EXTENSION more configurations
+# per studied method, all at the round-1 pick's learning rate unless the learning rate is the axis, continuing the
+# grid beyond the edge where a pick sits (in the CPU store or the H100 replica) with the grid's own ratio; a method
+# with no pick on an edge (TeCoA) spends them on the learning rate half-way (geometric) to the next grid rate.
+EXTENSION = 3
+TAI_STRENGTHS_ROUND2: tuple[float, ...] = (4.0, 8.0, 16.0)  # TAI's pick (2) was the top of its grid: x2 on
+TIMA_TAI_STRENGTHS: tuple[float, ...] = (2.0, 4.0, 8.0)  # TIMA's TAI strength, never searched (1 = default): x2 on
+PMG_WEIGHTS_ROUND2: tuple[float, ...] = (4.0, 8.0, 16.0)  # the H100's pick (2) was the top of the grid: x2 on
+LAAT_SPREADS_ROUND2: tuple[float, ...] = (1.125, 1.0625, 1.03125)  # pick 1.25 at the bottom: spread - 1 halved on
+
+
+def _lr(pick: Mapping[str, object]) -> dict[str, object]:
+    return {"finetune_lr": pick["finetune_lr"]}
+
+
+def _tecoa_round2(pick: Mapping[str, object], defaults: Mapping[str, object], lrs: tuple[float, ...],
+                  steps: int) -> list[dict[str, object]]:
+    """No pick on an edge: the learning rate half-way (geometric) to the next grid rate, the knob's 3 values."""
+    lr = float(pick["finetune_lr"])
+    nxt = min((x for x in lrs if x > lr), default=lr * 10 ** 0.5)
+    return [{"finetune_lr": _sig((lr * nxt) ** 0.5), "warmup_steps": round(f * steps)} for f in WARMUP_FRACTIONS]
+
+
+def _pmg_round2(pick: Mapping[str, object], defaults: Mapping[str, object], lrs: tuple[float, ...],
+                steps: int) -> list[dict[str, object]]:
+    return [{**_lr(pick), "pmg_alpha": w, "pmg_beta": w} for w in PMG_WEIGHTS_ROUND2]
+
+
+def _laat_round2(pick: Mapping[str, object], defaults: Mapping[str, object], lrs: tuple[float, ...],
+                 steps: int) -> list[dict[str, object]]:
+    return [{**_lr(pick), "laat_spread": s} for s in LAAT_SPREADS_ROUND2]
+
+
+def tai_strength(defaults: Mapping[str, object], strength: float) -> dict[str, object]:
+    """TAI's strength s: the ASAM gain and the TAKD weight, both s x their defaults (TAIKnobs, in `defaults`)."""
+    return {"asam_gain": _sig(float(defaults["asam_gain"]) * strength),
+            "takd_weight": _sig(float(defaults["takd_weight"]) * strength)}
+
+
+def _tai_round2(pick: Mapping[str, object], defaults: Mapping[str, object], lrs: tuple[float, ...],
+                steps: int) -> list[dict[str, object]]:
+    return [{**_lr(pick), **tai_strength(defaults, s)} for s in TAI_STRENGTHS_ROUND2]
+
+
+def _tima_round2(pick: Mapping[str, object], defaults: Mapping[str, object], lrs: tuple[float, ...],
+                 steps: int) -> list[dict[str, object]]:
+    """TIMA's own knob (sc_weight) measured inert in round 1: its 3 go to its TAI strength (issue 22)."""
+    return [{**dict(pick), **tai_strength(defaults, s)} for s in TIMA_TAI_STRENGTHS]
+
+
+def _fare_round2(pick: Mapping[str, object], defaults: Mapping[str, object], lrs: tuple[float, ...],
+                 steps: int) -> list[dict[str, object]]:
+    """The pick sat on the top of the learning-rate grid: its next 3 rates (the same log-spaced formula on)."""
+    grid = [c["finetune_lr"] for c in lr_only_grid(lrs, 64)]
+    if pick["finetune_lr"] not in grid:
+        raise ValueError(f"FARE's pick {pick['finetune_lr']} is not a rate of its grid")
+    k = grid.index(pick["finetune_lr"])
+    return [{"finetune_lr": lr} for lr in grid[k + 1:k + 1 + EXTENSION]]
 
 
 def lr_only_grid(lrs: tuple[float, ...], budget: int) -> list[dict[str, object]]:
@@ -167,6 +228,7 @@ class Method:
     needs_iat: trains and is evaluated against IAT-tuned text (03's projection, tuned first);
     knobs: the config fields that are this method's own (beyond the shared fine-tuning recipe);
     search: its knob grid in 06's study (None: not studied); lr_only: the grid is learning rates only;
+    round2: the round-2 configurations of the search from the round-1 pick (pick, lrs, steps -> EXTENSION dicts);
     baseline: one of the baselines TIMA is compared with in 06;
     selection: where 04/05 take its configuration from in 06's selection, as (study method, knobs taken or None
     for all of them) in order, later entries overriding earlier ones; empty: the notebook's knobs;
@@ -188,6 +250,7 @@ class Method:
     knobs: tuple[str, ...] = ()
     search: SearchGrid | None = None
     lr_only: bool = False
+    round2: Round2Grid | None = None
     baseline: bool = False
     selection: tuple[tuple[str, tuple[str, ...] | None], ...] = field(default=())
     head: str = "zero_shot"
@@ -291,21 +354,21 @@ register(Method("zero_shot", "zero-shot CLIP", "the pre-trained model, not fine-
 register(Method("ft_standard", "FT-Standard", "clean fine-tuning with cross-entropy over the zero-shot head (no attack)",
                 engine="ft_standard", objective=clean_ce, training_attack="none"))
 register(Method("tecoa", "TeCoA", "TeCoA: PGD on image-text cross-entropy, train on the adversarial images with it",
-                engine="tecoa", objective=tecoa_objective, knobs=("warmup_steps",), search=_tecoa_grid,
+                engine="tecoa", objective=tecoa_objective, knobs=("warmup_steps",), search=_tecoa_grid, round2=_tecoa_round2,
                 baseline=True, selection=(("tecoa", None),)))
 register(Method("pmg_aft", "PMG-AFT", "PMG-AFT: TeCoA + alpha KL(pre-trained(adv) || adv) + beta KL(clean || adv)",
                 engine="pmg_aft", objective=pmg_aft_objective, needs_teacher=True, knobs=("pmg_alpha", "pmg_beta"),
-                search=_pmg_grid, baseline=True, selection=(("pmg_aft", None),)))
+                search=_pmg_grid, round2=_pmg_round2, baseline=True, selection=(("pmg_aft", None),)))
 register(Method("laat", "LAAT-style", "LAAT-style: TeCoA's objective against expanded text anchors (rotated to a "
                 "pole, angles spread)", engine="laat", text="laat_expanded", objective=tecoa_objective,
-                knobs=("laat_spread",), search=_laat_grid, baseline=True, selection=(("laat", None),)))
+                knobs=("laat_spread",), search=_laat_grid, round2=_laat_round2, baseline=True, selection=(("laat", None),)))
 register(Method("fare", "FARE", "FARE: unsupervised; label-free PGD maximises the L2 distance to the frozen clean "
                 "embedding, then trains it down", engine="fare", objective=fare_objective,
-                training_attack="pgd_embedding", needs_teacher=True, lr_only=True, baseline=True,
+                training_attack="pgd_embedding", needs_teacher=True, lr_only=True, round2=_fare_round2, baseline=True,
                 selection=(("fare", None),)))
 register(Method("tai", "TAI (TIMA w/o IAT)", "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + "
                 "text-aware distillation", engine="tai", objective=tai_objective, needs_teacher=True,
-                needs_offset=True, knobs=_TAI_KNOBS, search=_tai_grid, selection=(("tai", None),)))
+                needs_offset=True, knobs=_TAI_KNOBS, search=_tai_grid, round2=_tai_round2, selection=(("tai", None),)))
 register(Method("onehot_at", "Standard AT (one-hot, linear head)", "TeCoA's motivating baseline: PGD on a new "
                 "linear head's cross-entropy over the fine-tuning classes, trained on the adversarial images with it; "
                 "evaluated zero-shot through its image tower", engine="onehot_at", objective=tecoa_objective,
@@ -328,7 +391,7 @@ register(Method("iat_tecoa", "IAT + TeCoA (TIMA w/o TAI)", "TeCoA's engine again
                 text="iat", needs_iat=True, knobs=_IAT_KNOBS, selection=(("tecoa", None), ("tima", ("sc_weight",)))))
 register(Method("tima", "TIMA (IAT + TAI)", "TIMA: IAT text tuning first, then TAI against the tuned text",
                 engine="tai", text="iat", needs_offset=True, needs_iat=True, knobs=_TAI_KNOBS + _IAT_KNOBS,
-                search=_tima_grid, selection=(("tima", None),)))
+                search=_tima_grid, round2=_tima_round2, selection=(("tima", None),)))
 register(Method("tima_vp", "TIMA (visual prompt)", "TIMA with CLIP frozen: IAT text first, then TAI trains the visual "
                 "prompts", engine="tai", text="iat", needs_offset=True, needs_iat=True, fixed=_PROMPTED,
                 knobs=_TAI_KNOBS + _IAT_KNOBS + ("prompt_pad", "prompt_tokens", "prompt_lr"),

@@ -21,3 +21,6 @@ STUDY_SELECTION = PROJECT_ROOT / "results" / "06_selected.json"
 # the same study rerun end to end on a lent NVIDIA H100 (same code and keys, GPU floating point): notebook 06's
 # replication section; written by `python -m nbhelpers.study_runs --device cuda --store <this path>` on that machine
 STUDY_REPLICA_STORE = PROJECT_ROOT / "results" / "06_study_h100.jsonl"
+# issue 22's pre-registered confirmatory experiment (docs/CONFIRMATORY_PLAN.md): round 2 of the search and the
+# confirmatory runs, written by `python -m nbhelpers.confirm --run`; rendered by notebook 06
+CONFIRM_STORE = Path(os.environ.get("TIMA_CONFIRM_STORE", PROJECT_ROOT / "results" / "06_confirmatory.jsonl"))

@@ -16,6 +16,7 @@ A row is a JSON object; its key is the tuple of its ``key_fields`` (the bare val
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import warnings
@@ -211,6 +212,7 @@ class JsonlStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # workers appending to one store take turns (released by close)
             end = os.fstat(fd).st_size
             if end and os.pread(fd, 1, end - 1) != b"\n":
                 self._cut_tail(fd, end)

@@ -109,7 +109,8 @@ class StudyRunner:
 
     def scores(self, models: Mapping[str, EvalModel],
                evaluation_spec: Mapping[str, object]) -> tuple[dict[str, float], dict[str, str]]:
-        """Mean and per-task accuracies of the models on the spec's tasks (see the module docstring for names), and
+        """Mean and per-task accuracies of the models on the spec's tasks and images (its evaluation seed: the images
+        and the attacks' random starts; see the module docstring for the names), and
         for the strong stage the own text's per-image correctness {"<metric>/<task>": packed hex} (paired checks)."""
         spec = evaluation_spec
         pgd = f"pgd{self.cfg.pgd_steps}"
@@ -117,7 +118,7 @@ class StudyRunner:
         if spec["attack"] == "pgd+aa":  # AutoAttack and PGD on the same images (the gradient-masking check)
             kw.update(strong_attacks=["aa"], strong_eps_list=list(spec["eps"]))
         rows = evaluation.evaluate(dict(models), profile=self.cfg.profile, datasets=list(spec["tasks"]), n=int(spec["n"]),
-                                   seed=self.cfg.seed, batch_size=self.cfg.batch_size, data_root=self.cfg.data_root,
+                                   seed=int(spec["seed"]), batch_size=self.cfg.batch_size, data_root=self.cfg.data_root,
                                    device=self.device, fast=self.cfg.fast_attacks, amp=self.cfg.amp,
                                    progress=self.progress, **kw)
         out: dict[str, float] = {}
