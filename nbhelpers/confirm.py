@@ -412,6 +412,35 @@ def findings_confirmatory(rows: Sequence[Mapping], strong_rows: Sequence[Mapping
     return out
 
 
+def round2_table(round1: Sequence[Mapping], round2: Sequence[Mapping], cfg: StudyConfig | None = None) -> pd.DataFrame:
+    """Every configuration of both rounds ranked by the declared rule (study.rank_configs), with its round."""
+    cfg = cfg or study_config()
+    ranked = study.rank_configs([*round1, *round2], rule=study_runs.selection_rule(cfg))
+    second = {(r["method"], study.config_id(r["overrides"])) for r in round2}
+    return ranked.assign(round=[2 if (m, c) in second else 1 for m, c in zip(ranked.method, ranked.config_id)])
+
+
+def report(store_path: str | Path = paths.CONFIRM_STORE, *, plan: Plan = PLAN) -> dict[str, object]:
+    """What notebook 06 renders: status, round-2 ranking, arms, and once the store is complete (only then) the
+    per-arm summary, the comparisons, the masking check and the findings."""
+    store = study.StudyStore(store_path)
+    cfg = study_config()
+    round1, round2 = round1_rows(cfg=cfg), store.rows(stage=ROUND2)
+    out: dict[str, object] = {"status": status(store_path), "complete": complete(store, plan=plan),
+                              "round2": round2_table(round1, round2, cfg) if round2 else None,
+                              "arms": None, "codes": sorted({r.get("code", "") for r in store.rows()})}
+    try:
+        out["arms"] = arms(round1, round1_rows(paths.STUDY_REPLICA_STORE, cfg), round2, cfg)
+    except RuntimeError:
+        return out
+    if out["complete"]:
+        rows, strong = store.rows(stage=CONFIRM), store.rows(stage=CONFIRM_STRONG)
+        out.update(summary=arm_summary(rows, plan=plan), comparisons=comparisons(rows, plan=plan),
+                   masking=masking(strong, plan=plan), collapses=collapses(rows, plan=plan),
+                   findings=findings_confirmatory(rows, strong, out["arms"], plan=plan))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
     """CLI: python -m nbhelpers.confirm --run | --status (the plan: docs/CONFIRMATORY_PLAN.md)."""

@@ -288,3 +288,24 @@ def plot_ablations(table, *, metric: str) -> plt.Figure:
     ax.set(xlabel=f"{metric} accuracy (%), mean over tasks and seeds", title="TIMA's ablations (95% t-intervals)")
     fig.tight_layout()
     return fig
+
+
+def plot_confirmatory(table, *, sesoi: float) -> plt.Figure:
+    """06's confirmatory experiment: TIMA minus each arm (points) with its interval at its Holm level, one panel per
+    radius, the band of the smallest effect of interest shaded; table: confirm.comparisons (fractions)."""
+    radii = sorted(table.eps.unique(), reverse=True)
+    fig, axes = plt.subplots(1, len(radii), figsize=(4.2 * len(radii), 0.45 * table.arm.nunique() + 1.4), sharey=True,
+                             squeeze=False)
+    for ax, eps in zip(axes[0], radii):
+        sub = table[table.eps == eps].reset_index(drop=True)
+        y = range(len(sub))
+        ax.axvspan(-100 * sesoi, 100 * sesoi, color="0.9", zorder=0, label="smallest effect of interest")
+        ax.axvline(0, color="0.4", lw=0.8)
+        ax.errorbar(100 * sub.estimate, y, xerr=[100 * (sub.estimate - sub.low), 100 * (sub.high - sub.estimate)],
+                    fmt="o", color="C0", capsize=3)
+        ax.set_yticks(list(y), [f"TIMA - {a}" for a in sub.arm])
+        ax.set(xlabel="difference in PGD-10 accuracy (points)", title=f"{eps:g}/255 (Holm-level intervals)")
+    axes[0][0].invert_yaxis()
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
