@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_plan(table, profile=cfg.profile))
         return 0
     committed = {Path(p).resolve() for p in (STORE_PATH, paths.STUDY_REPLICA_STORE)}
-    if cfg.profile != "mini" and Path(store).resolve() in committed and not status:
+    if cfg.profile != "mini" and Path(store).resolve() in committed and (prune or old or not status):
         raise SystemExit(f"--store {store} holds the mini profile's study: give the paper study its own store, e.g. "
                          "--store results/06_study_paper.jsonl")
     if old:
@@ -749,6 +749,8 @@ def plan_study(cfg: StudyConfig, *, device: torch.device | str = "cpu", calibrat
     the runs only). The calibration is in ``plan.attrs["calibration"]`` (a dict) and the margin offset TAI needs
     (measured once per study run: 256 fine-tuning images, PGD-10 at two radii) in ``plan.attrs["setup_seconds"]``.
     aa_fraction: see :func:`estimate_plan`. Writes nothing."""
+    if not 0 <= aa_fraction <= 1 or train_steps < 1:
+        raise ValueError(f"need 0 <= aa_fraction <= 1 and train_steps >= 1, got {aa_fraction} and {train_steps}")
     plan = planned_runs(cfg, store_path=store_path)
     if calibration is None and calibrate:
         calibration = calibrate_study(cfg, device=device, train_steps=train_steps)

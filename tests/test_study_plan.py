@@ -99,6 +99,10 @@ def test_plan_cli_prints_every_run_and_the_estimate(monkeypatch, tmp_path, capsy
     assert not store.exists() and not (tmp_path / "cache").exists()
     with pytest.raises(SystemExit, match="06_study_paper.jsonl"):
         study_runs.main(["--profile", "paper", "--stages", "validation"])
+    with pytest.raises(SystemExit, match="06_study_paper.jsonl"):  # pruning would drop every mini row
+        study_runs.main(["--profile", "paper", "--status", "--prune"])
+    with pytest.raises(ValueError, match="aa_fraction"):
+        study_runs.main(["--plan", "--plan_aa_fraction", "2", "--store", str(store), *flags])
     with pytest.raises(FileNotFoundError, match=r"gtsrb(.|\n)*country211"):
         study_runs.main(["--profile", "paper", "--pretrained", "none", "--data_root", str(tmp_path / "none"),
                          "--store", str(store)])
