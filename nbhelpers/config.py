@@ -26,7 +26,8 @@ from pathlib import Path
 
 from nbhelpers import methods, world
 from nbhelpers.attacks import ATTACKS
-from nbhelpers.paper_data import DEFAULT_PROTOCOL, DEFAULT_SAMPLING, PROTOCOLS, SAMPLING_RULES, list_paper_datasets
+from nbhelpers.paper_data import (DEFAULT_PROTOCOL, DEFAULT_SAMPLING, PROTOCOLS, SAMPLING_RULES, list_paper_datasets,
+                                  list_validation_datasets)
 
 MAX_EPS = 64.0  # in 1/255 units; anything larger is almost surely a unit mistake (pixels vs /255)
 PROFILES = ("mini", "paper")
@@ -510,8 +511,8 @@ class SelectionKnobs(Config):
         self._choice("configs", CONFIG_SOURCES)
         trains = any(methods.get(m).trained for m in getattr(self, "models", ["tecoa"]) if m in methods.model_names())
         if self.configs == "auto" and getattr(self, "profile", "mini") != "mini" and trains:
-            raise ConfigError("parameter 'configs' = 'auto' has no study selection to take on the paper profile (06 "
-                              "runs on mini only), and the knobs' defaults are the mini profile's: pass "
+            raise ConfigError("parameter 'configs' = 'auto' has no study selection to take on the paper profile (no "
+                              "paper study has been run), and the knobs' defaults are the mini profile's: pass "
                               "configs='knobs' with the finetune_lr (and method knobs) you stand behind")
 
     def uses_selection(self) -> bool:
@@ -748,16 +749,22 @@ class StudyConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
                     raise ConfigError(f"parameter {name!r} must be <= {world.TEST_POOL} on the mini profile")
             if self.val_images > world.VAL_POOL:
                 raise ConfigError(f"parameter 'val_images' must be <= {world.VAL_POOL} on the mini profile")
-        else:
-            raise ConfigError("06_study runs on the mini profile only for now: the paper profile's validation "
-                              "datasets are documented in docs/STUDY_PLAN.md but not wired (issue 10)")
+        elif self.finetune_task() != PAPER_FINETUNE_SET:
+            raise ConfigError(f"parameter 'train_task' = {self.train_task!r}: the paper study fine-tunes on "
+                              f"{PAPER_FINETUNE_SET}, whose held-out val split is one of its validation datasets "
+                              "(docs/STUDY_PLAN.md); use 'auto'")
 
     def validation_datasets(self) -> list[str]:
-        """Tasks that select configurations (never reported): the mini world's validation tasks."""
-        return list(world.VALIDATION_TASKS)
+        """Datasets that select configurations (never reported): the mini world's validation tasks; on paper the
+        fine-tuning set's held-out val split (TinyImageNet) and paper_data's validation datasets (GTSRB, SVHN,
+        FER2013, Country211)."""
+        if self.profile == "mini":
+            return list(world.VALIDATION_TASKS)
+        return [self.finetune_task(), *list_validation_datasets()]
 
     def test_datasets(self) -> list[str]:
-        """The reported zero-shot tasks."""
+        """The reported datasets: the mini world's five zero-shot tasks, or the paper's 16 (TinyImageNet's val split
+        among them, also a validation dataset: its test scores are not independent of the selection)."""
         return valid_datasets(self.profile)
 
 

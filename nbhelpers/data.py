@@ -1,7 +1,7 @@
 """Evaluation data for both profiles as in-memory tensors: images in [0, 1] (N, 3, S, S), labels (N,).
 
-mini: the world's zero-shot tasks (first-N of a fixed test pool). paper: the 16 datasets of TeCoA/PMG-AFT
-from a local data root (:mod:`nbhelpers.paper_data`), a subset of n items drawn by a sampling rule of ours
+mini: the world's zero-shot tasks (first-N of a fixed test pool). paper: the 16 datasets of TeCoA/PMG-AFT and
+06's validation datasets from a local data root (:mod:`nbhelpers.paper_data`), a subset of n items drawn by a sampling rule of ours
 (default: a seeded permutation fixed per dataset, :func:`nbhelpers.paper_data.subset_indices`), each read through
 ``preprocess`` (the model's: PIL -> float tensor (3, S, S) in [0, 1]).
 """
@@ -98,7 +98,8 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
     indices = paper_data.subset_indices(dataset, ds, n=n, sampling=rule, seed=sample_seed)
     items = [ds[i] for i in tqdm(indices, desc=f"load {dataset}", disable=not progress)]
     images, labels = stack_items(items, what=dataset)
-    return EvalSet(dataset, images, labels, classnames, [paper_data.TEMPLATE], sampling=rule, indices=tuple(indices),
+    return EvalSet(dataset, images, labels, classnames, [paper_data.template_for(dataset)], sampling=rule,
+                   indices=tuple(indices),
                    sample_seed=None if rule == "first" else sample_seed, protocol=protocol)
 
 
@@ -106,4 +107,5 @@ def classnames_for(profile: str, dataset: str, *, data_root: str | os.PathLike =
     """(class names, templates) of a dataset without loading its images."""
     if profile == "mini":
         return world.task_spec(dataset).classnames(), [world.PROMPT_TEMPLATE]
-    return paper_data.get_classnames(dataset, root=data_root or paths.DATA_ROOT), [paper_data.TEMPLATE]
+    return (paper_data.get_classnames(dataset, root=data_root or paths.DATA_ROOT),
+            [paper_data.template_for(dataset)])

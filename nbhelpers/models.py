@@ -323,9 +323,9 @@ def preprocess_for_protocol(protocol: str, dataset: str | None = None, *, image_
     in_model_resize(protocol)
     if protocol == "mini":
         return mini_preprocess(image_size)
-    if dataset is not None and dataset not in paper_data.list_paper_datasets():
+    if dataset is not None and dataset not in paper_data.PAPER_DATASETS:
         raise ValueError(f"unknown dataset {dataset!r} for protocol {protocol!r}; choose one of "
-                         f"{paper_data.list_paper_datasets()} (or None for the generic transform)")
+                         f"{list(paper_data.PAPER_DATASETS)} (or None for the generic transform)")
     if protocol == "clip":
         return open_clip_eval_transform(image_size)
     rgb = T.Lambda(_convert_rgb)

@@ -38,6 +38,8 @@ def required_datasets(cfg: BaseConfig) -> list[tuple[str, str | None]]:
         needs += [(d, None) for d in cfg.grid_datasets()]
     elif hasattr(cfg, "eval_datasets"):  # 00, 03, 04
         needs += [(d, None) for d in cfg.eval_datasets()]
+    elif hasattr(cfg, "validation_datasets"):  # 06: the validation datasets (selection), then the test datasets
+        needs += [(d, None) for d in [*cfg.validation_datasets(), *cfg.test_datasets()]]
     if getattr(cfg, "analysis_dataset", ""):
         needs.append((cfg.analysis_dataset, None))
     if hasattr(cfg, "finetune_task"):  # 03-05 train on (and take IAT images from) the train split
@@ -140,7 +142,8 @@ def datasets_table(cfg: MiniWorldConfig) -> pd.DataFrame:
     present = set(paper_data.available_paper_datasets(root))
     evaluated = set(cfg.eval_datasets()) | {finetune_set_for(cfg.profile)}
     rows = []
-    for name, spec in paper_data.PAPER_DATASETS.items():
+    for name in paper_data.list_paper_datasets():  # the reported datasets (06's validation ones are not shown)
+        spec = paper_data.PAPER_DATASETS[name]
         names = paper_data.get_classnames(name, root=root) if name in present and name in evaluated else None
         rows.append({"task": name, "classes": len(names) if names is not None else None, "zero_shot": spec.zero_shot,
                      "example classes": ", ".join(names[:3]) if names is not None else "",

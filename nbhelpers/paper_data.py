@@ -46,6 +46,13 @@ reads under the root it is given (``PaperDatasetSpec.subdir``), i.e. exactly the
     <root>/pcam/                     pcam       (HDF5 files; needs the optional h5py package)
     <root>/tiny-imagenet-200/        tinyimagenet (the official zip, as extracted; or <root>/tinyimagenet/)
 
+  and the four validation datasets of notebook 06's paper study (role "validation", below)::
+
+    <root>/gtsrb/                    gtsrb      (GTSRB/Final_Test/Images/*.ppm + GT-final_test.csv)
+    <root>/svhn/                     svhn       (test_32x32.mat; torchvision's SVHN reads the folder it is given)
+    <root>/fer2013/                  fer2013    (fer2013.csv or Kaggle's icml_face_data.csv: the files with test labels)
+    <root>/country211/               country211 (test/<ISO code>/*.jpg, as country211.tgz extracts)
+
 TinyImageNet: torchvision has no class for it. The official ``tiny-imagenet-200.zip`` extracts to
 ``<root>/tiny-imagenet-200/`` with ``wnids.txt``, ``words.txt``, ``train/<wnid>/images/*.JPEG`` (read with
 ImageFolder, which walks sub-folders) and the validation images flat in ``val/images/`` with their labels in
@@ -56,7 +63,27 @@ when both exist. Labels index the sorted wnids in both layouts.
 Caltech101, Caltech256, SUN397 and EuroSAT have no official split in torchvision; as in TeCoA's code the
 whole set is evaluated (``split="all"``).
 
-Checksums: torchvision compares CIFAR-10/100's and STL-10's files, and Flowers102's two .mat files, with the md5
+Validation datasets (notebook 06's selection only, never reported)
+------------------------------------------------------------------
+Each spec has a ``role``: ``"reported"`` for the 16 datasets above (:func:`list_paper_datasets`, every table and
+loop over the reported datasets), ``"validation"`` for four more datasets (:func:`list_validation_datasets`) whose
+label spaces are distinct from all 16: GTSRB (43 traffic signs), SVHN (10 house-number digits), FER2013 (7 facial
+expressions) and Country211 (211 countries, geolocation). The paper study selects each method's configuration on
+their test splits and on TinyImageNet's val split (docs/STUDY_PLAN.md). They load, subset and check exactly like
+the reported datasets; every tool that takes a dataset name knows them, and the data doctor lists them after the 16.
+
+Their class names and templates, and whose they are: Country211 as TeCoA's code evaluates it (its replaced
+torchvision Country211 names each ISO code with ``pycountry`` and prompts "A photo I took in {}."): pycountry's
+common name where it has one, else its name, and "Kosovo" for XK (TeCoA takes the official name, whose commas make
+"Korea, Republic of"); GTSRB, SVHN and FER2013 are not in the peers' code and torchvision gives them no class names,
+so they take TeCoA's single template with names of ours: each GTSRB ClassId's sign in plain words ("stop sign",
+"speed limit 20 km/h sign"), "number 0" .. "number 9" for SVHN (CLIP's MNIST prompt puts the digit after "the
+number"), and "face looking <emotion>" for FER2013 with CLIP's emotion words in the dataset's label order (0 angry,
+1 disgusted, 2 fearful, 3 happy, 4 sad, 5 surprised, 6 neutral). :func:`template_for` gives a dataset's template.
+SVHN and FER2013 md5-check their files, like CIFAR (see Checksums); FER2013 cannot be downloaded by torchvision.
+
+Checksums: torchvision compares CIFAR-10/100's and STL-10's files, Flowers102's two .mat files, SVHN's and
+FER2013's files with the md5
 sums of the official archives. Setting the environment variable ``TIMA_SKIP_CHECKSUMS=1`` (:data:`SKIP_CHECKSUMS_ENV`)
 makes those loaders check that each file exists instead; everything else (unpickling, decoding, labels) is unchanged.
 It is meant for small test fixtures in the real layouts (``tests/paper_fixtures.py``), whose bytes cannot match the
@@ -94,6 +121,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 __all__ = [
+    "DATASET_ROLES",
     "DATA_STATUSES",
     "DEFAULT_SAMPLING",
     "PAPER_DATASETS",
@@ -106,15 +134,18 @@ __all__ = [
     "available_paper_datasets",
     "check_dataset_files",
     "check_sampling",
+    "country_names",
     "dataset_labels",
     "diagnose_data_root",
     "format_data_report",
     "get_classnames",
     "list_paper_datasets",
+    "list_validation_datasets",
     "load_paper_dataset",
     "main",
     "sample_order",
     "subset_indices",
+    "template_for",
 ]
 
 # TeCoA's finetuning.py uses ``template = 'This is a photo of a {}'`` -- no trailing period -- and PMG-AFT
@@ -122,7 +153,12 @@ __all__ = [
 TEMPLATE = "This is a photo of a {}"
 
 SKIP_CHECKSUMS_ENV = "TIMA_SKIP_CHECKSUMS"
-"""Environment variable: "1" makes the md5-checked loaders (cifar10, cifar100, stl10) test file existence only."""
+"""Environment variable: "1" makes the md5-checked loaders (cifar10, cifar100, stl10, flowers102, svhn, fer2013)
+test file existence only."""
+
+DATASET_ROLES = ("reported", "validation")
+"""What a dataset is for: one of the 16 reported datasets, or a validation dataset of 06's paper study (selection
+only, never reported)."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +179,10 @@ class PaperDatasetSpec:
     """What the user must put where (shown in FileNotFoundError messages)."""
     source: str
     """Where the dataset is obtained: the official archive's URL or page (shown in messages and by the doctor)."""
+    role: str = "reported"
+    """One of :data:`DATASET_ROLES`."""
+    template: str = TEMPLATE
+    """The text template its class names are put into (TeCoA's single template unless the module docstring says)."""
 
 
 _NO_DOWNLOAD = " torchvision cannot download it: get it by hand."
@@ -253,10 +293,42 @@ _SPEC_LIST: tuple[PaperDatasetSpec, ...] = (
         "<root>/tinyimagenet/train/<wnid>/ and <root>/tinyimagenet/val/<wnid>/." + _NO_DOWNLOAD,
         "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
     ),
+    # ---- validation datasets of 06's paper study (selection only, never reported; module docstring)
+    PaperDatasetSpec(
+        "gtsrb", "GTSRB", "test", True, "gtsrb",
+        "Extract GTSRB_Final_Test_Images.zip and GTSRB_Final_Test_GT.zip into <root>/gtsrb/ so that "
+        "<root>/gtsrb/GTSRB/Final_Test/Images/*.ppm and <root>/gtsrb/GT-final_test.csv exist."
+        + _download_hint("gtsrb"),
+        "https://benchmark.ini.rub.de/gtsrb_dataset.html (GTSRB_Final_Test_Images.zip and GTSRB_Final_Test_GT.zip)",
+        role="validation",
+    ),
+    PaperDatasetSpec(
+        "svhn", "SVHN", "test", True, "svhn",
+        "Put test_32x32.mat (the cropped digits, format 2) into <root>/svhn/. Or pass download=True on a machine with "
+        "internet (torchvision writes the file into <root>/svhn/).",
+        "http://ufldl.stanford.edu/housenumbers/ (test_32x32.mat)",
+        role="validation",
+    ),
+    PaperDatasetSpec(
+        "fer2013", "FER2013", "test", True, "fer2013",
+        "Put fer2013.csv (from fer2013.tar.gz) or Kaggle's icml_face_data.csv into <root>/fer2013/ (train.csv and "
+        "test.csv alone have no test labels)." + _NO_DOWNLOAD,
+        "https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge "
+        "(icml_face_data.csv; an account is needed)",
+        role="validation",
+    ),
+    PaperDatasetSpec(
+        "country211", "Country211", "test", True, "country211",
+        "Extract country211.tgz into <root>/ so that <root>/country211/test/<ISO code>/*.jpg exists."
+        + _download_hint("country211"),
+        "https://openaipublic.azureedge.net/clip/data/country211.tgz (OpenAI's CLIP repository, data/country211.md)",
+        role="validation", template="A photo I took in {}.",
+    ),
 )
 
 PAPER_DATASETS: dict[str, PaperDatasetSpec] = {spec.name: spec for spec in _SPEC_LIST}
-"""The 16 paper-scale datasets by key: TinyImageNet (fine-tuning set) plus the 15 zero-shot ones."""
+"""Every paper-scale dataset by key: the 16 reported ones (TinyImageNet, the fine-tuning set, plus the 15 zero-shot
+ones; :func:`list_paper_datasets`), then the validation datasets of 06's paper study (:func:`list_validation_datasets`)."""
 
 # Splits each loader accepts; the first one is the declared evaluation split.
 _SPLITS: dict[str, tuple[str, ...]] = {
@@ -276,17 +348,45 @@ _SPLITS: dict[str, tuple[str, ...]] = {
     "dtd": ("test", "val", "train"),
     "pcam": ("test", "val", "train"),
     "tinyimagenet": ("val", "train"),
+    "gtsrb": ("test", "train"),
+    "svhn": ("test", "train", "extra"),
+    "fer2013": ("test", "train"),
+    "country211": ("test", "valid", "train"),
 }
 
 # Datasets torchvision cannot fetch: ``download=True`` is ignored and files are always checked up front.
-_NOT_DOWNLOADABLE = frozenset({"imagenet", "tinyimagenet", "stanfordcars"})
+_NOT_DOWNLOADABLE = frozenset({"imagenet", "tinyimagenet", "stanfordcars", "fer2013"})
 
-# Datasets whose torchvision loader returns images in their stored mode (Caltech has grayscale JPEGs).
-_NEEDS_RGB = frozenset({"caltech101", "caltech256"})
+# Datasets whose torchvision loader returns images in their stored mode (Caltech has grayscale JPEGs, FER2013 is
+# grayscale).
+_NEEDS_RGB = frozenset({"caltech101", "caltech256", "fer2013"})
 
 # PCAM ships no class names; TeCoA's PCAM prompts are "This is a photo of healthy lymph node tissue." and
 # "This is a photo of lymph node tumor tissue.", whose class parts are these (label 0, label 1).
 _PCAM_CLASSNAMES = ("healthy lymph node tissue", "lymph node tumor tissue")
+
+# GTSRB: torchvision gives ClassIds 0-42 only. Ours: each ClassId's sign (the GTSRB documentation's meaning), in
+# plain words, as "<meaning> sign" so that TeCoA's template reads "This is a photo of a stop sign".
+_GTSRB_SIGNS = (
+    *(f"speed limit {v} km/h" for v in (20, 30, 50, 60, 70, 80)), "end of speed limit 80 km/h",
+    *(f"speed limit {v} km/h" for v in (100, 120)), "no passing", "no passing for vehicles over 3.5 tons",
+    "right of way at the next intersection", "priority road", "yield", "stop", "no vehicles",
+    "vehicles over 3.5 tons prohibited", "no entry", "general caution", "dangerous curve to the left",
+    "dangerous curve to the right", "double curve", "bumpy road", "slippery road", "road narrows on the right",
+    "road work", "traffic signals", "pedestrians", "children crossing", "bicycles crossing", "beware of ice and snow",
+    "wild animals crossing", "end of all speed and passing limits", "turn right ahead", "turn left ahead",
+    "ahead only", "go straight or right", "go straight or left", "keep right", "keep left", "roundabout mandatory",
+    "end of no passing", "end of no passing for vehicles over 3.5 tons",
+)
+_GTSRB_CLASSNAMES = tuple(f"{sign} sign" for sign in _GTSRB_SIGNS)
+# SVHN: torchvision maps the digit 0's label 10 to 0, so label k is the digit k. Ours, after CLIP's MNIST prompt.
+_SVHN_CLASSNAMES = tuple(f"number {k}" for k in range(10))
+# FER2013's labels (the 'emotion' column): 0 angry ... 6 neutral; CLIP's first word per class, in that order.
+_FER2013_EMOTIONS = ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")
+_FER2013_CLASSNAMES = tuple(f"face looking {e}" for e in _FER2013_EMOTIONS)
+# Datasets whose class names need no files (indexed by label).
+_FIXED_CLASSNAMES = {"pcam": _PCAM_CLASSNAMES, "gtsrb": _GTSRB_CLASSNAMES, "svhn": _SVHN_CLASSNAMES,
+                     "fer2013": _FER2013_CLASSNAMES}
 
 # Caltech101's two face folders differ only in framing; CLIP's evaluation names them like this.
 _CALTECH101_RENAMES = {"faces": "off-center face", "faces easy": "centered face"}
@@ -297,8 +397,20 @@ _WNID = re.compile(r"^n\d{8}$")
 
 
 def list_paper_datasets(*, zero_shot_only: bool = False) -> list[str]:
-    """Dataset keys in paper order; with ``zero_shot_only`` the 15 zero-shot ones (no TinyImageNet)."""
-    return [name for name, spec in PAPER_DATASETS.items() if spec.zero_shot or not zero_shot_only]
+    """The 16 reported dataset keys in paper order; with ``zero_shot_only`` the 15 zero-shot ones (no TinyImageNet).
+    The validation datasets of 06's paper study are not among them (:func:`list_validation_datasets`)."""
+    return [name for name, spec in PAPER_DATASETS.items()
+            if spec.role == "reported" and (spec.zero_shot or not zero_shot_only)]
+
+
+def list_validation_datasets() -> list[str]:
+    """The validation datasets of 06's paper study (role "validation": selection only, never reported)."""
+    return [name for name, spec in PAPER_DATASETS.items() if spec.role == "validation"]
+
+
+def template_for(name: str) -> str:
+    """The text template of a paper dataset's class names (TeCoA's :data:`TEMPLATE` but for Country211's)."""
+    return _spec(name).template
 
 
 def _spec(name: str) -> PaperDatasetSpec:
@@ -384,6 +496,19 @@ def _required_paths(name: str, root: Path, split: str) -> list[Path]:
         stem = "valid" if split == "val" else split
         base = root / "pcam"
         return [base / f"camelyonpatch_level_2_split_{stem}_{xy}.h5" for xy in ("x", "y")]
+    if name == "gtsrb":
+        base = root / "gtsrb"
+        if split == "train":
+            return [base / "GTSRB" / "Training"]
+        return [base / "GTSRB" / "Final_Test" / "Images", base / "GT-final_test.csv"]
+    if name == "svhn":
+        return [root / "svhn" / f"{split}_32x32.mat"]
+    if name == "fer2013":  # either file holds the test labels (torchvision prefers fer2013.csv)
+        base = root / "fer2013"
+        return [base / ("icml_face_data.csv" if (base / "icml_face_data.csv").is_file()
+                        and not (base / "fer2013.csv").is_file() else "fer2013.csv")]
+    if name == "country211":
+        return [root / "country211" / split]
     raise AssertionError(f"no layout for {name!r}")  # pragma: no cover - every spec has a branch
 
 
@@ -492,16 +617,20 @@ class DatasetStatus:
     """Where the dataset is obtained (URL or page)."""
     hint: str
     """What to put where."""
+    role: str = "reported"
+    """One of :data:`DATASET_ROLES` (a validation dataset serves 06's paper study only)."""
 
     def as_row(self) -> dict[str, str]:
         """A flat dict of strings (one table row; ``pandas.DataFrame([s.as_row() for s in statuses])``)."""
-        return {"dataset": self.dataset, "status": self.status, "folder": self.folder, "splits": ", ".join(self.splits),
+        return {"dataset": self.dataset, "status": self.status, "role": self.role, "folder": self.folder,
+                "splits": ", ".join(self.splits),
                 "problems": "; ".join(self.problems), "expected": "; ".join(self.expected),
                 "torchvision_class": self.torchvision_class, "source": self.source, "hint": self.hint}
 
 
 def diagnose_data_root(root: str | os.PathLike[str], *, datasets: Sequence[str] | None = None) -> list[DatasetStatus]:
-    """The status of every paper dataset (or of ``datasets``, in that order) under the data root ``root``.
+    """The status of every paper dataset (the 16 reported ones, then 06's validation datasets; or of ``datasets``, in
+    that order) under the data root ``root``.
 
     Only ``stat`` calls and one directory read per required folder: instant, reads no image. A root that does not
     exist gives every dataset as missing. ValueError for an unknown dataset name.
@@ -523,13 +652,15 @@ def diagnose_data_root(root: str | os.PathLike[str], *, datasets: Sequence[str] 
         folder = _dataset_dir(name, base)
         status = "found" if not problems else ("incomplete" if folder.is_dir() else "missing")
         out.append(DatasetStatus(name, status, str(folder), splits, tuple(dict.fromkeys(map(str, expected))),
-                                 tuple(dict.fromkeys(problems)), spec.torchvision_class, spec.source, spec.hint))
+                                 tuple(dict.fromkeys(problems)), spec.torchvision_class, spec.source, spec.hint,
+                                 role=spec.role))
     return out
 
 
 def format_data_report(statuses: Sequence[DatasetStatus], *, root: str | os.PathLike[str] | None = None) -> str:
     """A plain-text table of :func:`diagnose_data_root`'s statuses: one line per dataset, then for each one not
-    found the files it lacks (relative to ``root`` when given), where they go and where to get the dataset."""
+    found the files it lacks (relative to ``root`` when given), where they go and where to get the dataset. A
+    validation dataset's line ends with "(validation: 06's paper study only)"."""
     base = None if root is None else str(Path(root).expanduser())
 
     def short(path: str) -> str:
@@ -538,7 +669,8 @@ def format_data_report(statuses: Sequence[DatasetStatus], *, root: str | os.Path
     lines = [f"data root: {base}"] if base is not None else []
     width = max((len(s.dataset) for s in statuses), default=7)
     lines.append(f"{'dataset':<{width}}  {'status':<10}  folder")
-    lines += [f"{s.dataset:<{width}}  {s.status:<10}  {short(s.folder)}" for s in statuses]
+    lines += [f"{s.dataset:<{width}}  {s.status:<10}  {short(s.folder)}"
+              + ("  (validation: 06's paper study only)" if s.role == "validation" else "") for s in statuses]
     for s in statuses:
         if s.status == "found":
             continue
@@ -579,7 +711,8 @@ def _skip_checksums() -> bool:
 
 
 def _existence_checked(cls: type) -> type:
-    """A subclass of an md5-checking torchvision dataset class (CIFAR10/100, STL10, Flowers102) whose checks only test
+    """A subclass of an md5-checking torchvision dataset class (CIFAR10/100, STL10, Flowers102, SVHN, FER2013) whose
+    checks only test
     that each file exists (every md5 set to None, which torchvision's ``check_integrity`` reads as "no sum").
 
     Registered under its own name in this module, so its instances pickle (DataLoader workers).
@@ -595,6 +728,10 @@ def _existence_checked(cls: type) -> type:
             attrs["meta"] = {**cls.meta, "md5": None}
         if isinstance(getattr(cls, "_file_dict", None), dict):  # Flowers102: {key: (filename, md5)}
             attrs["_file_dict"] = {key: (filename, None) for key, (filename, _) in cls._file_dict.items()}
+        if isinstance(getattr(cls, "_RESOURCES", None), dict):  # FER2013: {key: (filename, md5)}
+            attrs["_RESOURCES"] = {key: (filename, None) for key, (filename, _) in cls._RESOURCES.items()}
+        if isinstance(getattr(cls, "split_list", None), dict):  # SVHN: {split: [url, filename, md5]}
+            attrs["split_list"] = {key: [url, filename, None] for key, (url, filename, _) in cls.split_list.items()}
         globals()[name] = type(name, (cls,), attrs)
     return globals()[name]
 
@@ -667,6 +804,10 @@ def _construct(name: str, root: Path, split: str, transform: Callable[[Any], Any
         return (_existence_checked(cls) if skip else cls)(root, train=split == "train", **kw)
     if name in ("stl10", "flowers102") and skip:
         return _existence_checked(getattr(tvd, PAPER_DATASETS[name].torchvision_class))(root, split=split, **kw)
+    if name == "svhn":  # torchvision's SVHN reads its .mat files in the folder it is given: <root>/svhn
+        return (_existence_checked(tvd.SVHN) if skip else tvd.SVHN)(root / "svhn", split=split, **kw)
+    if name == "fer2013":  # no download (Kaggle)
+        return (_existence_checked(tvd.FER2013) if skip else tvd.FER2013)(root, split=split, **kw)
     if name == "imagenet":
         imagenet_dir = root / "imagenet"
         if _use_torchvision_imagenet(imagenet_dir):
@@ -922,6 +1063,25 @@ def _wnids_to_names(wnids: Sequence[str], imagenet_dir: Path, *, what: str,
     return list(wnids)
 
 
+def country_names(codes: Sequence[str]) -> list[str]:
+    """Country211's class names: each ISO 3166 alpha-2 code (its folder name) named by pycountry, as TeCoA's code
+    does, taking pycountry's common name where it has one ("South Korea", not "Korea, Republic of"); XK (not in
+    ISO 3166) is "Kosovo" as in TeCoA's code. ValueError for a code pycountry does not know."""
+    import pycountry
+
+    names = []
+    for code in codes:
+        if code == "XK":
+            names.append("Kosovo")
+            continue
+        country = pycountry.countries.get(alpha_2=code)
+        if country is None:
+            raise ValueError(f"country211: folder {code!r} is not an ISO 3166 alpha-2 code pycountry knows; "
+                             "re-extract country211.tgz")
+        names.append(getattr(country, "common_name", None) or country.name)
+    return names
+
+
 def _classnames_from_dataset(name: str, dataset: Any) -> list[str]:
     raw = getattr(dataset, "classes", None)
     if raw is None:
@@ -929,6 +1089,8 @@ def _classnames_from_dataset(name: str, dataset: Any) -> list[str]:
     if raw is None:
         raise ValueError(f"{name}: {type(dataset).__name__} exposes neither .classes nor .categories")
     raw = [str(c) for c in raw]
+    if name == "country211":  # ISO codes -> country names (TeCoA's code: pycountry), not refined
+        return country_names(raw)
     if name == "caltech256":  # "001.ak47", "063.electric-guitar-101" -> "ak47", "electric-guitar" (as TeCoA)
         raw = [re.sub(r"^\d+\.", "", c).removesuffix("-101") for c in raw]
     elif name == "sun397":  # "apartment_building/outdoor" -> "apartment building outdoor"
@@ -956,6 +1118,8 @@ def get_classnames(
       archive, or a ``val/`` with 1000 wnid folders); without one, the first synonyms of its ``words.txt``
       (official layout), else the wnids themselves (with a warning either way).
     * pcam: TeCoA's two class phrases; flowers102: torchvision's ``Flowers102.classes``.
+    * validation datasets (module docstring): gtsrb, svhn and fer2013 names of ours (no files needed); country211:
+      its ISO-code folders named by pycountry (:func:`country_names`).
     * others: the dataset's ``classes``/``categories`` refined like TeCoA (lower-case, ``_``/``-`` to spaces),
       plus: Caltech256 drops the ``NNN.`` prefix and ``-101`` suffix, SUN397 turns ``/`` into a space, EuroSAT
       splits CamelCase, Caltech101's face folders become "off-center face"/"centered face".
@@ -965,8 +1129,8 @@ def get_classnames(
     """
     spec = _spec(name)
     data_root = None if root is None else Path(root).expanduser()
-    if name == "pcam":
-        return list(_PCAM_CLASSNAMES)
+    if name in _FIXED_CLASSNAMES:
+        return list(_FIXED_CLASSNAMES[name])
     if name == "flowers102" and dataset is None:
         from torchvision.datasets import Flowers102
 
@@ -1014,7 +1178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  "or incomplete, what goes where and where to get it.")
     parser.add_argument("root", help="the data root (the folder that holds every dataset's folder)")
     parser.add_argument("--datasets", nargs="+", metavar="NAME", choices=list(PAPER_DATASETS),
-                        help="check only these (default: all 16)")
+                        help="check only these (default: the 16 reported datasets, then 06's validation datasets)")
     args = parser.parse_args(argv)
     statuses = diagnose_data_root(args.root, datasets=args.datasets)
     print(format_data_report(statuses, root=Path(args.root).expanduser()))

@@ -22,20 +22,24 @@ and per task as ``<score>/<task>``; the original-text evaluation of an IAT varia
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import functools
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from nbhelpers import (attacks, data, evaluation, fastpath, losses, methods, models, paths, study, suite, text_tuning,
-                       training, world, zeroshot)
+from nbhelpers import (attacks, data, evaluation, fastpath, losses, methods, metrics, models, notebook, paper_data,
+                       paths, study, suite, text_tuning, training, world, zeroshot)
 from nbhelpers.config import FinetuneKnobs, IATKnobs, StudyConfig, TAIKnobs, split_overrides
 from nbhelpers.evaluation import EvalModel
 from nbhelpers.models import create_model_and_transforms
 from nbhelpers.utils import atomic_path, content_key, numerics_versions, select_device
+from nbhelpers.zeroshot import build_head
 
 STORE_PATH = paths.STUDY_STORE
 
@@ -193,7 +197,8 @@ def run_study(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH, device: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m nbhelpers.study_runs [--stages validation test] [--train_seeds 0 1 2] ... (StudyConfig's fields)."""
+    """CLI: python -m nbhelpers.study_runs [--stages validation test] [--train_seeds 0 1 2] ... (StudyConfig's fields);
+    --plan prints the runs and their estimated device time instead (plan_study); --status, --prune, --carry_over."""
     ap = argparse.ArgumentParser(description="run (or resume) the study of notebook 06 into results/06_study.jsonl")
     for name, default in StudyConfig.defaults().items():
         if name == "rerun":
@@ -211,9 +216,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--carry_over", default="", metavar="OLD_NUMERICS",
                     help="re-key rows of numerics fingerprint OLD_NUMERICS to this code's (only after a change that "
                          "moved no number: tests/test_numerics.py passes against its recorded outputs)")
+    ap.add_argument("--plan", action="store_true",
+                    help="print every run the study would make and its device time estimated from a calibration "
+                         "measured here on --device (a few training steps and evaluation batches); trains and writes "
+                         "nothing")
+    ap.add_argument("--plan_steps", type=int, default=2, help="--plan: timed training steps per engine method")
+    ap.add_argument("--plan_aa_fraction", type=float, default=1.0,
+                    help="--plan: share of images AutoAttack attacks (1: its upper bound; it skips misclassified ones)")
     args = vars(ap.parse_args(argv))
     store, status, prune, old = args.pop("store"), args.pop("status"), args.pop("prune"), args.pop("carry_over")
+    plan, plan_steps, aa_fraction = args.pop("plan"), args.pop("plan_steps"), args.pop("plan_aa_fraction")
     cfg = StudyConfig.from_params(**args, rerun=True)
+    if plan:
+        table = plan_study(cfg, device=select_device(cfg.device), store_path=store, train_steps=plan_steps,
+                           aa_fraction=aa_fraction)
+        print(format_plan(table, profile=cfg.profile))
+        return 0
+    committed = {Path(p).resolve() for p in (STORE_PATH, paths.STUDY_REPLICA_STORE)}
+    if cfg.profile != "mini" and Path(store).resolve() in committed and (prune or old or not status):
+        raise SystemExit(f"--store {store} holds the mini profile's study: give the paper study its own store, e.g. "
+                         "--store results/06_study_paper.jsonl")
     if old:
         print(json.dumps({"carried_over": carry_over(old, store_path=store), "store": store,
                           "numerics": numerics_fingerprint()}))
@@ -223,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         print(store_status(cfg, store_path=store).to_string(index=False))
         print(json.dumps({"pruned": dropped, "store": store}))
         return 0
+    if cfg.profile == "paper":  # every dataset the study reads, checked before any work
+        notebook.check_paper_data(cfg)
     done = run_study(cfg, store_path=store, device=select_device(cfg.device))
     if Path(store).resolve() == Path(STORE_PATH).resolve() and "validation" in cfg.stages:
         write_selection(cfg, store_path=store)  # the training CLI's defaults follow the committed selection
@@ -446,6 +470,353 @@ def ablation_table(rows: list[dict], *, metric: str) -> pd.DataFrame:
             cells.append(format_interval(d.mean_diff, d.ci_low, d.ci_high, signed=True))
         table[f"minus {ref} at {metric}"] = cells
     return table
+
+
+# ------------------------------------------------------------------------------------ planning (--plan), before training
+#
+# Every run the study would make, and an estimate of its device time from a calibration measured on the machine at
+# hand: a few training steps of each engine and a few evaluation batches of the configured model at the configured
+# sizes, then extrapolated. Nothing is written (no store, no cache) and no model is trained beyond those steps.
+
+AA_GRADIENT_STEPS = 100 + 9 * 100
+"""Gradient steps per image of AutoAttack's APGD-CE (100) and APGD-T (100 for each of 9 targets): an upper bound,
+as torchattacks attacks only the images still classified correctly."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyCalibration:
+    """Seconds measured on one device for the configured model and sizes (see :func:`calibrate_study`)."""
+
+    device: str
+    model: str
+    image_size: int
+    train_batch_size: int
+    batch_size: int
+    train_step_seconds: dict[str, float]
+    """Per engine method: one training step of the global batch (attack, objective, update; batch loading included
+    when train_data is "disk")."""
+    train_data: str
+    """"disk" or "memory" (the fine-tuning set's own batches), "synthetic" (random images: the set is not there)."""
+    n_classes: int
+    """Classes of the fine-tuning set (their text embeddings are random here: they do not change a step's cost)."""
+    iat_step_seconds: float
+    """One Adam step of IAT text tuning over n_classes prompts (nan: not measured)."""
+    forward_seconds: float
+    """Per image: the zero-shot head's forward pass (clean accuracy), at batch_size."""
+    gradient_seconds: float
+    """Per image: one attack step (forward and input gradient), at batch_size."""
+    load_seconds: float
+    """Per evaluated image: reading and preprocessing it (nan: no evaluation dataset was there to read)."""
+    open_seconds: float
+    """Per evaluated dataset and run: opening it (torchvision's dataset object, class names; nan as load_seconds)."""
+    load_dataset: str
+    """The dataset load_seconds was measured on ("" if none)."""
+    seconds: float
+    """How long the calibration took."""
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_step_seconds(cfg: StudyConfig, engine_method: str, base: models.ClipModel, emb: torch.Tensor,
+                        batches: list[tuple[torch.Tensor, torch.Tensor]] | None, train: training.TrainData | None, *,
+                        device: torch.device, steps: int, warmup: int) -> float:
+    """Seconds per training step of an engine method: training.finetune's set-up (student copy, teacher, optimizer)
+    without its checkpoints, then warmup + steps calls of training.train_step, the last steps timed."""
+    ft_cfg = cfg.finetune_config(engine_method)
+    method = methods.get(engine_method)
+    student = copy.deepcopy(base).eval()
+    tower = [p for name, p in student.named_parameters() if name.startswith("clip.visual.")]
+    trained = {id(p) for p in (tower[-ft_cfg.partial_last_n:] if method.trainable == "last_n" else tower)}
+    for p in student.parameters():
+        p.requires_grad_(id(p) in trained)
+    teacher = build_head(base, emb, device=device) if method.needs_teacher else None
+    head = training.make_linear_head(ft_cfg, emb) if method.head == "linear" else None
+    params = [p for p in student.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
+    opt = torch.optim.SGD(params, lr=ft_cfg.finetune_lr, momentum=ft_cfg.momentum)
+    engine = training.make_engine(ft_cfg, student, emb, opt, teacher=teacher, scale=base.logit_scale(),
+                                  device=device, head=head)
+    seconds = 0.0
+    for step in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        x, y = train.batch(step, cfg.train_batch_size) if train is not None else batches[step % len(batches)]
+        noise = 2 * torch.rand(x.shape) - 1
+        training.train_step(engine, step, x.to(device), y.to(device), noise.to(device))
+        _sync(device)
+        if step >= warmup:
+            seconds += time.perf_counter() - t0
+    return seconds / steps
+
+
+def _engine_methods() -> list[str]:
+    """The engine methods the study's runs train with (its methods and the ablation variants)."""
+    names = [*study.study_methods(), *study.ABLATIONS]
+    return list(dict.fromkeys(methods.get(study.trained_as(n)).engine for n in names))
+
+
+def calibrate_study(cfg: StudyConfig, *, device: torch.device | str = "cpu", train_steps: int = 2, warmup: int = 1,
+                    attack_steps: int = 2, engines: list[str] | None = None) -> StudyCalibration:
+    """Measure on `device`, for cfg's model and sizes: seconds per training step of each engine method (default: all
+    the study trains with), per IAT step, per image for a forward pass and for one attack step at cfg.batch_size,
+    and per evaluated image for reading it. Training batches come from the fine-tuning set when it is there (its
+    loading is then timed too), else random images at the model's input size; class embeddings are random unit
+    vectors (C, D). Writes nothing, trains nothing beyond warmup + train_steps steps per engine."""
+    check_config(cfg)
+    if train_steps < 1 or attack_steps < 1 or warmup < 0:
+        raise ValueError(f"need train_steps >= 1, attack_steps >= 1, warmup >= 0; got {train_steps}, "
+                         f"{attack_steps}, {warmup}")
+    device = torch.device(device)
+    t_start = time.perf_counter()
+    base, preprocess = create_model_and_transforms(**cfg.model_spec(), device=device)
+    size = base.image_size
+    gen = torch.Generator().manual_seed(0)
+    try:
+        train: training.TrainData | None = training.TrainData(cfg.finetune_config("tecoa"), preprocess=preprocess)
+        n_classes, classnames, templates = len(train.classnames), list(train.classnames), list(train.templates)
+        data_kind = "memory" if cfg.profile == "mini" else "disk"
+    except FileNotFoundError:  # paper profile without the fine-tuning set: random images of the model's input size
+        train, n_classes, data_kind = None, 200, "synthetic"  # TinyImageNet's 200 classes
+        classnames, templates = [f"class {i}" for i in range(n_classes)], [paper_data.TEMPLATE]
+    batches = None if train is not None else [
+        (torch.rand(cfg.train_batch_size, 3, size, size, generator=gen),
+         torch.randint(0, n_classes, (cfg.train_batch_size,), generator=gen)) for _ in range(2)]
+    with torch.no_grad():
+        probe = torch.rand(1, 3, size, size, generator=gen).to(device)
+        dim = base.encode_image(probe).shape[-1]
+    emb = torch.nn.functional.normalize(torch.randn(n_classes, dim, generator=gen), dim=-1).to(device)
+    step_seconds = {e: _train_step_seconds(cfg, e, base, emb, batches, train, device=device, steps=train_steps,
+                                           warmup=warmup) for e in (engines if engines is not None else
+                                                                    _engine_methods())}
+    iat_cfg = cfg.iat_config(iat_steps=train_steps, iat_images=2)
+    iat = text_tuning.tune_text(base, iat_cfg, classnames=classnames, templates=templates,
+                                images=torch.rand(2, 3, size, size, generator=gen), device=device, progress=False)
+    iat_step = iat.seconds / train_steps
+    head = build_head(base, emb, device=device)
+    x = torch.rand(cfg.batch_size, 3, size, size, generator=gen)
+    y = torch.randint(0, n_classes, (cfg.batch_size,), generator=gen)
+    kw = dict(batch_size=cfg.batch_size, device=device, fast=cfg.fast_attacks, amp=cfg.amp)
+    metrics.predict_logits(head, x, y, eps=0.0, **kw)  # warm-up
+
+    def timed(**attack: object) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        metrics.predict_logits(head, x, y, **attack, **kw)
+        _sync(device)
+        return time.perf_counter() - t0
+
+    clean = timed(eps=0.0)
+    attacked = timed(eps=cfg.select_eps / 255, steps=attack_steps)
+    forward = clean / cfg.batch_size
+    gradient = max(attacked - clean, 0.0) / (attack_steps * cfg.batch_size)
+    load, opening, load_dataset = float("nan"), float("nan"), ""
+    for name in dict.fromkeys([*cfg.validation_datasets(), *cfg.test_datasets()]):
+        try:
+            times, sizes = [], []
+            for n in (1, 9):  # opening the dataset, then per image: the difference of two reads
+                t0 = time.perf_counter()
+                sizes.append(len(data.load_eval_set(cfg.profile, name, n=n, seed=cfg.seed, data_root=cfg.data_root,
+                                                    preprocess=preprocess)))
+                times.append(time.perf_counter() - t0)
+        except FileNotFoundError:
+            continue
+        load = max(times[1] - times[0], 0.0) / (sizes[1] - 1) if sizes[1] > 1 else times[0]
+        opening, load_dataset = max(times[0] - load, 0.0), name
+        break
+    return StudyCalibration(str(device), base.model_name, size, cfg.train_batch_size, cfg.batch_size, step_seconds,
+                            data_kind, n_classes, iat_step, forward, gradient, load, opening, load_dataset,
+                            time.perf_counter() - t_start)
+
+
+def _plan_stage_configs(cfg: StudyConfig, stage: str, space: Mapping[str, list[dict]],
+                        selected: Mapping[str, Mapping[str, object]]) -> tuple[dict[str, list[dict]], list[int]]:
+    """(configurations per method, train seeds) of a stage given a selection (as stage_configs, without a store)."""
+    if stage == "validation":
+        return {m: list(v) for m, v in space.items()}, [cfg.train_seeds[0]]
+    if stage == "test":
+        return {m: [dict(selected[m])] for m in study.study_methods()}, list(cfg.train_seeds)
+    if stage == "strong":
+        return {m: [dict(selected[m])] for m in cfg.strong_methods}, list(cfg.strong_seeds)
+    return study.ablation_configs(selected), list(cfg.train_seeds)
+
+
+def _provisional_label(name: str) -> str:
+    """How a later stage's configuration reads before the validation stage has selected it."""
+    if name not in study.ABLATIONS:
+        return "selected"
+    ab = study.ABLATIONS[name]
+    sc = " and TIMA's selected sc_weight" if ab.keeps_sc else ""
+    return f"{ab.parent}'s selected + {study.config_id(dict(ab.overrides))}{sc}"
+
+
+def planned_runs(cfg: StudyConfig, *, store_path: str | Path | None = None) -> pd.DataFrame:
+    """Every run of cfg.stages the study would make, in run order (study.run_missing's: seeds outermost), one row each:
+    stage, method, config (the overrides' canonical JSON; later stages read "selected" until the store holds the
+    validation stage), train_seed, trains (the run trains its image tower: no earlier run of the plan made these
+    weights), tunes_text (it tunes an IAT projection), text_sides (2: also scored with the original text), datasets,
+    images (per dataset), attacks, finetune_steps, key (the store row's), stored (already in the store: skipped).
+    Reads the store (if given) and nothing else; writes nothing."""
+    check_config(cfg)
+    store = study.StudyStore(store_path) if store_path is not None and Path(store_path).is_file() else None
+    space = study.search_space(profile=cfg.profile, finetune_steps=cfg.finetune_steps)
+    val = current_rows(store, cfg, "validation") if store is not None else []
+    known = all(any(r["method"] == m for r in val) for m in study.study_methods())
+    # before the selection, each method's first configuration stands in for it: costs do not depend on which one
+    selected = study.select(val, rule=selection_rule(cfg)) if known else {m: space[m][0] for m in space}
+    pgd = f"pgd{cfg.pgd_steps}"
+    trained: set[tuple] = set()
+    tuned: set[tuple] = set()
+    rows = []
+    for stage in study.STAGES:
+        if stage not in cfg.stages:
+            continue
+        configs, seeds = _plan_stage_configs(cfg, stage, space, selected)
+        spec = stage_evaluation(cfg, stage)
+        eps = ", ".join(f"{e:g}" for e in spec["eps"])
+        attack = f"clean, {pgd} + aa @ {eps}" if spec["attack"] == "pgd+aa" else f"clean, {pgd} @ {eps}"
+        for seed in seeds:
+            for name, overrides_list in configs.items():
+                for overrides in overrides_list:
+                    method = methods.get(study.trained_as(name))
+                    _, iat_over = split_overrides(overrides)
+                    weights = (method.name, study.config_id(overrides), seed)
+                    text = (study.config_id(iat_over), seed)
+                    key = study.row_key(stage=stage, method=name, overrides=overrides, train_seed=seed,
+                                        evaluation=spec)
+                    rows.append({
+                        "stage": stage, "method": name,
+                        "config": (study.config_id(overrides) if stage == "validation" or known
+                                   else _provisional_label(name)),
+                        "train_seed": seed, "trains": weights not in trained,
+                        "tunes_text": method.needs_iat and text not in tuned and weights not in trained,
+                        "text_sides": 2 if method.needs_iat else 1, "engine": method.engine,
+                        "datasets": ", ".join(spec["tasks"]), "n_datasets": len(spec["tasks"]),
+                        "images": int(spec["n"]), "attacks": attack,
+                        "finetune_steps": int(overrides.get("finetune_steps", cfg.finetune_steps)),
+                        "key": key, "stored": bool(store is not None and store.has(key))})
+                    trained.add(weights)
+                    if method.needs_iat:
+                        tuned.add(text)
+    plan = pd.DataFrame(rows)
+    plan.attrs["selection"] = "from the store" if known else "provisional (the validation stage selects)"
+    return plan
+
+
+def _eval_seconds_per_image(cfg: StudyConfig, cal: StudyCalibration, stage: str, *, aa_fraction: float = 1.0) -> float:
+    """Estimated seconds to score one image of one dataset with one text side in a stage: a clean forward, PGD
+    (pgd_steps gradient steps and a forward) per radius, and in the strong stage AutoAttack's gradient steps on
+    aa_fraction of the images (1: its upper bound, AA_GRADIENT_STEPS on every image) and a forward."""
+    spec_eps = {"validation": [cfg.select_eps], "test": list(cfg.test_eps_list), "strong": [cfg.strong_eps],
+                "ablation": list(cfg.ablation_eps_list)}[stage]
+    pgd = cfg.pgd_steps * cal.gradient_seconds + cal.forward_seconds
+    out = cal.forward_seconds + len(spec_eps) * pgd
+    if stage == "strong":
+        out += aa_fraction * AA_GRADIENT_STEPS * cal.gradient_seconds + cal.forward_seconds
+    return out
+
+
+def estimate_plan(plan: pd.DataFrame, cfg: StudyConfig, cal: StudyCalibration, *,
+                  aa_fraction: float = 1.0) -> pd.DataFrame:
+    """The plan with estimated seconds per run (train_seconds: steps x step time, plus IAT tuning; eval_seconds:
+    images x attack cost per text side, plus reading them) and their sum (seconds); a stored run counts 0.
+    aa_fraction: the share of images AutoAttack runs its gradient steps on (1: its upper bound)."""
+    if not 0 <= aa_fraction <= 1:
+        raise ValueError(f"aa_fraction is a fraction in [0, 1], got {aa_fraction}")
+    missing = sorted(set(plan.engine[plan.trains & ~plan.stored]) - set(cal.train_step_seconds))
+    if missing:
+        raise ValueError(f"the calibration has no training step of engine method(s) {missing}: calibrate them")
+    out = plan.copy()
+    iat = cfg.iat_steps * cal.iat_step_seconds + cfg.iat_images * cal.forward_seconds
+    load = 0.0 if cal.load_seconds != cal.load_seconds else cal.load_seconds  # nan: not measured, not counted
+    opening = 0.0 if cal.open_seconds != cal.open_seconds else cal.open_seconds
+    todo = ~out.stored
+    step = out.engine.map(cal.train_step_seconds).fillna(0.0)  # engines of runs that do not train may be absent
+    out["train_seconds"] = todo * (out.trains * out.finetune_steps * step + out.tunes_text * iat)
+    per_image = out.stage.map(lambda st: _eval_seconds_per_image(cfg, cal, st, aa_fraction=aa_fraction))
+    out["eval_seconds"] = todo * out.n_datasets * (out.images * (out.text_sides * per_image + load) + opening)
+    out["seconds"] = out.train_seconds + out.eval_seconds
+    return out
+
+
+def plan_study(cfg: StudyConfig, *, device: torch.device | str = "cpu", calibrate: bool = True,
+               calibration: StudyCalibration | None = None, store_path: str | Path | None = None,
+               train_steps: int = 2, aa_fraction: float = 1.0) -> pd.DataFrame:
+    """Every run the study of cfg would make (:func:`planned_runs`) with its estimated device seconds from a
+    calibration measured on `device` before anything trains (:func:`calibrate_study`, or the one given; calibrate=False:
+    the runs only). The calibration is in ``plan.attrs["calibration"]`` (a dict) and the margin offset TAI needs
+    (measured once per study run: 256 fine-tuning images, PGD-10 at two radii) in ``plan.attrs["setup_seconds"]``.
+    aa_fraction: see :func:`estimate_plan`. Writes nothing."""
+    if not 0 <= aa_fraction <= 1 or train_steps < 1:
+        raise ValueError(f"need 0 <= aa_fraction <= 1 and train_steps >= 1, got {aa_fraction} and {train_steps}")
+    plan = planned_runs(cfg, store_path=store_path)
+    if calibration is None and calibrate:
+        calibration = calibrate_study(cfg, device=device, train_steps=train_steps)
+    if calibration is None:
+        return plan
+    plan = estimate_plan(plan, cfg, calibration, aa_fraction=aa_fraction)
+    plan.attrs["aa_fraction"] = aa_fraction
+    needs_offset = (~plan.stored & plan.engine.map(lambda e: methods.get(e).needs_offset)).any()
+    per_image = 2 * (10 * calibration.gradient_seconds + calibration.forward_seconds)
+    plan.attrs["setup_seconds"] = float(needs_offset * 256 * per_image)
+    plan.attrs["calibration"] = dataclasses.asdict(calibration)
+    return plan
+
+
+def plan_summary(plan: pd.DataFrame) -> pd.DataFrame:
+    """Per stage and in total: runs, runs to do, trainings, IAT tunings, images scored (datasets x images x text
+    sides) and, if estimated, device hours (training, evaluation, both) of the runs to do."""
+    todo = plan[~plan.stored]
+    groups = [(stage, todo[todo.stage == stage], plan[plan.stage == stage]) for stage in dict.fromkeys(plan.stage)]
+    rows = []
+    for stage, part, every in [*groups, ("total", todo, plan)]:
+        row = {"stage": stage, "runs": len(every), "to do": len(part), "trainings": int(part.trains.sum()),
+               "IAT tunings": int(part.tunes_text.sum()),
+               "images scored": int((part.n_datasets * part.images * part.text_sides).sum())}
+        if "seconds" in plan:
+            row.update({"train hours": part.train_seconds.sum() / 3600, "eval hours": part.eval_seconds.sum() / 3600,
+                        "hours": part.seconds.sum() / 3600})
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    if "seconds" in plan:
+        setup = plan.attrs.get("setup_seconds", 0.0) / 3600
+        summary.loc[summary.stage == "total", ["eval hours", "hours"]] += setup
+    return summary.round(3)
+
+
+def format_plan(plan: pd.DataFrame, *, profile: str) -> str:
+    """The plan for reading: the calibration, every run (estimated minutes if calibrated), the summary per stage."""
+    lines = []
+    cal = plan.attrs.get("calibration")
+    if cal is not None:
+        steps = ", ".join(f"{k} {v:.3g} s" for k, v in cal["train_step_seconds"].items())
+        lines += [f"calibration on {cal['device']} ({cal['model']} at {cal['image_size']} px, measured in "
+                  f"{cal['seconds']:.0f} s):",
+                  f"  training step (batch {cal['train_batch_size']}, data: {cal['train_data']}): {steps}",
+                  f"  IAT step ({cal['n_classes']} classes): {cal['iat_step_seconds']:.3g} s",
+                  f"  per image at batch {cal['batch_size']}: forward {cal['forward_seconds']:.3g} s, attack step "
+                  f"{cal['gradient_seconds']:.3g} s, reading {cal['load_seconds']:.3g} s "
+                  f"(+ {cal['open_seconds']:.3g} s per dataset and run; on {cal['load_dataset'] or 'no dataset here'})",
+                  ""]
+    columns = ["stage", "method", "config", "train_seed", "trains", "tunes_text", "text_sides", "images", "attacks",
+               "stored"]
+    table = plan[columns].copy()
+    if "seconds" in plan:
+        table["minutes"] = (plan.seconds / 60).round(1)
+    lines += [f"profile {profile}: {len(plan)} runs; later stages' configurations: {plan.attrs.get('selection')}",
+              "datasets per stage: " + "; ".join(f"{stage}: {d}" for stage, d in
+                                                 plan.groupby("stage", sort=False).datasets.first().items()),
+              "", table.to_string(index=False), "", plan_summary(plan).to_string(index=False)]
+    if "seconds" in plan:
+        total = plan_summary(plan).set_index("stage").loc["total", "hours"]
+        fraction = plan.attrs.get("aa_fraction", 1.0)
+        aa = (f"at its upper bound of {AA_GRADIENT_STEPS} gradient steps per image" if fraction == 1 else
+              f"at {AA_GRADIENT_STEPS} gradient steps on {fraction:g} of the images")
+        lines.append(f"\nestimated device-hours on {cal['device']}: {total:.2f} (AutoAttack counted {aa}; class-text "
+                     "encoding not counted)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Writers of tiny paper-scale datasets in the exact on-disk layouts torchvision reads (nothing is downloaded).
 
-Used by tests/test_paper_data.py (each of the 16 datasets, :data:`FIXTURE_WRITERS`) and tests/test_paper_profile.py
+Used by tests/test_paper_data.py (each of the 16 reported datasets and 06's four validation datasets,
+:data:`FIXTURE_WRITERS`) and tests/test_paper_profile.py
 (a whole data root that the six notebooks run on). CIFAR's, STL-10's and Flowers102's files are in the real formats,
 but their md5 sums cannot match the official archives': loaders need ``TIMA_SKIP_CHECKSUMS=1``
 (:data:`nbhelpers.paper_data.SKIP_CHECKSUMS_ENV`) or a patched ``check_integrity`` to read them.
@@ -422,6 +423,71 @@ def write_tinyimagenet_fixture(root: Path) -> Fixture:
     return Fixture("tinyimagenet", ["goldfish", "great white shark"], len(labels), labels)
 
 
+# ------------------------------------------------------------------ 06's validation datasets, as downloaded
+
+
+def write_gtsrb_fixture(root: Path) -> Fixture:
+    """gtsrb/ as torchvision's download extracts GTSRB_Final_Test_Images.zip and GTSRB_Final_Test_GT.zip:
+    GTSRB/Final_Test/Images/NNNNN.ppm and GT-final_test.csv ('Filename;Width;Height;Roi.X1;...;ClassId', ';'-separated)
+    over ClassIds 0-3. Names: paper_data's 43 (ours; tests/test_paper_data.py checks them against the ClassIds)."""
+    from nbhelpers.paper_data import get_classnames
+
+    base = root / "gtsrb"
+    labels = [2, 0, 3, 1, 0, 2]
+    lines = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for j, y in enumerate(labels):
+        write_flat(base / "GTSRB" / "Final_Test" / "Images" / f"{j:05d}.ppm", class_value(y, j // 4), size=(31, 33))
+        lines.append(f"{j:05d}.ppm;31;33;5;5;26;28;{y}")
+    (base / "GT-final_test.csv").write_text("\n".join(lines) + "\n")
+    return Fixture("gtsrb", get_classnames("gtsrb"), len(labels), labels)
+
+
+def write_svhn_fixture(root: Path) -> Fixture:
+    """svhn/test_32x32.mat as SVHN's site ships it (format 2): 'X' uint8 (32, 32, 3, N), 'y' (N, 1) with the digit 0
+    stored as 10 (torchvision maps it to 0); torchvision md5-checks the file (TIMA_SKIP_CHECKSUMS=1)."""
+    from scipy.io import savemat
+
+    digits = [1, 0, 3, 2, 0, 1]
+    x = np.stack([np.full((32, 32, 3), class_value(d, j // 4), dtype=np.uint8) for j, d in enumerate(digits)], axis=-1)
+    (root / "svhn").mkdir(parents=True, exist_ok=True)
+    savemat(root / "svhn" / "test_32x32.mat", {"X": x, "y": np.array([[d or 10] for d in digits], dtype=np.uint8)})
+    return Fixture("svhn", [f"number {k}" for k in range(10)], len(digits), digits)
+
+
+FER2013_NAMES = ["face looking angry", "face looking disgusted", "face looking fearful", "face looking happy",
+                 "face looking sad", "face looking surprised", "face looking neutral"]
+
+
+def write_fer2013_fixture(root: Path, *, icml: bool = False) -> Fixture:
+    """fer2013/fer2013.csv (from fer2013.tar.gz: 'emotion,pixels,Usage'; 48 x 48 grey pixels as text) with Training,
+    PublicTest and PrivateTest rows; the test split is the two test usages in file order. icml: Kaggle's
+    icml_face_data.csv instead ('emotion, Usage, pixels', with the spaces). torchvision md5-checks the file."""
+    base = root / "fer2013"
+    base.mkdir(parents=True, exist_ok=True)
+    rows = [(3, "Training"), (0, "PublicTest"), (6, "PublicTest"), (1, "Training"), (3, "PrivateTest"),
+            (0, "PrivateTest")]
+    labels = [y for y, usage in rows if usage != "Training"]
+    lines = ["emotion, Usage, pixels" if icml else "emotion,pixels,Usage"]
+    for j, (y, usage) in enumerate(rows):
+        pixels = " ".join([str(class_value(y, j // 4))] * (48 * 48))
+        lines.append(f"{y},{usage},{pixels}" if icml else f"{y},{pixels},{usage}")
+    (base / ("icml_face_data.csv" if icml else "fer2013.csv")).write_text("\n".join(lines) + "\n")
+    return Fixture("fer2013", list(FER2013_NAMES), len(labels), labels)
+
+
+def write_country211_fixture(root: Path) -> Fixture:
+    """country211/{test,valid}/<ISO code>/<id>.jpg as country211.tgz extracts, for four real folders: a plain name,
+    one whose official ISO name has a comma (KR), one kept with its comma (VG) and Kosovo (XK, not ISO 3166)."""
+    codes = ["AD", "KR", "VG", "XK"]
+    labels = []
+    for label, code in enumerate(codes):
+        for i in range(2):
+            write_flat(root / "country211" / "test" / code / f"{1000 * label + i}.jpg", class_value(label, i))
+            labels.append(label)
+        write_flat(root / "country211" / "valid" / code / f"{1000 * label + 9}.jpg", class_value(label))
+    return Fixture("country211", ["Andorra", "South Korea", "Virgin Islands, British", "Kosovo"], len(labels), labels)
+
+
 FIXTURE_WRITERS: dict[str, Callable[[Path], Fixture]] = {
     "cifar10": write_cifar10_fixture,
     "cifar100": write_cifar100_fixture,
@@ -439,8 +505,13 @@ FIXTURE_WRITERS: dict[str, Callable[[Path], Fixture]] = {
     "dtd": write_dtd_fixture,
     "pcam": write_pcam_fixture,
     "tinyimagenet": write_tinyimagenet_fixture,
+    "gtsrb": write_gtsrb_fixture,
+    "svhn": write_svhn_fixture,
+    "fer2013": write_fer2013_fixture,
+    "country211": write_country211_fixture,
 }
-"""One writer per paper dataset (paper order): writes it under a data root, returns what the loader must give."""
+"""One writer per paper dataset (paper_data.PAPER_DATASETS' order: the 16 reported, then 06's validation datasets):
+writes it under a data root, returns what the loader must give."""
 
 
 def write_fixture(name: str, root: Path) -> Fixture:

@@ -16,6 +16,7 @@ from nbhelpers.paper_data import (
     diagnose_data_root,
     format_data_report,
     list_paper_datasets,
+    list_validation_datasets,
     main,
 )
 from paper_fixtures import write_fixture
@@ -26,7 +27,8 @@ PRESENT = ["cifar10", "stl10", "sun397", "eurosat", "dtd"]
 
 @pytest.fixture
 def mixed_root(tmp_path: Path) -> Path:
-    """Five datasets in their downloaded layouts, Flowers102 without setid.mat, the other ten absent."""
+    """Five datasets in their downloaded layouts, Flowers102 without setid.mat, the other ten reported datasets and
+    06's four validation datasets absent."""
     for name in PRESENT + ["flowers102"]:
         write_fixture(name, tmp_path)
     (tmp_path / "flowers-102" / "setid.mat").unlink()
@@ -44,10 +46,10 @@ def test_diagnose_reports_found_missing_and_incomplete(mixed_root: Path) -> None
     assert time.perf_counter() - start < 2.0
     assert _listing(mixed_root) == before  # reads, never writes
 
-    assert [s.dataset for s in statuses] == list_paper_datasets()
+    assert [s.dataset for s in statuses] == list(PAPER_DATASETS) == list_paper_datasets() + list_validation_datasets()
     by_name = {s.dataset: s for s in statuses}
     expected = {name: "found" if name in PRESENT else "incomplete" if name == "flowers102" else "missing"
-                for name in list_paper_datasets()}
+                for name in PAPER_DATASETS}
     assert {s.dataset: s.status for s in statuses} == expected
     assert all(s.status in DATA_STATUSES for s in statuses)
 
@@ -65,7 +67,9 @@ def test_diagnose_reports_found_missing_and_incomplete(mixed_root: Path) -> None
     assert by_name["pcam"].problems == tuple(str(mixed_root / "pcam" / f"camelyonpatch_level_2_split_test_{xy}.h5")
                                              for xy in ("x", "y"))
     assert by_name["tinyimagenet"].splits == ("val", "train")  # the fine-tuning set's train split is checked too
-    assert set(by_name["dtd"].as_row()) >= {"dataset", "status", "folder", "problems", "expected", "source"}
+    assert set(by_name["dtd"].as_row()) >= {"dataset", "status", "role", "folder", "problems", "expected", "source"}
+    assert {name for name, s in by_name.items() if s.role == "validation"} == set(list_validation_datasets())
+    assert by_name["fer2013"].problems == (str(mixed_root / "fer2013" / "fer2013.csv"),)
 
 
 def test_diagnose_finds_tinyimagenet_in_the_official_zip_folder(tmp_path: Path) -> None:
@@ -83,13 +87,16 @@ def test_diagnose_an_absent_root_and_unknown_names(tmp_path: Path) -> None:
 
 def test_report_and_main(mixed_root: Path, capsys: pytest.CaptureFixture) -> None:
     text = format_data_report(diagnose_data_root(mixed_root), root=mixed_root)
-    assert "5 found, 10 missing, 1 incomplete" in text
+    assert "5 found, 14 missing, 1 incomplete" in text
     assert "flowers102 (incomplete): lacks flowers-102/setid.mat" in text
     assert "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/" in text
     assert "get it:  http://cs231n.stanford.edu/tiny-imagenet-200.zip" in text
     lines = text.splitlines()
     assert any(line.split()[:2] == ["cifar10", "found"] for line in lines)
     assert any(line.split()[:2] == ["pcam", "missing"] for line in lines)
+    assert any(line.split()[:3] == ["gtsrb", "missing", "gtsrb"] and line.endswith("(validation: 06's paper study only)")
+               for line in lines)
+    assert not any(line.startswith("cifar10") and "validation" in line for line in lines)
 
     assert main([str(mixed_root)]) == 1
     assert capsys.readouterr().out.strip() == text
@@ -105,4 +112,4 @@ def test_python_dash_m_runs_the_doctor(mixed_root: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert ["flowers102", "incomplete", "flowers-102"] in [line.split() for line in proc.stdout.splitlines()]
-    assert "5 found, 10 missing, 1 incomplete" in proc.stdout
+    assert "5 found, 14 missing, 1 incomplete" in proc.stdout

@@ -29,12 +29,15 @@ from nbhelpers.paper_data import (
     dataset_labels,
     diagnose_data_root,
     get_classnames,
+    country_names,
     list_paper_datasets,
+    list_validation_datasets,
     load_paper_dataset,
+    template_for,
 )
 from paper_fixtures import FAKE_WNIDS, FIXTURE_WRITERS, cifar_batch, label_of, write_cifar10, write_class_folders
 from paper_fixtures import write_fixture, write_image, write_imagenet_meta, write_paper_root, write_pickle
-from paper_fixtures import write_imagenet_devkit, write_tinyimagenet_official
+from paper_fixtures import write_fer2013_fixture, write_imagenet_devkit, write_tinyimagenet_official
 
 TO_TENSOR = transforms.ToTensor()
 
@@ -381,17 +384,17 @@ def _needs(name: str) -> None:
 
 
 def test_every_paper_dataset_has_a_fixture_writer() -> None:
-    assert list(FIXTURE_WRITERS) == list_paper_datasets()
+    assert list(FIXTURE_WRITERS) == list(PAPER_DATASETS) == list_paper_datasets() + list_validation_datasets()
 
 
-@pytest.mark.parametrize("name", list_paper_datasets())
+@pytest.mark.parametrize("name", list(PAPER_DATASETS))
 def test_each_paper_dataset_reads_from_its_downloaded_layout(tmp_path: Path, name: str,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The real loader reads each dataset from the files its archive provides: class names after clean-up, class
     count, item count, and every image paired with its own label (the fixture writes class k's images at grey
     level class_value(k, i), so label_of(image) must equal the label the loader gives)."""
     _needs(name)
-    monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")  # CIFAR, STL-10 and Flowers102 md5-check their files
+    monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")  # CIFAR, STL-10, Flowers102, SVHN and FER2013 md5-check their files
     fixture = write_fixture(name, tmp_path)
 
     check_dataset_files(name, root=tmp_path)
@@ -413,7 +416,7 @@ def test_each_paper_dataset_reads_from_its_downloaded_layout(tmp_path: Path, nam
         assert get_classnames(name, root=tmp_path) == classnames
 
 
-@pytest.mark.parametrize("name", list_paper_datasets())
+@pytest.mark.parametrize("name", list(PAPER_DATASETS))
 def test_each_paper_dataset_through_load_eval_set(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """data.load_eval_set(profile="paper") on each fixture: all items (n above the size), names, labels, sampling."""
     _needs(name)
@@ -424,18 +427,19 @@ def test_each_paper_dataset_through_load_eval_set(tmp_path: Path, name: str, mon
     ev = data.load_eval_set("paper", name, n=fixture.size + 5, data_root=tmp_path, preprocess=small)
 
     assert len(ev) == fixture.size and ev.images.shape == (fixture.size, 3, 8, 8)
-    assert ev.classnames == fixture.classnames and ev.templates == [TEMPLATE]
+    assert ev.classnames == fixture.classnames and ev.templates == [template_for(name)]
+    assert ev.templates == (["A photo I took in {}."] if name == "country211" else [TEMPLATE])
     assert sorted(ev.labels.tolist()) == sorted(fixture.labels)
     assert [label_of(x) for x in ev.images] == ev.labels.tolist()
     assert ev.sampling == "random" and sorted(ev.indices) == list(range(fixture.size)) and ev.sample_seed == 0
 
 
-@pytest.mark.parametrize("name", ["cifar10", "stl10", "flowers102"])
+@pytest.mark.parametrize("name", ["cifar10", "stl10", "flowers102", "svhn", "fer2013"])
 def test_md5_checked_datasets_still_check_without_the_switch(tmp_path: Path, name: str) -> None:
     """Fixture bytes cannot match the official md5 sums: without TIMA_SKIP_CHECKSUMS torchvision refuses them, and
     the error names the files and where to get the dataset."""
     write_fixture(name, tmp_path)
-    with pytest.raises(FileNotFoundError, match="Dataset not found or corrupted") as info:
+    with pytest.raises(FileNotFoundError, match="not found (in .* )?or corrupted") as info:
         load_paper_dataset(name, root=tmp_path)
     assert PAPER_DATASETS[name].source in str(info.value)
 
@@ -524,6 +528,8 @@ _BREAK = {
     "food101": "food-101/meta/test.json", "eurosat": "eurosat/2750/*", "dtd": "dtd/dtd/labels/test1.txt",
     "pcam": "pcam/camelyonpatch_level_2_split_test_y.h5",
     "tinyimagenet": "tiny-imagenet-200/val/val_annotations.txt",
+    "gtsrb": "gtsrb/GT-final_test.csv", "svhn": "svhn/test_32x32.mat", "fer2013": "fer2013/fer2013.csv",
+    "country211": "country211/test/*",
 }
 
 
@@ -541,10 +547,10 @@ def _never_called(image: object) -> torch.Tensor:
 
 
 def test_every_dataset_has_a_way_to_break_it() -> None:
-    assert sorted(_BREAK) == sorted(list_paper_datasets())
+    assert sorted(_BREAK) == sorted(PAPER_DATASETS)
 
 
-@pytest.mark.parametrize("name", list_paper_datasets())
+@pytest.mark.parametrize("name", list(PAPER_DATASETS))
 def test_incomplete_dataset_fails_before_any_work(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dataset folder that lacks a file (or whose image folder is empty) fails in load_eval_set before any image
     is read, saying "incomplete", naming the file and where to get the dataset; the doctor agrees."""
@@ -581,3 +587,65 @@ def test_missing_dataset_fails_in_load_eval_set_before_any_work(tmp_path: Path,
     assert str(tmp_path / "dtd" / "dtd" / "labels" / "test1.txt") in message
     assert "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz" in message
     assert "torchvision.datasets.DTD" in message
+
+
+# ------------------------------------------------------------------------- 06's validation datasets (paper study)
+
+
+def test_validation_datasets_are_outside_the_reported_sixteen() -> None:
+    """GTSRB, SVHN, FER2013 and Country211 serve 06's selection only: none is a reported dataset, every list of the
+    reported ones leaves them out, and none of their class names (every country pycountry knows) is a class name of
+    a reported dataset whose names need no files (ImageNet's 1000, so TinyImageNet's too, Flowers102, PCAM) or of
+    CIFAR-10."""
+    validation = list_validation_datasets()
+    assert validation == ["gtsrb", "svhn", "fer2013", "country211"]
+    assert not set(validation) & set(list_paper_datasets()) and len(list_paper_datasets()) == 16
+    assert all(PAPER_DATASETS[n].role == "validation" for n in validation)
+    reported = {n.lower() for name in ("imagenet", "flowers102", "pcam") for n in get_classnames(name)}
+    reported |= set(FIXTURE_WRITERS["cifar10"].__globals__["CIFAR10_NAMES"])
+    names = [n.lower() for name in ("gtsrb", "svhn", "fer2013") for n in get_classnames(name)]
+    import pycountry
+
+    names += [n.lower() for n in country_names([c.alpha_2 for c in pycountry.countries] + ["XK"])]
+    assert not set(names) & reported
+
+
+def test_gtsrb_names_follow_its_class_ids() -> None:
+    """Ours: one name per GTSRB ClassId (0-42), in ClassId order; spot checks against the dataset's documentation."""
+    names = get_classnames("gtsrb")
+    assert len(names) == len(set(names)) == 43 and all(n.endswith(" sign") for n in names)
+    expected = {0: "speed limit 20 km/h sign", 6: "end of speed limit 80 km/h sign", 8: "speed limit 120 km/h sign",
+                13: "yield sign", 14: "stop sign", 17: "no entry sign", 25: "road work sign",
+                40: "roundabout mandatory sign", 42: "end of no passing for vehicles over 3.5 tons sign"}
+    assert {k: names[k] for k in expected} == expected
+    assert get_classnames("svhn")[0] == "number 0" and len(get_classnames("svhn")) == 10
+    assert get_classnames("fer2013")[4] == "face looking sad"  # FER2013's label 4 is sad (6 is neutral)
+
+
+def test_country211_names_come_from_pycountry() -> None:
+    """Every ISO 3166 alpha-2 code pycountry knows, and Kosovo's XK, gets a distinct name (so no two Country211
+    classes share a prompt); common names where pycountry has them; an unknown folder is refused."""
+    import pycountry
+
+    codes = [c.alpha_2 for c in pycountry.countries] + ["XK"]
+    names = country_names(codes)
+    assert len(set(names)) == len(codes) > 240
+    assert country_names(["BO", "XK", "FR"]) == ["Bolivia", "Kosovo", "France"]
+    with pytest.raises(ValueError, match="ZZ"):
+        country_names(["ZZ"])
+
+
+def test_fer2013_reads_kaggles_file_and_refuses_label_less_test_csv(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kaggle's icml_face_data.csv (columns with leading spaces) gives the same test split as fer2013.csv; test.csv
+    alone has no labels and is reported as incomplete before torchvision reads it."""
+    monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")
+    fixture = write_fer2013_fixture(tmp_path / "kaggle", icml=True)
+    dataset, names = load_paper_dataset("fer2013", root=tmp_path / "kaggle", transform=TO_TENSOR)
+    assert names == fixture.classnames and [dataset[i][1] for i in range(len(dataset))] == fixture.labels
+    assert all(label_of(dataset[i][0]) == dataset[i][1] for i in range(len(dataset)))
+    assert dataset[0][0].shape == (3, 48, 48)  # grey faces come out as RGB
+    (tmp_path / "bare" / "fer2013").mkdir(parents=True)
+    (tmp_path / "bare" / "fer2013" / "test.csv").write_text("pixels\n" + " ".join(["0"] * 48 * 48) + "\n")
+    with pytest.raises(FileNotFoundError, match=r"fer2013: incomplete: .*fer2013\.csv.*icml_face_data\.csv"):
+        load_paper_dataset("fer2013", root=tmp_path / "bare")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nbhelpers import evaluation, methods, paths, study, study_runs, training, world
+from nbhelpers import evaluation, methods, paper_data, paths, study, study_runs, training, world
 from nbhelpers.config import ConfigError, EvaluationConfig, StudyConfig, TAINotebookConfig
 from nbhelpers.utils import unpack_mask
 
@@ -30,7 +30,8 @@ def tiny(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("params, message", [
-    (dict(profile="paper"), "mini profile only"),
+    (dict(profile="paper", train_task="cifar10"), "fine-tunes on tinyimagenet"),
+    (dict(profile="paper", stages=["selection"]), "unknown stage"),
     (dict(stages=["selection"]), "unknown stage"),
     (dict(strong_seeds=[3]), "must be among train_seeds"),
     (dict(train_seeds=[0, 0]), "distinct seeds"),
@@ -40,6 +41,23 @@ def tiny(monkeypatch, tmp_path):
 def test_bad_study_parameters_fail_before_any_work(params, message):
     with pytest.raises(ConfigError, match=message):
         StudyConfig.from_params(**params)
+
+
+def test_paper_study_selects_on_the_validation_datasets_and_reports_the_sixteen():
+    """The paper profile: TinyImageNet's held-out val split and the four validation datasets select; the 16 reported
+    datasets are the test tasks; the lr grid is the paper's; the mini profile is unchanged."""
+    cfg = StudyConfig.from_params(profile="paper", val_images=1000, test_images=5000)  # no mini pool limits
+    assert cfg.validation_datasets() == ["tinyimagenet", "gtsrb", "svhn", "fer2013", "country211"]
+    assert cfg.test_datasets() == paper_data.list_paper_datasets() and len(cfg.test_datasets()) == 16
+    assert not set(cfg.validation_datasets()[1:]) & set(cfg.test_datasets())
+    space = study.search_space(profile=cfg.profile, finetune_steps=cfg.finetune_steps)
+    lrs = {c["finetune_lr"] for configs in space.values() for c in configs if "warmup_steps" in c}
+    assert lrs == set(study.LR_GRID["paper"])
+    assert study_runs.stage_evaluation(cfg, "validation")["tasks"] == cfg.validation_datasets()
+    assert StudyConfig().validation_datasets() == list(world.VALIDATION_TASKS)
+    assert StudyConfig().test_datasets() == list(world.ZERO_SHOT_TASKS)
+    with pytest.raises(ConfigError, match="val_images"):  # the mini pool checks stay for mini
+        StudyConfig.from_params(val_images=world.VAL_POOL + 1)
 
 
 def test_unknown_strong_method_fails_before_any_work(tmp_path):
