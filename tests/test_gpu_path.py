@@ -244,11 +244,10 @@ def test_compiled_tower_gives_the_eager_attack_on_cuda(cuda_head, objects_data):
         pytest.skip(why)
     x, y = (t.cuda() for t in objects_data)
     device = torch.device("cuda")
-    for amp in (False, True):
-        eager = predict_logits(cuda_head, x, y, eps=EPS, steps=10, seed=0, fast=True, amp=amp, device=device)
-        with fastpath.compiled(cuda_head.model.clip.visual):
-            comp = predict_logits(cuda_head, x, y, eps=EPS, steps=10, seed=0, fast=True, amp=amp, device=device)
-        _assert_same_strength(eager, comp, y)
+    eager = predict_logits(cuda_head, x, y, eps=EPS, steps=10, seed=0, fast=True, amp=True, device=device)
+    with fastpath.compiled(cuda_head.model.clip.visual):  # bf16, as the GPU runs it (one compilation: a minute)
+        comp = predict_logits(cuda_head, x, y, eps=EPS, steps=10, seed=0, fast=True, amp=True, device=device)
+    _assert_same_strength(eager, comp, y)
     assert "forward" not in cuda_head.model.clip.visual.__dict__
 
 
@@ -263,7 +262,7 @@ def test_prefetch_yields_the_same_batches_on_cuda():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("method", ["tecoa", "tai"])
+@pytest.mark.parametrize("method", ["tai"])  # TAI: the student's and the teacher's towers; TeCoA: scripts/gpu_check.sh
 def test_amp_compile_and_prefetch_train_like_fp32_on_cuda(method, tmp_path):
     """Two steps on CUDA with every device option on: the first step's loss (same batch, same start; only float
     precision differs) within 5% of the fp32 run's, every weight finite."""
