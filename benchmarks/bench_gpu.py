@@ -5,6 +5,8 @@ side in one run on one model, batch and image set.
   ours in fp32, in bf16 autocast (``amp=True``, objective summed in fp32) and in bf16 with the image tower under
   ``torch.compile`` (``fastpath.compiled``), against the TeCoA-family loop's mirror (``benchmarks/tecoa_loop.py``,
   their fp16 autocast on CUDA), at each class count; achieved FLOP/s of the bf16 row against the bf16 matmul rate.
+  One more row, bf16 with the random start drawn on the device (``pgd_attack(start_noise=...)``), and a note with
+  the time of drawing it on the CPU, show what our seeded CPU start (the same start on every device) costs.
 - **Matmul rate**: n x n by n x n in fp32 and bf16, the ceilings the rows above are read against.
 - **One training step** (``training.train_step`` on an engine set up as ``finetune`` does; PGD-2 at 1/255, the
   objective, SGD): TeCoA and TIMA's TAI, ours in fp32 and bf16 (``amp``), TeCoA also with the compiled tower,
@@ -29,7 +31,7 @@ from benchmarks import common
 from benchmarks.bench_train_step import _engine
 from benchmarks.tecoa_loop import TecoaFamily
 from nbhelpers import fastpath, training
-from nbhelpers.attacks import autoattack
+from nbhelpers.attacks import autoattack, pgd_attack
 from nbhelpers.metrics import predict_logits
 
 TARGET_IMAGES_PER_S = 2000.0  # PGD-10, bf16, one H100/H200
@@ -103,8 +105,19 @@ def bench_gpu(model_name: str, classes: list[int], *, batch_size: int, device: t
         def tecoa(steps: int = s.steps) -> torch.Tensor:
             return peers.evaluate(x, y, texts, eps=s.eps, alpha=s.alpha, steps=steps)
 
+        def ours_given_start(steps: int = s.steps) -> torch.Tensor:
+            """ours in bf16 with the random start drawn on the images' device (predict_logits draws it on the CPU,
+            seeded, so that every device attacks from the same start): what drawing it costs."""
+            noise = 2 * torch.rand(x.shape, device=device) - 1
+            adv = pgd_attack(head, x, y, eps=s.eps, alpha=s.alpha, steps=steps, start_noise=noise, fast=True,
+                             amp=True)
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16), fastpath.fast_forward(head):
+                return head(adv).float()
+
         timings = {"ours, fp32": common.time_call(lambda: ours(False), warmup=lambda: ours(False, 1), **kw),
-                   "ours, bf16": common.time_call(lambda: ours(True), warmup=lambda: ours(True, 1), **kw)}
+                   "ours, bf16": common.time_call(lambda: ours(True), warmup=lambda: ours(True, 1), **kw),
+                   "ours, bf16, start drawn on the device": common.time_call(
+                       ours_given_start, warmup=lambda: ours_given_start(1), **kw)}
         if can_compile:
             with fastpath.compiled(tower, **compile_opts):  # warm-up = compilation (full steps: same graphs)
                 timings["ours, bf16 + compiled tower"] = common.time_call(lambda: ours(True), **kw)
@@ -116,7 +129,8 @@ def bench_gpu(model_name: str, classes: list[int], *, batch_size: int, device: t
             pgd.rows.append({"model": model_name, "classes": c, "method": name, "median_s": t.median,
                              "images_per_s": batch_size / t.median, "repeats": len(t.times),
                              "tflop_per_s": flops / t.median / 1e12})
-        best_name = min((n for n in timings if n.startswith("ours")), key=lambda n: timings[n].median)
+        best_name = min((n for n in timings if n.startswith("ours") and "start drawn" not in n),
+                        key=lambda n: timings[n].median)
         t_bf16, t_best, t_peer = timings["ours, bf16"], timings[best_name], timings["TeCoA-family loop"]
         tag = f"GPU PGD-{s.steps}, {model_name}, {c} classes"
         pgd.ratios.append(common.Ratio(f"{tag}: bf16 images/s / {TARGET_IMAGES_PER_S:,.0f}",
@@ -128,6 +142,8 @@ def bench_gpu(model_name: str, classes: list[int], *, batch_size: int, device: t
                                            1.0 if judged else None))
             pgd.ratios.append(common.Ratio(f"{tag}: compiled / eager (bf16)", t_bf16.median / t_comp.median))
         pgd.ratios.append(common.Ratio(f"{tag}: bf16 / fp32 (ours)", timings["ours, fp32"].median / t_bf16.median))
+        pgd.ratios.append(common.Ratio(f"{tag}: bf16, start drawn on the device / drawn on the CPU (ours)",
+                                       t_bf16.median / timings["ours, bf16, start drawn on the device"].median))
         pgd.ratios.append(common.Ratio(f"{tag}: ours ({best_name.removeprefix('ours, ')}) / TeCoA-family loop",
                                        t_peer.median / t_best.median,
                                        TARGET_VS_TECOA_GPU.get(c) if judged else None))
@@ -135,6 +151,11 @@ def bench_gpu(model_name: str, classes: list[int], *, batch_size: int, device: t
                                        flops / t_bf16.median / rates[torch.bfloat16],
                                        note="forward + input-gradient FLOPs of the image encoder"))
 
+    g = torch.Generator().manual_seed(s.seed)
+    t_noise = common.time_call(lambda: torch.rand((batch_size, 3, model.image_size, model.image_size), generator=g),
+                               device=torch.device("cpu"), repeats=s.repeats, budget_s=s.budget_s)
+    pgd.notes.append(f"drawing one batch's random start on the CPU (seeded, as predict_logits does): "
+                     f"{t_noise.median * 1e3:.0f} ms")
     c_train = s.train_classes or max(classes)
     train = _bench_train(model, model_name, c_train, batch_size=batch_size, device=device, settings=s,
                          can_compile=can_compile, judged=judged)
@@ -194,7 +215,7 @@ def _bench_train(model, model_name: str, c: int, *, batch_size: int, device: tor
                                            TARGET_EPOCH_S / epoch, 1.0 if judged and method == "tecoa" else None,
                                            f"epoch extrapolated: {epoch:.1f} s"))
         if "TeCoA-family step" in timings:
-            section.ratios.append(common.Ratio(f"{tag}: ours ({best}) / TeCoA-family step",
+            section.ratios.append(common.Ratio(f"{tag}: {best} / TeCoA-family step",
                                                timings["TeCoA-family step"].median / timings[best].median))
     section.notes.append(f"epoch_100k_s = {EPOCH_IMAGES:,} / batch x step time (one process, data loading not "
                          "included: a real epoch also reads and decodes its images, which prefetch overlaps)")

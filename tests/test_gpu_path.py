@@ -233,8 +233,7 @@ def cuda_head():
 
 @pytest.mark.gpu
 def test_bf16_pgd_keeps_the_attacks_strength_on_cuda(cuda_head, objects_data):
-    x, y = (t.cuda() for t in objects_data)
-    _check_bf16_pgd(cuda_head, x, y, device=torch.device("cuda"))
+    _check_bf16_pgd(cuda_head, *objects_data, device=torch.device("cuda"))  # predict_logits moves each batch
 
 
 @pytest.mark.gpu
@@ -242,7 +241,7 @@ def test_compiled_tower_gives_the_eager_attack_on_cuda(cuda_head, objects_data):
     ok, why = fastpath.compile_available("cuda")
     if not ok:
         pytest.skip(why)
-    x, y = (t.cuda() for t in objects_data)
+    x, y = objects_data  # on the CPU: predict_logits moves each batch and returns CPU logits
     device = torch.device("cuda")
     eager = predict_logits(cuda_head, x, y, eps=EPS, steps=10, seed=0, fast=True, amp=True, device=device)
     with fastpath.compiled(cuda_head.model.clip.visual):  # bf16, as the GPU runs it (one compilation: a minute)
