@@ -336,6 +336,27 @@ class BaselineKnobs(Config):
         self._positive("partial_last_n", "coadv_temperature")
 
 
+PREFETCH_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class DeviceKnobs(Config):
+    """How fast a run goes on its device, never what it computes beyond float rounding: torch.compile of the image
+    tower and reading the next training batch ahead. Its own knob set, outside 06's study recipe, and left out of
+    the training cache key by name (training.SPEED_ONLY), so adding it moved no key."""
+
+    compile_tower: bool = knob(False, "torch.compile the image tower while training (for GPUs; same math, other float rounding; the first steps compile)")
+    prefetch: str = knob("auto", '"auto" (on for CUDA), "on" or "off": read the next training batch in a background thread (into pinned memory on CUDA)')
+
+    def check(self) -> None:
+        super().check()
+        self._choice("prefetch", PREFETCH_MODES)
+
+    def prefetch_on(self, device_type: str) -> bool:
+        """Whether training reads ahead on a device of this type ('cuda', 'cpu', ...): "auto" means CUDA only."""
+        return self.prefetch == "on" or (self.prefetch == "auto" and device_type == "cuda")
+
+
 ADAPTATIONS = ("finetune", "visual_prompt")
 
 
@@ -374,7 +395,7 @@ class IATConfig(IATKnobs, FinetuneKnobs, BaseConfig):
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(AdaptationKnobs, BaselineKnobs, TAIKnobs, FinetuneKnobs, BaseConfig):
+class FinetuneConfig(DeviceKnobs, AdaptationKnobs, BaselineKnobs, TAIKnobs, FinetuneKnobs, BaseConfig):
     """One adversarial fine-tuning run of one method (the training CLI's flags are exactly these fields)."""
 
     method: str = knob("tecoa", "fine-tuning objective (an engine method of nbhelpers.methods): " +

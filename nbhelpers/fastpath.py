@@ -17,12 +17,19 @@ relative), not bit for bit.
 - ``nn.BatchNorm2d`` in eval mode right after a frozen convolution (within an ``nn.Sequential``, or the
   ``convK`` / ``bnK`` pairs of open_clip's ``ModifiedResNet`` and its ``Bottleneck``, whose forwards apply bnK
   to convK's output): folded into the convolution's weight and bias, so it costs nothing forward or backward.
+
+Two GPU-side wrappers of a whole module (the image tower) live here too, since attacks and training share them:
+:func:`bf16_outputs` (the module's forward under bf16 autocast, its outputs returned in fp32, so what follows it,
+heads and losses, computes and reduces in fp32) and :func:`compiled` (the module's forward through
+``torch.compile``). Both set an instance ``forward`` for the block only; parameters and ``state_dict`` keys are
+untouched, so checkpoints written inside the block load anywhere.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -172,3 +179,95 @@ def fast_forward(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m in patched:
             m.__dict__.pop("forward", None)
+
+
+def _to_fp32(out: object) -> object:
+    """Floating tensors of a forward's output (a tensor, or a tuple / list / dict of them) as fp32."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (tuple, list)):
+        return type(out)(_to_fp32(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _to_fp32(v) for k, v in out.items()}
+    return out
+
+
+def _device_type(module: nn.Module, args: tuple) -> str:
+    """Device type of the first tensor argument (else of the module's first parameter, else 'cpu')."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.device.type
+    p = next(module.parameters(), None)
+    return p.device.type if p is not None else "cpu"
+
+
+def _bf16_forward(module: nn.Module, inner: Callable) -> Callable:
+    """inner(*args) under bf16 autocast on its input's device, floating outputs cast to fp32."""
+
+    @functools.wraps(inner)
+    def forward(*args: object, **kwargs: object) -> object:
+        with torch.autocast(_device_type(module, args), dtype=torch.bfloat16):
+            out = inner(*args, **kwargs)
+        return _to_fp32(out)
+
+    return forward
+
+
+@contextlib.contextmanager
+def _instance_forwards(modules: tuple[nn.Module, ...], wrap: Callable[[nn.Module, Callable], Callable]
+                       ) -> Iterator[None]:
+    """Within the block each module's forward is wrap(module, its current forward); the previous instance forward
+    (if any) is put back on exit, also on error."""
+    saved: list[tuple[nn.Module, object]] = []
+    try:
+        for m in dict.fromkeys(modules):  # each module once
+            saved.append((m, m.__dict__.get("forward")))
+            m.forward = wrap(m, m.forward)
+        yield
+    finally:
+        for m, previous in reversed(saved):
+            if previous is None:
+                m.__dict__.pop("forward", None)
+            else:
+                m.forward = previous
+
+
+@contextlib.contextmanager
+def bf16_outputs(*modules: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Within the block each module runs its forward under bf16 autocast and returns fp32 outputs (amp: bf16
+    matmuls inside the module, everything after it in fp32). enabled=False changes nothing."""
+    if not enabled:
+        yield
+        return
+    with _instance_forwards(modules, _bf16_forward):
+        yield
+
+
+def compile_available(device_type: str = "cpu") -> tuple[bool, str]:
+    """(whether torch.compile's default backend, inductor, can build kernels here, why not): on CPU it needs a C++
+    compiler, on CUDA Triton."""
+    import shutil
+
+    if not hasattr(torch, "compile"):
+        return False, f"torch {torch.__version__} has no torch.compile"
+    if device_type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False, "inductor needs Triton on CUDA, which is not installed"
+        return True, ""
+    if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        return False, "inductor needs a C++ compiler on CPU (c++, g++ or clang++), none on PATH"
+    return True, ""
+
+
+@contextlib.contextmanager
+def compiled(*modules: nn.Module, enabled: bool = True, **compile_options: object) -> Iterator[None]:
+    """Within the block each module's forward runs through ``torch.compile(forward, **compile_options)`` (same math,
+    float rounding of the fused kernels; the first calls compile, a new input shape or grad mode may recompile).
+    The compiled forward is dropped on exit. enabled=False changes nothing."""
+    if not enabled:
+        yield
+        return
+    with _instance_forwards(modules, lambda m, fwd: torch.compile(fwd, **compile_options)):
+        yield

@@ -9,9 +9,13 @@ LAAT-expanded). BatchNorm statistics (the mini CLIP's ResNet) stay frozen (eval 
 
 Several processes: launched with torchrun, each rank takes its slice of every global batch and DDP averages
 the gradients, so 2 ranks give the weights of 1 rank with the same global batch (tested with gloo on CPU).
-Mixed precision (``amp=True``): the objective's forward passes run under bf16 autocast (bf16 keeps fp32's
-exponent range, so nothing underflows and no loss scaling is needed); the attack's objective is summed in
-fp32 (see attacks). Checkpoints are written atomically (temporary file + rename), hold weights, optimizer state, step and config,
+Mixed precision (``amp=True``): the training attack runs its forward passes under bf16 autocast and sums its
+objective in fp32 (see attacks); in the objective every image tower (the student's, the teacher's) runs under bf16
+autocast and hands fp32 embeddings on (``fastpath.bf16_outputs``), so heads, losses and their reductions are fp32
+(bf16 keeps fp32's exponent range, so nothing underflows and no loss scaling is needed). Device knobs, which change
+speed only (``config.DeviceKnobs``, outside the cache key: ``SPEED_ONLY``): ``compile_tower`` runs the student's
+image tower through ``torch.compile`` for the run; ``prefetch`` reads the next batch in a background thread while
+the current one trains (pinned memory and a non-blocking copy on CUDA), with the same batches in the same order. Checkpoints are written atomically (temporary file + rename), hold weights, optimizer state, step and config,
 and are loaded with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
@@ -25,7 +29,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +42,10 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from nbhelpers import analysis, attacks, losses, methods, metrics, models, paper_data, paths, prompts, world, zeroshot
+from nbhelpers import (analysis, attacks, fastpath, losses, methods, metrics, models, paper_data, paths, prompts, world,
+                       zeroshot)
 from nbhelpers.attacks import contrastive_pgd_attack, embedding_pgd_attack, pgd_attack
-from nbhelpers.config import FinetuneConfig
+from nbhelpers.config import DeviceKnobs, FinetuneConfig
 from nbhelpers.data import stack_items
 from nbhelpers.methods import StepContext
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
@@ -50,15 +56,21 @@ from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build
 # bump with any change to the numbers this module computes (see utils.numerics_versions); 3 = the engine version
 # of the source-hash keys before it
 NUMERICS_VERSION = 3
+# what the amp path computes, in amp runs' keys only (so no default key moves): 2 = the training attack under bf16
+# too, and the objective's towers with fp32 outputs (fastpath.bf16_outputs) instead of the whole objective autocast
+AMP_NUMERICS_VERSION = 2
+# config fields that never change the trained weights beyond float rounding or where they are stored: not keyed
+SPEED_ONLY = ("device", "checkpoint_every", "data_root", "seed", "batch_size", *DeviceKnobs.field_names())
 
 
 def cache_key(cfg: FinetuneConfig) -> str:
     """Key of a run's trained weights: every config field that changes them, the numerics versions of the engine,
     its objectives, attacks and zero-shot head, and the content (sha256) of every input file: base weights and IAT
     projection (a file rewritten in place with other bytes gives another key)."""
-    d = {k: v for k, v in cfg.to_dict().items()
-         if k not in ("device", "checkpoint_every", "data_root", "seed", "batch_size", "checkpoint", "iat_projection")}
+    d = {k: v for k, v in cfg.to_dict().items() if k not in (*SPEED_ONLY, "checkpoint", "iat_projection")}
     d["numerics"] = numerics_versions(sys.modules[__name__], methods, losses, attacks, zeroshot, models)
+    if cfg.amp:  # the amp path's own version: only amp runs' keys move with it
+        d["numerics"]["training_amp"] = AMP_NUMERICS_VERSION
     if cfg.adaptation == "visual_prompt":  # prompts compute numbers only in prompted runs: no other key moves
         d["numerics"]["prompts"] = prompts.NUMERICS_VERSION
     d["base_weights"] = weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
@@ -214,6 +226,11 @@ def _save(path: Path, *, student: ClipModel, opt: torch.optim.Optimizer, step: i
         torch.save(state, tmp)
 
 
+def _run_fields(config: dict) -> dict:
+    """A run's config without its device knobs (config.DeviceKnobs): a run may resume with other ones."""
+    return {k: v for k, v in config.items() if k not in DeviceKnobs.field_names()}
+
+
 def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None) -> dict:
     """Read a fine-tuning checkpoint safely (weights_only=True); checks the architecture name if given."""
     state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -341,7 +358,7 @@ def training_attack(engine: Engine, x: torch.Tensor, y: torch.Tensor, noise: tor
     if kind == "none":
         return None
     budget = dict(eps=cfg.train_eps / 255, alpha=cfg.train_alpha / 255, steps=cfg.train_pgd_steps,
-                  start_noise=noise, fast=engine.fast_attack)
+                  start_noise=noise, fast=engine.fast_attack, amp=cfg.amp)
     if kind == "pgd_contrastive":  # CoAdv: away from the clean view of the same image, among the batch's images
         with torch.no_grad():
             clean = engine.image_encoder(x) if clean_targets is None else clean_targets
@@ -388,6 +405,53 @@ def measure_margin_offset(model: ClipModel, cfg: FinetuneConfig, *, eps_large: f
     return measure_head_offset(head, data, cfg, eps_large=eps_large, n=n, steps=steps, device=device)
 
 
+def engine_towers(engine: Engine) -> list[nn.Module]:
+    """The image towers an objective calls: the student's and, if there is one, the frozen teacher's."""
+    towers = [engine.image_encoder.model.visual] if engine.image_encoder is not None else []
+    if engine.teacher is not None:
+        towers.append(engine.teacher.model.visual)
+    return towers
+
+
+def _pinned(t: torch.Tensor) -> torch.Tensor:
+    """t in page-locked memory (for a non-blocking copy to a GPU); t itself where pinning is unavailable."""
+    try:
+        return t.pin_memory()
+    except RuntimeError:  # no accelerator to pin for (CPU-only build or machine)
+        return t
+
+
+def iter_train_batches(data: TrainData, cfg: FinetuneConfig, *, start: int, stop: int, device: torch.device,
+                       rank: int = 0, world_size: int = 1,
+                       prefetch: bool = False) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(step, images (B/R, 3, S, S) in [0, 1], labels (B/R,), start noise (B/R, 3, S, S) in [-1, 1]) on device for
+    steps start..stop-1: rank's slice of each global batch and of its seeded attack noise.
+
+    prefetch: step k+1 is read in one background thread while step k is consumed (pinned memory and a non-blocking
+    copy on CUDA), yielding exactly the tensors of prefetch=False in the same order."""
+
+    def load(step: int) -> tuple[torch.Tensor, ...]:
+        x, y = data.batch(step, cfg.train_batch_size)
+        g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "train-attack", step))
+        noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
+        parts = tuple(t[rank::world_size] for t in (x, y, noise))
+        return tuple(_pinned(t.contiguous()) for t in parts) if prefetch and device.type == "cuda" else parts
+
+    def moved(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return tuple(t.to(device, non_blocking=prefetch) for t in parts)
+
+    if not prefetch:
+        for step in range(start, stop):
+            yield (step, *moved(load(step)))
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        ahead = pool.submit(load, start) if start < stop else None
+        for step in range(start, stop):
+            parts = ahead.result()
+            ahead = pool.submit(load, step + 1) if step + 1 < stop else None
+            yield (step, *moved(parts))
+
+
 def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """One step: the method's training attack from the given start noise (N, 3, S, S) in [-1, 1], the method's
     objective on images x (N, 3, S, S) in [0, 1] with labels y (N,), SGD update at the scheduled lr; returns the
@@ -400,7 +464,7 @@ def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, nois
         group["lr"] = _lr_at(step, cfg)
     ctx = StepContext(cfg, x, adv, y, engine.logits, engine.features, engine.teacher, engine.class_embeddings,
                       engine.scale, engine.margins, targets)
-    with torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+    with fastpath.bf16_outputs(*engine_towers(engine), enabled=cfg.amp):  # amp: bf16 towers, fp32 from there on
         loss = method.objective(ctx).float()
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -451,7 +515,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     start = 0
     if resume and out_path.is_file():
         state = load_checkpoint(out_path, expect_model=student.model_name)
-        if json.loads(state["config"]) != cfg.to_dict():
+        if _run_fields(json.loads(state["config"])) != _run_fields(cfg.to_dict()):
             raise ValueError(f"{out_path} was written by another config; remove it or choose another output")
         if cfg.adaptation == "visual_prompt":
             prompts.assign_prompts(student, state)
@@ -465,29 +529,29 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     ddp_visual = torch.nn.parallel.DistributedDataParallel(visual) if world_size > 1 else visual
     engine = make_engine(cfg, student, emb, opt, teacher=teacher, scale=scale, visual=ddp_visual, device=device,
                          head=head)
-    bar = tqdm(range(start, cfg.finetune_steps), desc=f"finetune {cfg.method}", disable=not progress or rank != 0,
-               initial=start, total=cfg.finetune_steps, mininterval=2)
+    bar = tqdm(desc=f"finetune {cfg.method}", disable=not progress or rank != 0, initial=start,
+               total=cfg.finetune_steps, mininterval=2)
     remeasure = method.needs_offset and cfg.margin_kind == "asam" and cfg.offset_every > 0
     offset = float(history[-1].get("margin_offset", cfg.margin_offset)) if history else cfg.margin_offset
-    for step in bar:
-        if remeasure and step % cfg.offset_every == 0 and step > 0:  # truly adaptive ASAM (ours): the offset now
-            offset = measure_head_offset(engine.attack_head, data, cfg, eps_large=cfg.offset_eps,
-                                         device=engine.device)["offset_cosine"]
-        if remeasure:
-            engine.margins = method_margins(dataclasses.replace(cfg, margin_offset=offset), emb)
-        x, y = data.batch(step, cfg.train_batch_size)
-        g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "train-attack", step))
-        noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
-        x, y, noise = (t[rank::world_size].to(device) for t in (x, y, noise))
-        loss = train_step(engine, step, x, y, noise)
-        history.append({"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
-                        **({"margin_offset": offset} if remeasure else {})})
-        done = step + 1
-        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.finetune_steps or done == stop_after):
-            _save(out_path, student=student, opt=opt, step=done, cfg=cfg, history=history, base_fingerprint=base_fp,
-                  head=head)
-        if stop_after is not None and done >= stop_after:
-            break
+    stop = cfg.finetune_steps if stop_after is None else min(cfg.finetune_steps, max(start + 1, stop_after))
+    batches = iter_train_batches(data, cfg, start=start, stop=stop, device=device, rank=rank, world_size=world_size,
+                                 prefetch=cfg.prefetch_on(device.type))
+    with fastpath.compiled(visual, enabled=cfg.compile_tower):
+        for step, x, y, noise in batches:
+            if remeasure and step % cfg.offset_every == 0 and step > 0:  # truly adaptive ASAM (ours): the offset now
+                offset = measure_head_offset(engine.attack_head, data, cfg, eps_large=cfg.offset_eps,
+                                             device=engine.device)["offset_cosine"]
+            if remeasure:
+                engine.margins = method_margins(dataclasses.replace(cfg, margin_offset=offset), emb)
+            loss = train_step(engine, step, x, y, noise)
+            history.append({"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
+                            **({"margin_offset": offset} if remeasure else {})})
+            bar.update(1)
+            done = step + 1
+            if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.finetune_steps or done == stop_after):
+                _save(out_path, student=student, opt=opt, step=done, cfg=cfg, history=history,
+                      base_fingerprint=base_fp, head=head)
+    bar.close()
     for p in student.parameters():
         p.requires_grad_(False)
     return FinetuneResult(student.eval(), pd.DataFrame(history), out_path if rank == 0 else None, cfg,

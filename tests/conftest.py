@@ -13,6 +13,16 @@ from nbhelpers import paths  # noqa: E402
 from nbhelpers.models import create_model_and_transforms  # noqa: E402
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked gpu run only where CUDA is available; elsewhere they are skipped with the reason."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="marked gpu: needs CUDA, and torch.cuda.is_available() is False here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def mini_model():
     """The committed, trained mini CLIP (eval mode, CPU)."""

@@ -71,10 +71,10 @@ def write_class_folders(split_dir: Path, wnids: list[str], per_class: int = 2, *
 
 def write_paper_root(root: Path, *, cifar_test: int = 40, cifar_classes: int = 10, tiny_classes: int = 2,
                      tiny_train_per_class: int = 2, tiny_val_per_class: int = 1,
-                     eurosat_classes: tuple[str, ...] = ("AnnualCrop", "SeaLake")) -> Path:
+                     eurosat_classes: tuple[str, ...] = ("AnnualCrop", "SeaLake"), eurosat_per_class: int = 1) -> Path:
     """A data root holding cifar10 (real pickle layout, cifar_test test images over the first cifar_classes
     names), tinyimagenet (64 px JPEG class folders, train and val, wnids mapped to ImageNet names through a
-    fake <root>/imagenet/meta.bin) and eurosat (2750/<Class>/*.jpg); returns root."""
+    fake <root>/imagenet/meta.bin) and eurosat (2750/<Class>/*.jpg, eurosat_per_class each); returns root."""
     if not 1 <= cifar_classes <= len(CIFAR10_NAMES):
         raise ValueError(f"cifar_classes must be in [1, {len(CIFAR10_NAMES)}], got {cifar_classes}")
     names = CIFAR10_NAMES[:cifar_classes]
@@ -84,7 +84,9 @@ def write_paper_root(root: Path, *, cifar_test: int = 40, cifar_classes: int = 1
     write_class_folders(root / "tinyimagenet" / "train", wnids, tiny_train_per_class, size=(64, 64), suffix=".JPEG")
     write_class_folders(root / "tinyimagenet" / "val", wnids, tiny_val_per_class, size=(64, 64), suffix=".JPEG")
     for c, folder in enumerate(eurosat_classes):
-        write_image(root / "eurosat" / "2750" / folder / f"{folder}_1.jpg", size=(64, 64), seed=100 + c)
+        for k in range(1, eurosat_per_class + 1):
+            write_image(root / "eurosat" / "2750" / folder / f"{folder}_{k}.jpg", size=(64, 64),
+                        seed=100 + c if k == 1 else 1000 * (c + 1) + k)
     return root
 
 
