@@ -861,6 +861,8 @@ class DispatchConfig(Config):
             raise ConfigError(f"parameter 'gpus' is for dispatch 'local' (one worker per GPU), not {self.dispatch!r}")
         defaults = {k: tuple(v) if isinstance(v, list) else v for k, v in self.defaults().items()}
         given = [n for n in self.field_names() if n.startswith("slurm_") and getattr(self, n) != defaults[n]]
+        if self.runs_per_job != 1 and self.dispatch != "slurm":
+            given.append("runs_per_job")
         if given and self.dispatch != "slurm":
             raise ConfigError(f"parameter(s) {given} are for dispatch 'slurm', not {self.dispatch!r}")
 

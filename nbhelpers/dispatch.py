@@ -239,11 +239,11 @@ def run_jobs(fn: Callable[[object], object], specs: Sequence[object], names: Seq
     local jobs are cancelled; Slurm jobs go on writing their shards (a rerun merges them)."""
     if cfg.dispatch == "inline":
         out = []
-        for spec, name in zip(specs, names):
+        for spec, job_name in zip(specs, names):
             try:
-                out.append(JobOutcome(name, result=fn(spec)))
+                out.append(JobOutcome(job_name, result=fn(spec)))
             except Exception:  # noqa: BLE001 - a failed job is reported with the others, as submitit's are
-                out.append(JobOutcome(name, error=traceback.format_exc()))
+                out.append(JobOutcome(job_name, error=traceback.format_exc()))
         return out
     jobs = submit_jobs(fn, specs, cfg, folder=folder, name=name)
     try:

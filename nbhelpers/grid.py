@@ -466,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.path).is_file():
         ap.error(f"no store at {args.path}")
     dropped = prune_store(args.path) if args.prune else compact_store(args.path) if args.compact else 0
-    print(json.dumps({**store_status(args.path), "dropped_lines": dropped}, indent=1))
+    print(json.dumps({**store_status(args.path), "dropped_lines": dropped,
+                      **dispatch.shard_status(open_store(args.path))}, indent=1))  # rows of jobs not merged yet
     return 0
 
 
