@@ -13,6 +13,10 @@ Four stages, each resumable (:func:`nbhelpers.study.run_missing` skips what the 
 - ``ablation``: TIMA's ablation variants (:data:`study.ABLATIONS`) and the references TeCoA, TAI and TIMA, every
   train seed, ``ablation_images`` per test task at ``ablation_eps_list``; IAT variants also with the original text.
 
+The CLI computes a stage's runs in this process (:func:`run_study`) or, with ``--dispatch local|slurm``, as
+submitit jobs that each write a shard merged into the store in plan order (:func:`dispatch_study`,
+:mod:`nbhelpers.dispatch`); either way the store ends with the same rows.
+
 A row's key holds its evaluation, and that holds :func:`numerics_fingerprint` (the numerics versions of everything
 that trains or evaluates), so rows computed by code with other numbers are never taken for this code's: a rerun
 recomputes them; a comment or a refactor that changes no number keeps every row.
