@@ -838,7 +838,7 @@ class DispatchConfig(Config):
 
     dispatch: str = knob("none", '"none": in this process, as before; "inline": the jobs one after another in this process (through shards); "local": submitit worker processes on this machine; "slurm": a submitit Slurm job array')
     workers: int = knob(2, "local: worker processes, each a job with its share of the runs (with gpus: one worker per listed GPU)")
-    gpus: list[int] = knob([], "local: GPU indices, one worker on each (its CUDA_VISIBLE_DEVICES); empty: CPU workers")
+    gpus: list[int] = knob([], "local: GPU indices, one worker on each (its CUDA_VISIBLE_DEVICES); empty: CPU workers, which see no GPU")
     runs_per_job: int = knob(1, "slurm: runs (study) or models (grid) per array task")
     threads: int = knob(0, "torch threads in each job (0: torch's default, as a single-process run; the numbers equal a single-process run's at the same thread count)")
     job_minutes: int = knob(720, "wall-clock limit of each job, minutes (local and slurm)")
