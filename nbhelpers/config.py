@@ -16,6 +16,7 @@ This module sits low in the package: it imports only :mod:`world`, :mod:`paper_d
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import types
@@ -853,6 +854,77 @@ class LAATConfig(BaseConfig):
     def eval_datasets(self) -> list[str]:
         """The datasets to evaluate (all zero-shot ones of the profile when the parameter is empty)."""
         return list(self.datasets) or valid_datasets(self.profile)
+
+
+DISPATCH_MODES = ("none", "inline", "local", "slurm")
+
+
+@dataclass(frozen=True)
+class DispatchConfig(Config):
+    """How the CLIs of 05's grid and 06's study run their independent jobs (nbhelpers.dispatch): in this process
+    as before, or as submitit jobs on this machine or on a Slurm cluster, each writing its own shard of rows."""
+
+    dispatch: str = knob("none", '"none": in this process, as before; "inline": the jobs one after another in this process (through shards); "local": submitit worker processes on this machine; "slurm": a submitit Slurm job array')
+    workers: int = knob(2, "local: worker processes, each a job with its share of the runs (with gpus: one worker per listed GPU)")
+    gpus: list[int] = knob([], "local: GPU indices, one worker on each (its CUDA_VISIBLE_DEVICES); empty: CPU workers, which see no GPU")
+    runs_per_job: int = knob(1, "slurm: runs (study) or models (grid) per array task")
+    threads: int = knob(0, "torch threads in each job (0: torch's default, as a single-process run; the numbers equal a single-process run's at the same thread count)")
+    job_minutes: int = knob(720, "wall-clock limit of each job, minutes (local and slurm)")
+    job_folder: str = knob("", "submitit's pickles and logs (empty: <store>.jobs beside the store)")
+    slurm_partition: str = knob("", "slurm: partition (empty: the cluster's default)")
+    slurm_gpus_per_job: int = knob(1, "slurm: GPUs per array task (0: a CPU job)")
+    slurm_cpus_per_task: int = knob(0, "slurm: CPUs per array task (0: the cluster's default)")
+    slurm_mem_gb: float = knob(0.0, "slurm: memory per array task, GB (0: the cluster's default)")
+    slurm_array_parallelism: int = knob(64, "slurm: array tasks running at once")
+    slurm_setup: list[str] = knob([], "slurm: shell lines run before each task (module load, activating the environment)")
+
+    def check(self) -> None:
+        super().check()
+        self._choice("dispatch", DISPATCH_MODES)
+        self._positive("workers", "runs_per_job", "job_minutes", "slurm_array_parallelism")
+        self._non_negative("threads", "slurm_gpus_per_job", "slurm_cpus_per_task", "slurm_mem_gb")
+        if any(g < 0 for g in self.gpus) or len(set(self.gpus)) != len(self.gpus):
+            raise ConfigError(f"parameter 'gpus' must be distinct GPU indices >= 0, got {list(self.gpus)}")
+        if self.gpus and self.dispatch != "local":
+            raise ConfigError(f"parameter 'gpus' is for dispatch 'local' (one worker per GPU), not {self.dispatch!r}")
+        defaults = {k: tuple(v) if isinstance(v, list) else v for k, v in self.defaults().items()}
+        given = [n for n in self.field_names() if n.startswith("slurm_") and getattr(self, n) != defaults[n]]
+        if self.runs_per_job != 1 and self.dispatch != "slurm":
+            given.append("runs_per_job")
+        if given and self.dispatch != "slurm":
+            raise ConfigError(f"parameter(s) {given} are for dispatch 'slurm', not {self.dispatch!r}")
+
+    def n_workers(self) -> int:
+        """Local worker processes: one per listed GPU, else `workers`."""
+        return len(self.gpus) or self.workers
+
+
+def parse_bool(text: str) -> bool:
+    """A command-line bool: 'True'/'true'/'1'/'yes' or 'False'/'false'/'0'/'no'; anything else is an error."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "false", "0", "no"):
+        return lowered in ("true", "1", "yes")
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type[Config], *, skip: tuple[str, ...] = ()) -> None:
+    """One command-line flag --<name> per field of cls (its default and help; lists take several values)."""
+    hints = typing.get_type_hints(cls)
+    for name, default in cls.defaults().items():
+        if name in skip:
+            continue
+        hint = hints[name]
+        text = dataclasses.fields(cls)[cls.field_names().index(name)].metadata.get("help", "").replace("%", "%%")
+        if typing.get_origin(hint) in (list, tuple):
+            (inner, *_) = typing.get_args(hint) or (str,)
+            parser.add_argument(f"--{name}", nargs="*", type=inner, default=default, help=text)
+        else:
+            parser.add_argument(f"--{name}", type=parse_bool if hint is bool else hint, default=default, help=text)
+
+
+def pop_config(args: dict[str, object], cls: type[Config]) -> Config:
+    """Take cls's fields out of parsed command-line arguments (a dict) and build the validated config."""
+    return cls.from_params(**{name: args.pop(name) for name in cls.field_names() if name in args})
 
 
 NOTEBOOK_CONFIGS: dict[str, type[BaseConfig]] = {

@@ -41,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nbhelpers import analysis, metrics, paths, results
+from nbhelpers import analysis, dispatch, metrics, paths, results
 from nbhelpers import attacks as attack_mod
 from nbhelpers.data import load_eval_set
 from nbhelpers.evaluation import EvalModel, evaluate
@@ -208,7 +208,7 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
              seed: int = 0, batch_size: int = 256, data_root: str = "", preprocess: Callable | None = None,
              device: torch.device | str = "cpu", path: str | Path | None = None, config: dict | None = None,
              base_model: str = "", rerun: bool = False, fast: bool = True, amp: bool = False,
-             sampling: str | None = None, progress: bool = True) -> GridRun:
+             sampling: str | None = None, progress: bool = True, shard: str | Path | None = None) -> GridRun:
     """Evaluate every cell of models x datasets x attacks x eps with evaluation.evaluate, through 05's store.
 
     finetune_set: the dataset the models were fine-tuned on (marked zero_shot=False in the rows).
@@ -217,13 +217,21 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
     fast, amp: see evaluation.attack_logits (recorded in the run stamp; a stored cell is reused whatever they were).
     sampling: the paper subset rule (None: paper_data.DEFAULT_SAMPLING); the protocol is the preprocess's.
     Stored cells are reused by the rule of the module docstring (ids, else fingerprints; rows without ids adopted).
+    shard: a dispatched job's own file (nbhelpers.dispatch): the store at path and its shards are only read (a cell
+    in a shard counts as stored), computed and adopted rows go to the shard with its run stamp, nothing is
+    compacted; the parent merges the shards into the store in plan order.
     """
     path = Path(path) if path is not None else paths.RESULTS_DIR / "05_evaluation.jsonl"
     store = open_store(path)
     rows, runs = load_store(path)  # refuses a format this code cannot read, before any work
-    if rows and store.stored_format() != STORE_FORMAT_VERSION:  # rows of an older format: rewrite them in this one
+    if rows and store.stored_format() != STORE_FORMAT_VERSION and shard is None:  # older format: rewrite it
         store.rewrite(rows, runs=runs)
     stored = {store.key(r): r for r in rows}
+    out = store
+    if shard is not None:  # a job: earlier shards count as stored, its own rows go to its shard
+        for f in dispatch.shard_files(path):
+            stored.update({store.key(r): r for r in load_store(f)[0]})
+        out = dispatch.open_shard(store, shard)
     stamp = results.provenance_stamp(config=config or {}, model=base_model, device=str(device), fast=fast, amp=amp)
     run_id = content_key(stamp)
     counts = {"computed": 0, "reused": 0, "adopted": 0, "replaced": 0}
@@ -236,7 +244,7 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
             return None
         if how == "adopt":
             old = {**old, **{f: cell[f] for f in ID_FIELDS if cell.get(f) and not old.get(f)}}
-            store.append(old, replace=True)
+            out.append(old, replace=True)
             stored[key] = old
             counts["adopted"] += 1
         counts["reused"] += 1
@@ -244,11 +252,11 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
 
     def keep(row: dict) -> dict:
         if not counts["computed"]:
-            store.add_run(run_id, stamp)  # once per run, before its first row
+            out.add_run(run_id, stamp)  # once per run, before its first row
         row = {**row, "run": run_id}
         key = store.key(row)
         counts["replaced"] += key in stored
-        store.append(row, replace=True)
+        out.append(row, replace=True)
         stored[key] = row
         counts["computed"] += 1
         return row
@@ -258,7 +266,7 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
                         strong_datasets=strong_datasets, finetune_set=finetune_set, seed=seed,
                         batch_size=batch_size, data_root=data_root, preprocess=preprocess, device=device, fast=fast,
                         amp=amp, progress=progress, sampling=sampling, lookup=lookup, store=keep)
-    if counts["adopted"] or counts["replaced"]:
+    if (counts["adopted"] or counts["replaced"]) and shard is None:
         compact_store(path)  # once per run: each cell's last row in place of its older one
     return GridRun(this_run, counts["computed"], counts["reused"], path, counts["adopted"])
 
@@ -458,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.path).is_file():
         ap.error(f"no store at {args.path}")
     dropped = prune_store(args.path) if args.prune else compact_store(args.path) if args.compact else 0
-    print(json.dumps({**store_status(args.path), "dropped_lines": dropped}, indent=1))
+    print(json.dumps({**store_status(args.path), "dropped_lines": dropped,
+                      **dispatch.shard_status(open_store(args.path))}, indent=1))  # rows of jobs not merged yet
     return 0
 
 

@@ -13,6 +13,9 @@ A row is a JSON object; its key is the tuple of its ``key_fields`` (the bare val
 - Optional meta file ``<stem>.meta.json`` (when ``format_version`` is given): the store's format version (a meta
   file that declares none, or no meta file beside stored rows, is format 1), its key fields and run stamps
   (``runs``: run id -> stamp, each written once when its run stores its first row; rows name theirs in ``run``).
+- Appends from several processes on one machine take turns (``fcntl.flock``); ``lock=False`` leaves that out for a
+  file with a single writer (a dispatched job's shard, :mod:`nbhelpers.dispatch`), where a cluster's shared
+  filesystem may not support ``flock``.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ class JsonlStore:
     """Keyed, resumable JSON-lines store with atomic appends and an optional meta file (format version, run stamps)."""
 
     def __init__(self, path: str | os.PathLike, *, key_fields: Sequence[str] = ("key",),
-                 format_version: int | None = None, description: str = "") -> None:
+                 format_version: int | None = None, description: str = "", lock: bool = True) -> None:
         if not key_fields or not all(isinstance(f, str) and f for f in key_fields):
             raise ValueError(f"key_fields must be non-empty field names, got {key_fields!r}")
         if format_version is not None and (not isinstance(format_version, int) or format_version < 1):
@@ -47,6 +50,7 @@ class JsonlStore:
         self.key_fields = tuple(key_fields)
         self.format_version = format_version
         self.description = description
+        self.lock = lock  # flock around each append (False: a file with one writer, e.g. a job's shard)
 
     # ------------------------------------------------------------------------------------------- reading
     @property
@@ -212,7 +216,8 @@ class JsonlStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # workers appending to one store take turns (released by close)
+            if self.lock:  # workers appending to one store take turns (released by close)
+                fcntl.flock(fd, fcntl.LOCK_EX)
             end = os.fstat(fd).st_size
             if end and os.pread(fd, 1, end - 1) != b"\n":
                 self._cut_tail(fd, end)

@@ -250,8 +250,8 @@ class StudyStore(JsonlStore):
     """06's store: the shared resumable JSON-lines store (nbhelpers.store), one row per trained configuration and
     evaluated cell, keyed by its 'key' (:func:`row_key`), without a meta file."""
 
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(path, key_fields=("key",))
+    def __init__(self, path: str | Path, *, lock: bool = True) -> None:
+        super().__init__(path, key_fields=("key",), lock=lock)
 
     def rows(self, *, stage: str | None = None) -> list[dict]:
         """All rows in file order (only `stage`'s if given); a last line cut short is ignored with a warning."""
@@ -277,13 +277,32 @@ def run_missing(store: StudyStore, run_config: RunConfig, *, stage: str,
     """Run every (train seed, method, configuration) not yet in the store, seeds outermost (an interrupted study has
     whole seeds across methods); returns how many were run. run_config gets {"method": m, **overrides} and the seed.
     Each row also records how long it took (seconds, training included)."""
+    todo = plan_missing(store, stage=stage, configs=configs, train_seeds=train_seeds, evaluation=evaluation)
+    return run_planned(store, run_config, todo, stage=stage, evaluation=evaluation, progress=progress)
+
+
+# one planned run of a stage: (row key, train seed, method, overrides)
+PlannedRun = tuple[str, int, str, dict[str, object]]
+
+
+def plan_missing(store: StudyStore, *, stage: str, configs: Mapping[str, Sequence[Mapping[str, object]]],
+                 train_seeds: Sequence[int], evaluation: Mapping[str, object]) -> list[PlannedRun]:
+    """The runs of a stage that the store lacks, in run order (seeds outermost, then methods, then configurations)."""
+    stored = {row["key"] for row in store.rows()}
     todo = []
     for seed in train_seeds:
         for method, overrides_list in configs.items():
             for overrides in overrides_list:
                 key = row_key(stage=stage, method=method, overrides=overrides, train_seed=seed, evaluation=evaluation)
-                if not store.has(key):
-                    todo.append((key, seed, method, overrides))
+                if key not in stored:
+                    todo.append((key, seed, method, dict(overrides)))
+    return todo
+
+
+def run_planned(store: StudyStore, run_config: RunConfig, todo: Sequence[PlannedRun], *, stage: str,
+                evaluation: Mapping[str, object], progress: bool = False) -> int:
+    """Run the planned runs in order, appending one row each to the store (a dispatched job's: its shard);
+    returns how many were run."""
     bar = tqdm(todo, desc=f"study {stage}", disable=not progress)
     for key, seed, method, overrides in bar:
         bar.set_postfix_str(f"seed {seed} {method}", refresh=False)

@@ -13,6 +13,10 @@ Four stages, each resumable (:func:`nbhelpers.study.run_missing` skips what the 
 - ``ablation``: TIMA's ablation variants (:data:`study.ABLATIONS`) and the references TeCoA, TAI and TIMA, every
   train seed, ``ablation_images`` per test task at ``ablation_eps_list``; IAT variants also with the original text.
 
+The CLI computes a stage's runs in this process (:func:`run_study`) or, with ``--dispatch local|slurm``, as
+submitit jobs that each write a shard merged into the store in plan order (:func:`dispatch_study`,
+:mod:`nbhelpers.dispatch`); either way the store ends with the same rows.
+
 A row's key holds its evaluation, and that holds :func:`numerics_fingerprint` (the numerics versions of everything
 that trains or evaluates), so rows computed by code with other numbers are never taken for this code's: a rerun
 recomputes them; a comment or a refactor that changes no number keeps every row.
@@ -28,14 +32,16 @@ import functools
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from nbhelpers import (attacks, data, evaluation, fastpath, losses, methods, metrics, models, notebook, paper_data,
-                       paths, study, suite, text_tuning, training, world, zeroshot)
-from nbhelpers.config import FinetuneKnobs, IATKnobs, StudyConfig, TAIKnobs, split_overrides
+from nbhelpers import (attacks, data, dispatch, evaluation, fastpath, losses, methods, metrics, models, notebook,
+                       paper_data, paths, study, suite, text_tuning, training, world, zeroshot)
+from nbhelpers.config import (DispatchConfig, FinetuneKnobs, IATKnobs, StudyConfig, TAIKnobs, add_arguments,
+                              pop_config, split_overrides)
 from nbhelpers.evaluation import EvalModel
 from nbhelpers.models import create_model_and_transforms
 from nbhelpers.utils import atomic_path, content_key, numerics_versions, select_device
@@ -196,8 +202,76 @@ def run_study(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH, device: 
     return done
 
 
+@dataclass(frozen=True)
+class StudyJob:
+    """One dispatched job of a stage: its runs in plan order (study.PlannedRun), the evaluation their keys hold, and
+    the shard its rows go to."""
+
+    cfg: StudyConfig
+    stage: str
+    evaluation: dict
+    runs: tuple
+    shard: str
+    threads: int = 0
+
+
+def run_study_job(job: StudyJob) -> int:
+    """A dispatched job, in its worker: train and evaluate its runs in order, appending one row each to its shard
+    (as run_study appends to the store); returns how many it ran. Refuses to run other code than its parent's."""
+    dispatch.set_threads(job.threads)
+    if stage_evaluation(job.cfg, job.stage) != job.evaluation:
+        raise RuntimeError(f"this worker's code or settings give another evaluation than the parent's for stage "
+                           f"{job.stage!r} (numerics {numerics_fingerprint()} vs {job.evaluation.get('numerics')}): "
+                           "run the jobs with the parent's code")
+    runner = StudyRunner(job.cfg, device=select_device(job.cfg.device), progress=False)
+    return study.run_planned(study.StudyStore(job.shard, lock=False), runner.run_config(job.stage), list(job.runs),
+                             stage=job.stage, evaluation=job.evaluation)
+
+
+def dispatch_study(cfg: StudyConfig, options: DispatchConfig, *, store_path: str | Path = STORE_PATH,
+                   progress: bool = True, merge_only: bool = False) -> dict[str, dict[str, int]]:
+    """run_study through jobs (nbhelpers.dispatch), stage by stage in order: the stage's runs that neither the store
+    nor a shard holds, split into jobs by options, run, then every shard row of the stage merged into the store in
+    plan order (the store ends as a single-process run's). Returns {stage: {"computed", "merged", "pending" (rows
+    left in shards), "missing" (runs the store still lacks)}}.
+
+    merge_only: compute nothing, only merge what the shards hold (stops at a stage that is still incomplete).
+    A failed job raises dispatch.DispatchError after the merge; its finished rows wait in its shard for the rerun.
+    """
+    check_config(cfg)
+    store = study.StudyStore(store_path)
+    out: dict[str, dict[str, int]] = {}
+    for stage in study.STAGES:
+        if stage not in cfg.stages:
+            continue
+        configs, seeds = stage_configs(cfg, store, stage)
+        evaluation = stage_evaluation(cfg, stage)
+        plan = dict(stage=stage, configs=configs, train_seeds=seeds, evaluation=evaluation)
+        todo = study.plan_missing(store, **plan)
+        held = {r["key"] for f in dispatch.shard_files(store_path) for r in study.StudyStore(f, lock=False).rows()}
+        chunks = dispatch.split_work([] if merge_only else [run for run in todo if run[0] not in held], options)
+        shards = dispatch.new_shards(store_path, len(chunks), tag=stage)
+        jobs = [StudyJob(cfg, stage, evaluation, tuple(chunk), str(shard), options.threads)
+                for chunk, shard in zip(chunks, shards)]
+        outcomes = (dispatch.run_jobs(run_study_job, jobs, [s.stem for s in shards], options, name=f"study-{stage}",
+                                      folder=dispatch.job_folder(store_path, options), progress=progress)
+                    if jobs else [])
+        keys = [run[0] for run in todo]
+        merged = dispatch.merge_shards(store, position=dispatch.keyed_positions(keys, store), n=len(keys))
+        missing = len(study.plan_missing(store, **plan))
+        out[stage] = {"computed": sum(int(o.result) for o in outcomes if o.ok), "merged": merged["merged"],
+                      "pending": merged["pending"], "missing": missing}
+        dispatch.check_outcomes(outcomes, what=f"study stage {stage!r}")
+        if missing and merge_only:
+            break  # the later stages need this one
+        if missing:
+            raise dispatch.DispatchError(f"study stage {stage!r}: {missing} runs are still missing after its jobs")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m nbhelpers.study_runs [--stages validation test] [--train_seeds 0 1 2] ... (StudyConfig's fields);
+    """CLI: python -m nbhelpers.study_runs [--stages validation test] [--train_seeds 0 1 2] ... (StudyConfig's fields),
+    [--dispatch local --workers 2 | --dispatch slurm --slurm_partition gpu ...] (DispatchConfig's), [--merge];
     --plan prints the runs and their estimated device time instead (plan_study); --status, --prune, --carry_over."""
     ap = argparse.ArgumentParser(description="run (or resume) the study of notebook 06 into results/06_study.jsonl")
     for name, default in StudyConfig.defaults().items():
@@ -223,9 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan_steps", type=int, default=2, help="--plan: timed training steps per engine method")
     ap.add_argument("--plan_aa_fraction", type=float, default=1.0,
                     help="--plan: share of images AutoAttack attacks (1: its upper bound; it skips misclassified ones)")
+    add_arguments(ap.add_argument_group("dispatch (nbhelpers.dispatch: jobs through submitit)"), DispatchConfig)
+    ap.add_argument("--merge", action="store_true",
+                    help="merge the rows that dispatched jobs left in <store>.shards into the store, compute nothing")
     args = vars(ap.parse_args(argv))
     store, status, prune, old = args.pop("store"), args.pop("status"), args.pop("prune"), args.pop("carry_over")
     plan, plan_steps, aa_fraction = args.pop("plan"), args.pop("plan_steps"), args.pop("plan_aa_fraction")
+    options, merge = pop_config(args, DispatchConfig), args.pop("merge")
     cfg = StudyConfig.from_params(**args, rerun=True)
     if plan:
         table = plan_study(cfg, device=select_device(cfg.device), store_path=store, train_steps=plan_steps,
@@ -243,12 +321,20 @@ def main(argv: list[str] | None = None) -> int:
     if status or prune:
         dropped = prune_store(cfg, store_path=store) if prune else 0
         print(store_status(cfg, store_path=store).to_string(index=False))
-        print(json.dumps({"pruned": dropped, "store": store}))
+        print(json.dumps({"pruned": dropped, "store": store, **dispatch.shard_status(study.StudyStore(store))}))
         return 0
     if cfg.profile == "paper":  # every dataset the study reads, checked before any work
         notebook.check_paper_data(cfg)
-    done = run_study(cfg, store_path=store, device=select_device(cfg.device))
-    if Path(store).resolve() == Path(STORE_PATH).resolve() and "validation" in cfg.stages:
+    if merge or options.dispatch != "none":
+        try:
+            done = dispatch_study(cfg, options, store_path=store, merge_only=merge)
+        except dispatch.DispatchError as err:
+            print(err)
+            return 1
+    else:
+        done = run_study(cfg, store_path=store, device=select_device(cfg.device))
+    if (Path(store).resolve() == Path(STORE_PATH).resolve() and "validation" in cfg.stages
+            and (not merge or not done.get("validation", {}).get("missing", 1))):
         write_selection(cfg, store_path=store)  # the training CLI's defaults follow the committed selection
     print(json.dumps({"computed": done, "store": store}))
     return 0
