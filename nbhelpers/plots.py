@@ -306,6 +306,6 @@ def plot_confirmatory(table, *, sesoi: float) -> plt.Figure:
         ax.set_yticks(list(y), [f"TIMA - {a}" for a in sub.arm])
         ax.set(xlabel="difference in PGD-10 accuracy (points)", title=f"{eps:g}/255 (Holm-level intervals)")
     axes[0][0].invert_yaxis()
-    axes[0][0].legend(loc="lower right", fontsize=8)
+    axes[0][0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig

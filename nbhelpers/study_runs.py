@@ -64,6 +64,16 @@ def check_config(cfg: StudyConfig) -> None:
                          f"{list(study.study_methods())}")
 
 
+def check_notebook_config(cfg: StudyConfig) -> None:
+    """What notebook 06 can do with a config, before any work: it renders (and with rerun computes into) the
+    committed mini stores; a paper study has its own store, planned and run from the command line."""
+    check_config(cfg)
+    if cfg.profile != "mini":
+        raise ValueError("notebook 06 renders the committed mini stores; run the paper study from the command line "
+                         "(python -m nbhelpers.study_runs --plan --profile paper ..., then --store <its own store>; "
+                         "docs/STUDY_PLAN.md)")
+
+
 def stage_evaluation(cfg: StudyConfig, stage: str) -> dict[str, object]:
     """What a stage evaluates (tasks, images, attack, radii, seed, backbone, code): part of every row's key."""
     recipe = {n: getattr(cfg, n) for n in (*FinetuneKnobs.field_names(), *TAIKnobs.field_names(),

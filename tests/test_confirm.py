@@ -2,6 +2,7 @@
 the arms by rule, the evaluation specs, and the decision rule on synthetic rows (no training)."""
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -234,3 +235,20 @@ def test_committed_store_ran_on_the_plan_commit():
             break
     assert {r["key"] for r in rows} <= planned  # every stored row is one the plan makes, with this code's keys
     assert len(rows) == len({r["key"] for r in rows})  # no reruns
+
+
+def test_readme_headline_says_what_the_confirmatory_findings_say():
+    """The README's headline follows the pre-registered verdicts (results/06_findings.json), whatever they are."""
+    stored = {f["id"]: f["verdict"] for f in
+              json.loads((paths.PROJECT_ROOT / "results" / "06_findings.json").read_text())["findings"]}
+    if "06_confirm_pmg_aft_4" not in stored:
+        pytest.skip("the confirmatory run is not complete")
+    text = (paths.PROJECT_ROOT / "README.md").read_text()
+    head = text[text.index("**The headline: a pre-registered confirmatory experiment"):]
+    head = head[:head.index("**The exploratory study before it")]
+    v4, v1 = stored["06_confirm_pmg_aft_4"], stored["06_confirm_pmg_aft_1"]
+    assert f"**TIMA vs PMG-AFT: {v4} at 4/255 and at 1/255.**" in head if v4 == v1 else \
+        f"**TIMA vs PMG-AFT: {v4} at 4/255" in head
+    assert f"*{stored['06_confirm_iat_matched']}*" in head.split("IAT adds", 1)[1].split("\n-", 1)[0]
+    assert f"positive control is {stored['06_confirm_tecoa_control']}" in head
+    assert f"over\n{len(PLAN.train_seeds)} fresh seeds" in head or f"{len(PLAN.train_seeds)} fresh seeds" in head

@@ -158,3 +158,10 @@ def test_committed_study_store_is_made_by_this_code_and_holds_every_stage():
     strong = study_runs.current_rows(study.StudyStore(study_runs.STORE_PATH), cfg, "strong")
     assert all(r.get("per_sample") for r in strong), "strong rows must keep per-image correctness"
     assert set(study_runs.selected_configurations()) == set(study.study_methods())
+
+
+def test_notebook_06_refuses_the_paper_profile_before_any_work():
+    cfg = StudyConfig.from_params(profile="paper", rerun=False)
+    with pytest.raises(ValueError, match="command line"):
+        study_runs.check_notebook_config(cfg)
+    study_runs.check_notebook_config(StudyConfig.from_params())
