@@ -62,7 +62,7 @@ def test_06_markdown_types_no_result_numbers_and_its_verdicts_equal_the_findings
     assert not typed, f"hand-typed result numbers in 06's markdown: {typed}"
     stored = {f["id"]: f["verdict"] for f in
               json.loads((ROOT / "results" / "06_findings.json").read_text())["findings"]}
-    named = dict(re.findall(r"`(06_[a-z_]+)` \u2014 \*([a-z ]+)\*", "\n".join(prose)))
+    named = dict(re.findall(r"`(06_[a-z0-9_]+)` \u2014 \*([a-z ]+)\*", "\n".join(prose)))
     assert set(named) == set(stored), "the text names every 06 finding once, with its verdict"
     assert named == stored
 
