@@ -38,7 +38,7 @@ import torch
 from scipy import stats
 
 from nbhelpers import findings, methods, paths, study, study_runs
-from nbhelpers.config import FinetuneKnobs, IATKnobs, StudyConfig, TAIKnobs, split_overrides
+from nbhelpers.config import StudyConfig, TAIKnobs, split_overrides
 from nbhelpers.findings import (INCONCLUSIVE, MIXED, NO_DIFFERENCE, NOT_REPRODUCED, REPRODUCED, Effect, Finding,
                                 effect_interval, holm, judge_effect, judge_noninferior)
 from nbhelpers.utils import code_version
@@ -105,7 +105,7 @@ def round2_space(round1: Sequence[Mapping], cfg: StudyConfig | None = None) -> d
     """{study method: its round-2 configurations} from its round-1 pick (each record's round2 grid)."""
     cfg = cfg or study_config()
     picks = study.select(round1, rule=study_runs.selection_rule(cfg))
-    defaults = {**TAIKnobs.defaults(), **IATKnobs.defaults(), **FinetuneKnobs.defaults()}
+    defaults = study.knob_defaults()
     out = {}
     for name in study.study_methods():
         grid = methods.get(name).round2
@@ -207,8 +207,9 @@ def run_worker(phase: str, *, worker: int, workers: int, store_path: str | Path 
     torch.set_num_threads(PLAN.threads)
     store = study.StudyStore(store_path)
     cfg = study_config()
+    stored = {r["key"] for r in store.rows()}
     todo = [item for i, item in enumerate(planned(phase, store, cfg=cfg)) if i % workers == worker
-            and not store.has(item["key"])]
+            and item["key"] not in stored]
     if not todo:
         return 0
     runner = study_runs.StudyRunner(cfg, device=device, progress=progress)
@@ -240,18 +241,24 @@ def run_all(*, store_path: str | Path = paths.CONFIRM_STORE, workers: int = PLAN
             raise RuntimeError(f"phase {phase}: worker exit codes {codes}")
 
 
-def status(store_path: str | Path = paths.CONFIRM_STORE) -> pd.DataFrame:
+def status(store_path: str | Path = paths.CONFIRM_STORE, *, plan: Plan = PLAN) -> pd.DataFrame:
     """Per phase: runs planned and stored (a confirmatory phase before round 2 is complete: planned unknown)."""
     store = study.StudyStore(store_path)
+    stored = {r["key"] for r in store.rows()}
     out = []
     for phase in PHASES:
         try:
-            items = planned(phase, store)
+            items = planned(phase, store, plan=plan)
         except RuntimeError:
             out.append({"phase": phase, "planned": math.nan, "stored": len(store.rows(stage=phase))})
             continue
-        out.append({"phase": phase, "planned": len(items), "stored": sum(store.has(i["key"]) for i in items)})
+        out.append({"phase": phase, "planned": len(items), "stored": sum(i["key"] in stored for i in items)})
     return pd.DataFrame(out)
+
+
+def _is_complete(table: pd.DataFrame) -> bool:
+    """Whether a status table has every planned run of every phase stored."""
+    return bool(table.planned.notna().all() and (table.planned == table.stored).all())
 
 
 # ---------------------------------------------------------------------------------------------- analysis
@@ -359,14 +366,17 @@ def masking(strong_rows: Sequence[Mapping], *, plan: Plan = PLAN) -> dict[str, o
 
 def complete(store: study.StudyStore, *, plan: Plan = PLAN) -> bool:
     """Whether every planned run of every phase is stored (the analysis is confirmatory only then)."""
-    try:
-        return all(store.has(i["key"]) for phase in PHASES for i in planned(phase, store, plan=plan))
-    except RuntimeError:
-        return False
+    return _is_complete(status(store.path, plan=plan))
 
 
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
+
+
+def _interval(line: Mapping, prefix: str) -> str:
+    """'+1.0 [+0.2, +1.7]' in points from a line's <prefix>estimate, <prefix>low, <prefix>high (fractions)."""
+    return study_runs.format_interval(line[f"{prefix}estimate"], line[f"{prefix}low"], line[f"{prefix}high"],
+                                      signed=True)
 
 
 def findings_confirmatory(rows: Sequence[Mapping], strong_rows: Sequence[Mapping], arms_: Sequence[Arm], *,
@@ -383,12 +393,11 @@ def findings_confirmatory(rows: Sequence[Mapping], strong_rows: Sequence[Mapping
     pmg = [a.name for a in arms_ if a.method == "pmg_aft"]
     for eps, fid in ((plan.primary_eps, "06_confirm_pmg_aft_4"), (1.0, "06_confirm_pmg_aft_1")):
         verdict = headline(table, arms_, eps=eps, plan=plan)
-        parts = [f"{a} {_pts(line(a, eps)['estimate'])} [{_pts(line(a, eps)['low'])}, {_pts(line(a, eps)['high'])}]"
+        parts = [f"{a} {_interval(line(a, eps), '')}"
                  for a in pmg]
         worst = min(pmg, key=lambda a: line(a, eps)["estimate"])
         w = line(worst, eps)
-        clean = "; ".join(f"{a} {_pts(line(a, eps)['clean_estimate'])} [{_pts(line(a, eps)['clean_low'])}, "
-                          f"{_pts(line(a, eps)['clean_high'])}]" for a in pmg)
+        clean = "; ".join(f"{a} {_interval(line(a, eps), 'clean_')}" for a in pmg)
         lost = collapses(rows, plan=plan)
         hit = [f"{a} seed {s}" for a in [*pmg, "tima"] for s in lost.get(a, [])]
         sens = "; ".join(f"{a} {_pts(line(a, eps)['without_collapses'])}" for a in pmg)
@@ -406,7 +415,7 @@ def findings_confirmatory(rows: Sequence[Mapping], strong_rows: Sequence[Mapping
                             ("tai_matched", "06_confirm_iat_matched", "IAT adds robustness to TAI at 4/255, TAI at "
                              "TIMA's own TAI strength (the ablation at matched strength)")):
         r = line(arm, plan.primary_eps)
-        out.append(Finding(fid, "06", claim, crit, "", f"{_pts(r['estimate'])} [{_pts(r['low'])}, {_pts(r['high'])}]"
+        out.append(Finding(fid, "06", claim, crit, "", f"{_interval(r, '')}"
                            " points", 100 * r["estimate"], 100 * r["low"], 100 * r["high"], str(r["verdict"]),
                            "figures/06_confirmatory.png"))
     m = masking(strong_rows, plan=plan)
@@ -414,7 +423,7 @@ def findings_confirmatory(rows: Sequence[Mapping], strong_rows: Sequence[Mapping
                        "secondary: outside the Holm family)",
                        "TIMA's PGD-10 minus APGD-CE + APGD-T gap at 4/255 exceeds TeCoA's by at most 2 points "
                        "(95% t-interval over the first 3 seeds, 128 images per task each)", "",
-                       f"{_pts(m['estimate'])} [{_pts(m['low'])}, {_pts(m['high'])}] points", 100 * m["estimate"],
+                       f"{_interval(m, '')} points", 100 * m["estimate"],
                        100 * m["low"], 100 * m["high"], str(m["verdict"]), ""))
     return out
 
@@ -433,7 +442,8 @@ def report(store_path: str | Path = paths.CONFIRM_STORE, *, plan: Plan = PLAN) -
     store = study.StudyStore(store_path)
     cfg = study_config()
     round1, round2 = round1_rows(cfg=cfg), store.rows(stage=ROUND2)
-    out: dict[str, object] = {"status": status(store_path), "complete": complete(store, plan=plan),
+    table = status(store_path, plan=plan)
+    out: dict[str, object] = {"status": table, "complete": _is_complete(table),
                               "round2": round2_table(round1, round2, cfg) if round2 else None,
                               "arms": None, "codes": sorted({r.get("code", "") for r in store.rows()})}
     try:

@@ -124,11 +124,16 @@ def trained_as(name: str) -> str:
     raise ValueError(f"unknown study method {name!r}; choose from {list(study_methods())} or {sorted(ABLATIONS)}")
 
 
+def knob_defaults() -> dict[str, object]:
+    """Default of every knob a study configuration may override (TAI, IAT and fine-tuning knobs)."""
+    return {**TAIKnobs.defaults(), **IATKnobs.defaults(), **FinetuneKnobs.defaults()}
+
+
 def search_space(*, profile: str = "mini", finetune_steps: int = 200) -> dict[str, list[dict[str, float | int]]]:
     """{study method: BUDGET override dicts}: 3 lrs x the record's 3 knob values; lr-only records (FARE) get BUDGET
     log-spaced lrs over the span x sqrt(10)."""
     lrs = LR_GRID[profile]
-    defaults = {**TAIKnobs.defaults(), **IATKnobs.defaults(), **FinetuneKnobs.defaults()}
+    defaults = knob_defaults()
     space: dict[str, list[dict[str, float | int]]] = {}
     for name in study_methods():
         method = methods.get(name)
