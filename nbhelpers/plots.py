@@ -299,13 +299,13 @@ def plot_confirmatory(table, *, sesoi: float) -> plt.Figure:
     for ax, eps in zip(axes[0], radii):
         sub = table[table.eps == eps].reset_index(drop=True)
         y = range(len(sub))
-        ax.axvspan(-100 * sesoi, 100 * sesoi, color="0.9", zorder=0, label="smallest effect of interest")
+        ax.axvspan(-100 * sesoi, 100 * sesoi, color="0.9", zorder=0)
         ax.axvline(0, color="0.4", lw=0.8)
         ax.errorbar(100 * sub.estimate, y, xerr=[100 * (sub.estimate - sub.low), 100 * (sub.high - sub.estimate)],
                     fmt="o", color="C0", capsize=3)
         ax.set_yticks(list(y), [f"TIMA - {a}" for a in sub.arm])
-        ax.set(xlabel="difference in PGD-10 accuracy (points)", title=f"{eps:g}/255 (Holm-level intervals)")
+        ax.set(xlabel="difference in PGD-10 accuracy (points)\nshaded: +-smallest effect of interest",
+               title=f"{eps:g}/255 (Holm-level intervals)")
     axes[0][0].invert_yaxis()
-    axes[0][0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
