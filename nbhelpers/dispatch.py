@@ -24,7 +24,7 @@ merges everything in plan order. A shard's last line cut short by a kill is igno
 **Equal to a single-process run.** Same keys, same rows field by field, in the same order, except bookkeeping that
 differs between any two runs: ``seconds`` (both stores) and ``run`` (05's run stamp: when, where, by which
 process). Training and attacks are deterministic for a given machine, library build and thread count, not across
-thread counts (README, "What reproduces where"): a job keeps torch's default thread count unless ``threads`` is
+thread counts (docs/REPRODUCIBILITY.md): a job keeps torch's default thread count unless ``threads`` is
 set, so its numbers equal a single-process run's at the same count.
 """
 from __future__ import annotations
