@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv reproduce study test pretrain benchmark clean-venv
+.PHONY: venv reproduce study test slurm pretrain benchmark clean-venv
 
 venv: $(STAMP)
 
@@ -27,8 +27,13 @@ study: $(STAMP)
 	$(PY) -m nbhelpers.study_runs
 	$(PY) scripts/run_notebooks.py --only 06
 
-test: $(STAMP)
+test: $(STAMP) slurm
 	TQDM_DISABLE=1 $(PY) -m pytest
+
+# Debian's slurm-wlm and munge for tests/test_slurm_cluster.py (a one-node cluster on localhost, started by the
+# test): installed where this runs as root with apt-get and they are missing; never fails (the test then skips)
+slurm:
+	@bash scripts/install_slurm.sh
 
 pretrain: $(STAMP)
 	$(PY) -m nbhelpers.pretrain

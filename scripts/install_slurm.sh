@@ -10,7 +10,7 @@ for prog in "${need[@]}"; do
     command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || missing+=("$prog")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "slurm: already installed ($(sinfo --version 2>/dev/null || echo 'sinfo --version failed'))"
+    echo "slurm: already installed ($(dpkg-query -W -f="slurm-wlm \${Version}" slurm-wlm 2>/dev/null || echo "not from apt"))"
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
@@ -32,4 +32,4 @@ if ! timeout 300 apt-get install -y -q --no-install-recommends slurm-wlm munge >
         exit 0
     fi
 fi
-echo "slurm: installed slurm-wlm and munge in $(( $(date +%s) - start )) s ($(sinfo --version 2>/dev/null))"
+echo "slurm: installed slurm-wlm and munge in $(( $(date +%s) - start )) s ($(dpkg-query -W -f="slurm-wlm \${Version}" slurm-wlm))"
