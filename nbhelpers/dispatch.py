@@ -21,6 +21,12 @@ merge stops at the first planned run that has no row yet (as a single process ki
 after it wait in their shards, and a rerun computes only the runs that neither the store nor a shard holds, then
 merges everything in plan order. A shard's last line cut short by a kill is ignored (``JsonlStore``).
 
+**On a real Slurm** (docs/CLUSTER.md; tests/test_slurm_cluster.py runs a one-node cluster): before anything is
+submitted, :func:`check_slurm` asks sinfo about the partition (known, up, its time limit, GPUs) and probes that the
+store's shard folder and the job folder can be written and are not on a filesystem only this machine sees; the
+command waits through squeue and the tasks' result files (:func:`collect_slurm_jobs`), not sacct, which needs
+Slurm's accounting; tasks are requeueable (``--requeue``) and a requeued study task skips the runs its shard holds.
+
 **Equal to a single-process run.** Same keys, same rows field by field, in the same order, except bookkeeping that
 differs between any two runs: ``seconds`` (both stores) and ``run`` (05's run stamp: when, where, by which
 process). Training and attacks are deterministic for a given machine, library build and thread count, not across

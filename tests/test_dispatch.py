@@ -278,6 +278,23 @@ def test_slurm_array_gets_the_options_and_its_shards_merge(one_method_study, mon
     assert [r["overrides"]["finetune_lr"] for r in rows] == [1e-3, 3e-4]  # plan order
 
 
+def test_a_requeued_study_task_skips_the_runs_its_shard_holds(one_method_study, tmp_path):
+    """Slurm runs a requeued task's job again from the start, with the same shard: the runs already there are not
+    trained again (here all of them: no model is even built)."""
+    cfg = one_method_study.replace(stages=["validation"])
+    evaluation = study_runs.stage_evaluation(cfg, "validation")
+    runs = study.plan_missing(study.StudyStore(tmp_path / "s.jsonl"), stage="validation",
+                              configs={"tecoa": [{"finetune_lr": 1e-3}]}, train_seeds=[0], evaluation=evaluation)
+    shard = tmp_path / "shard.jsonl"
+    row = {"key": runs[0][0], "stage": "validation", "method": "tecoa", "overrides": {"finetune_lr": 1e-3},
+           "train_seed": 0, "evaluation": evaluation, "scores": {"clean": 0.5}, "seconds": 1.0}
+    study.StudyStore(shard, lock=False).append(row)
+    before = shard.read_text()
+    job = study_runs.StudyJob(cfg, "validation", evaluation, tuple(runs), str(shard))
+    assert study_runs.run_study_job(job) == 0
+    assert shard.read_text() == before
+
+
 def test_clis_take_dispatch_flags_and_merge(one_method_study, monkeypatch, tmp_path, capsys):
     """Both CLIs run through 'inline' dispatch (the jobs here, through shards) and --merge computes nothing."""
     use_cache(monkeypatch, tmp_path / "cache")
