@@ -83,3 +83,9 @@ def test_the_environment_holds_the_locked_versions():
 def test_the_torch_pair_agrees_with_the_lock():
     pins, pair = read_lock(), read_lock(ROOT / "requirements" / "torch.txt")
     assert {k: pins[k] for k in pair} == pair
+
+
+def test_setup_doc_states_the_locks_size():
+    """docs/SETUP.md's package count is the lock's (a prose number checked against its source)."""
+    text = (ROOT / "docs" / "SETUP.md").read_text()
+    assert f"pinned ({len(read_lock())} packages)" in text
