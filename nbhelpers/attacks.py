@@ -27,6 +27,7 @@ from torch import nn
 
 from nbhelpers import losses
 from nbhelpers.fastpath import fast_forward, wants_channels_last
+from nbhelpers.utils import fp32_at_least
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
 NUMERICS_VERSION = 1
@@ -78,9 +79,9 @@ def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def attack_objective(logits: torch.Tensor, labels: torch.Tensor, loss: LossName) -> torch.Tensor:
     """Scalar the attacker maximises: summed cross-entropy ('ce') or summed CW margin ('cw')."""
     if loss == "ce":
-        return F.cross_entropy(logits.float(), labels, reduction="sum")
+        return F.cross_entropy(fp32_at_least(logits), labels, reduction="sum")
     if loss == "cw":
-        return margin_loss(logits.float(), labels).sum()
+        return margin_loss(fp32_at_least(logits), labels).sum()
     raise ValueError(f"unknown attack loss {loss!r}; choose one of {ATTACK_LOSSES}")
 
 
@@ -158,7 +159,7 @@ def pgd_attack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
 
 def embedding_distance(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Scalar the label-free attack maximises: sum over samples of ||features - targets||_2^2, in fp32 ((N, D) each)."""
-    return (features.float() - targets.detach().float()).pow(2).sum()
+    return (fp32_at_least(features) - fp32_at_least(targets.detach())).pow(2).sum()
 
 
 def embedding_pgd_attack(encoder: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, eps: float,
@@ -213,6 +214,24 @@ def torchattacks_pgd(classifier: nn.Module, images: torch.Tensor, labels: torch.
 AUTOATTACK_TARGETS = 9  # APGD-T target classes in the standard AutoAttack (Croce & Hein 2020)
 
 
+def _is_float64(module: nn.Module) -> bool:
+    """Whether a module computes in float64 (its first floating parameter is float64)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None) == torch.float64
+
+
+class _Float32Logits(nn.Module):
+    """A float64 classifier as torchattacks needs it: its logits (N, C) handed over in float32 (FAB casts the
+    images to float32 and mixes them with the logits; tests/test_numerics.py evaluates float64 models)."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 logits (N, C) of images (N, 3, S, S)."""
+        return self.classifier(images).float()
+
+
 def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
                n_classes: int, seed: int = 0, version: str = "apgd", fast: bool = False) -> torch.Tensor:
     """AutoAttack (torchattacks, L-inf) adversarial images (N, 3, S, S); eps in pixel units.
@@ -232,13 +251,14 @@ def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
         raise ValueError(f"eps must be >= 0 (pixel units, e.g. 4/255), got {eps}")
     if eps == 0:
         return images.detach().clone()
+    net = _Float32Logits(classifier) if _is_float64(classifier) else classifier
     if version == "standard":
-        atk = torchattacks.AutoAttack(classifier, norm="Linf", eps=eps, version="standard", n_classes=n_classes,
+        atk = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=n_classes,
                                       seed=seed)
         parts = atk._autoattack.attacks
     else:
-        parts = [torchattacks.APGD(classifier, norm="Linf", eps=eps, steps=100, n_restarts=1, loss="ce", seed=seed),
-                 torchattacks.APGDT(classifier, norm="Linf", eps=eps, steps=100, n_restarts=1, n_classes=n_classes,
+        parts = [torchattacks.APGD(net, norm="Linf", eps=eps, steps=100, n_restarts=1, loss="ce", seed=seed),
+                 torchattacks.APGDT(net, norm="Linf", eps=eps, steps=100, n_restarts=1, n_classes=n_classes,
                                     seed=seed)]
         atk = torchattacks.MultiAttack(parts)
     for part in parts:

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from nbhelpers.utils import fp32_at_least
+
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
 NUMERICS_VERSION = 1
 
@@ -55,7 +57,7 @@ def coadv_loss(adv_features: torch.Tensor, clean_features: torch.Tensor, *, temp
     embedding's positive the clean embedding of the same image, the other images' clean embeddings its negatives;
     features (N, D), cosine similarities / temperature; scalar ("mean" or "sum" over the N images).
     TeCoA names the baseline without its details: the positives, negatives and temperature are ours."""
-    a, c = F.normalize(adv_features.float(), dim=-1), F.normalize(clean_features.float(), dim=-1)
+    a, c = F.normalize(fp32_at_least(adv_features), dim=-1), F.normalize(fp32_at_least(clean_features), dim=-1)
     return F.cross_entropy(a @ c.T / temperature, torch.arange(len(a), device=a.device), reduction=reduction)
 
 
@@ -67,7 +69,7 @@ def laat_expand(text_emb: torch.Tensor, *, spread: float = 1.5) -> torch.Tensor:
     complement. Pairwise similarities all shrink, and their ranks change: LAAT's 'expansion' that TIMA's
     finding 3 says disturbs the pre-trained semantic structure.
     """
-    e = F.normalize(text_emb.float(), dim=-1)
+    e = F.normalize(fp32_at_least(text_emb), dim=-1)
     pole = F.normalize(e.mean(0), dim=0)
     cos = (e @ pole).clamp(-1, 1)
     ortho = e - cos[:, None] * pole[None]

@@ -117,11 +117,11 @@ def attach_prompts(model: ClipModel, *, pad: int = -1, tokens: int = 100, seed: 
         raise ValueError("the model's image tower already has prompts")
     inner = model.clip.visual
     g = torch.Generator().manual_seed(seed)
-    device = next(inner.parameters()).device
+    first = next(inner.parameters())  # the prompts take the tower's device and precision
     pad_prompter = PadPrompter(model.image_size, default_pad(model.image_size) if pad < 0 else pad, generator=g)
     token_prompter = (TokenPrompter(tokens, inner.class_embedding.shape[-1], generator=g)
                       if tokens > 0 and _is_vit(inner) else None)
-    model.clip.visual = PromptedVisual(inner, pad_prompter, token_prompter).to(device)
+    model.clip.visual = PromptedVisual(inner, pad_prompter, token_prompter).to(first.device, first.dtype)
     return model
 
 

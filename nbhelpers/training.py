@@ -49,7 +49,7 @@ from nbhelpers.config import DeviceKnobs, FinetuneConfig
 from nbhelpers.data import stack_items
 from nbhelpers.methods import StepContext
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
-from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, numerics_versions,
+from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, fp32_at_least, numerics_versions,
                              select_device)
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build_head, model_fingerprint
 
@@ -305,7 +305,7 @@ def make_linear_head(cfg: FinetuneConfig, emb: torch.Tensor) -> nn.Linear:
     """The new linear layer of one-hot adversarial training (D -> C over the fine-tuning classes of emb (C, D)):
     weights N(0, 1/D) drawn from a generator seeded by train_seed, zero bias (ours: TeCoA does not say)."""
     n_classes, dim = emb.shape
-    head = nn.Linear(dim, n_classes).to(emb.device)
+    head = nn.Linear(dim, n_classes).to(emb.device, emb.dtype)  # the precision of the class embeddings
     g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "linear-head"))
     with torch.no_grad():
         head.weight.copy_(torch.randn(n_classes, dim, generator=g) / math.sqrt(dim))
@@ -465,7 +465,7 @@ def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, nois
     ctx = StepContext(cfg, x, adv, y, engine.logits, engine.features, engine.teacher, engine.class_embeddings,
                       engine.scale, engine.margins, targets)
     with fastpath.bf16_outputs(*engine_towers(engine), enabled=cfg.amp):  # amp: bf16 towers, fp32 from there on
-        loss = method.objective(ctx).float()
+        loss = fp32_at_least(method.objective(ctx))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     _, world_size = _dist_info()

@@ -72,6 +72,12 @@ def tensor_fingerprint(tensors: torch.Tensor | Mapping[str, torch.Tensor], *, le
     return h.hexdigest()[:length]
 
 
+def fp32_at_least(x: torch.Tensor) -> torch.Tensor:
+    """x itself when float32 or float64, else x.float(): half precision (bf16, fp16) goes up to float32 and float64
+    stays float64 (tests/test_numerics.py runs its cases in float64); on float32 the very same tensor, as .float()."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def pack_mask(correct: torch.Tensor | np.ndarray) -> str:
     """Boolean mask (N,) -> hex string of its packed bits (per-sample correctness in result rows)."""
     return np.packbits(np.asarray(correct).astype(np.uint8)).tobytes().hex()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nbhelpers.models import ClipModel
-from nbhelpers.utils import tensor_fingerprint
+from nbhelpers.utils import fp32_at_least, tensor_fingerprint
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
 NUMERICS_VERSION = 1
@@ -30,7 +30,7 @@ def build_class_embeddings(model: ClipModel, classnames: list[str], templates: l
                            use_cache: bool = True) -> torch.Tensor:
     """Unit class embeddings (C, D): each class's prompts (one per template) encoded, averaged, renormalised."""
     text_fp = model_fingerprint(model.clip, exclude_prefix="visual.")  # every text-side tensor, projection included
-    key = (text_fp, tuple(classnames), tuple(templates)) if use_cache else None
+    key = (text_fp, str(model.clip.logit_scale.dtype), tuple(classnames), tuple(templates)) if use_cache else None
     if key is not None and key in _CACHE:
         return _CACHE[key].to(device)
     was_training = model.training
@@ -39,7 +39,7 @@ def build_class_embeddings(model: ClipModel, classnames: list[str], templates: l
     chunks = [model.encode_text(model.tokenize(prompts[i:i + batch_size], device=device))
               for i in range(0, len(prompts), batch_size)]
     emb = torch.cat(chunks).view(len(classnames), len(templates), -1).mean(1)
-    emb = F.normalize(emb, dim=-1).float()
+    emb = fp32_at_least(F.normalize(emb, dim=-1))
     model.train(was_training)
     if key is not None:
         _CACHE[key] = emb.detach().cpu()
@@ -53,7 +53,7 @@ class ZeroShotClassifier(nn.Module):
                  classnames: list[str] | None = None) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("class_embeddings", F.normalize(class_embeddings.detach().float(), dim=-1))
+        self.register_buffer("class_embeddings", F.normalize(fp32_at_least(class_embeddings.detach()), dim=-1))
         self.logit_scale = float(model.logit_scale() if logit_scale is None else logit_scale)
         self.classnames = list(classnames) if classnames is not None else None
         self.train(model.training)  # mirror the wrapped model: a fresh Module would default to train mode
