@@ -64,14 +64,21 @@ def splice(readme: str, block: str) -> str:
     return f"{head}{START}\n{block}\n{END}{tail}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (argparse's own defaults formatter: this script imports no nbhelpers, no torch)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--check", action="store_true",
                     help="report whether the README's table is current; change nothing")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md",
-                    help="the README to update (default: the project's)")
+                    help="the README to update")
     ap.add_argument("--results", type=Path, default=ROOT / "results", help="folder of the NN_findings.json files")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or --check) the README's findings table."""
+    args = build_parser().parse_args(argv)
     readme = args.readme.read_text()
     try:
         wanted = splice(readme, render_table(load_findings(args.results)))
