@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = cli_parser(__doc__.splitlines()[0], prog="scripts/run_notebooks.py")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="a notebook parameter (a Python literal, else a string), as papermill's -p; repeatable")
-    ap.add_argument("--only", nargs="*", default=None, help="notebook number prefixes, e.g. 01 03 (None: all)")
-    ap.add_argument("--out-dir", default=None, help="where executed notebooks go (None: in place without "
+    ap.add_argument("--only", nargs="*", default=None, help="notebook number prefixes, e.g. 01 03 (default: all)")
+    ap.add_argument("--out-dir", default=None, help="where executed notebooks go (default: in place without "
                                                      "parameters, notebooks/executed/ with parameters)")
     ap.add_argument("--dry-run", action="store_true",
                     help="check the notebooks and every parameter (names, types, values), then stop: run nothing")

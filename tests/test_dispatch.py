@@ -55,10 +55,11 @@ def test_bad_dispatch_options_fail_before_any_work(params, message):
         DispatchConfig.from_params(**params)
 
 
-def test_clis_refuse_bad_dispatch_options_before_any_work(tmp_path):
+def test_clis_refuse_bad_dispatch_options_before_any_work(tmp_path, capsys):
     for main in (study_runs.main, grid_runs.main):
-        with pytest.raises(ConfigError, match="are for dispatch 'slurm'"):
+        with pytest.raises(SystemExit) as exit_info:  # a usage error, as argparse's own
             main(["--dispatch", "local", "--slurm_partition", "gpu", "--store", str(tmp_path / "s.jsonl")])
+        assert exit_info.value.code == 2 and "are for dispatch 'slurm'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
