@@ -84,8 +84,10 @@ def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
         return notebooks
     valid = [nb.name[:2] for nb in notebooks]
     unknown = [o for o in only if o not in valid]
-    if unknown or not only:
-        raise ValueError(f"--only: no notebook numbered {unknown or only}; valid: {valid} "
+    if not only:
+        raise ValueError(f"--only needs notebook numbers; valid: {valid}")
+    if unknown:
+        raise ValueError(f"--only: no notebook numbered {unknown}; valid: {valid} "
                          f"({', '.join(nb.stem for nb in notebooks)})")
     return [nb for nb in notebooks if nb.name[:2] in only]
 
