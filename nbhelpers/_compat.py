@@ -13,7 +13,7 @@ def check_torch_pair() -> None:
         import torchvision
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise BrokenTorchPairError(
-            f"nbhelpers needs torch and torchvision ({exc}). Run `make venv` (or see README: Set-up)."
+            f"nbhelpers needs torch and torchvision ({exc}). Run `make venv` (or see docs/SETUP.md)."
         ) from exc
     try:
         torch.ops.torchvision.nms  # noqa: B018 - resolving the op is the check

@@ -863,6 +863,7 @@ class LAATConfig(BaseConfig):
 
 
 DISPATCH_MODES = ("none", "inline", "local", "slurm")
+SLURM_GPU_FLAGS = ("gpus_per_node", "gpus_per_task", "gres")
 
 
 @dataclass(frozen=True)
@@ -877,17 +878,23 @@ class DispatchConfig(Config):
     threads: int = knob(0, "torch threads in each job (0: torch's default, as a single-process run; the numbers equal a single-process run's at the same thread count)")
     job_minutes: int = knob(720, "wall-clock limit of each job, minutes (local and slurm)")
     job_folder: str = knob("", "submitit's pickles and logs (empty: <store>.jobs beside the store)")
-    slurm_partition: str = knob("", "slurm: partition (empty: the cluster's default)")
+    slurm_partition: str = knob("", "slurm: partition (empty: the cluster's default); checked with sinfo before submission")
+    slurm_account: str = knob("", "slurm: account charged (sbatch --account; empty: your default account)")
+    slurm_qos: str = knob("", "slurm: quality of service (sbatch --qos; empty: the default)")
     slurm_gpus_per_job: int = knob(1, "slurm: GPUs per array task (0: a CPU job)")
+    slurm_gpu_flag: str = knob("gpus_per_node", 'slurm: how GPUs are asked for: "gpus_per_node" (--gpus-per-node), "gpus_per_task" (--gpus-per-task; one task per job, so the same count) or "gres" (--gres=gpu:N, for clusters without GPU TRES)')
     slurm_cpus_per_task: int = knob(0, "slurm: CPUs per array task (0: the cluster's default)")
     slurm_mem_gb: float = knob(0.0, "slurm: memory per array task, GB (0: the cluster's default)")
     slurm_array_parallelism: int = knob(64, "slurm: array tasks running at once")
     slurm_setup: list[str] = knob([], "slurm: shell lines run before each task (module load, activating the environment)")
+    slurm_requeue: bool = knob(True, "slurm: a preempted or failed-node task goes back to the queue (sbatch --requeue) and computes only the runs its shard lacks; False: --no-requeue")
+    slurm_poll_seconds: float = knob(30.0, "slurm: seconds between looks at the array (squeue and the tasks' result files) while waiting")
 
     def check(self) -> None:
         super().check()
         self._choice("dispatch", DISPATCH_MODES)
-        self._positive("workers", "runs_per_job", "job_minutes", "slurm_array_parallelism")
+        self._choice("slurm_gpu_flag", SLURM_GPU_FLAGS)
+        self._positive("workers", "runs_per_job", "job_minutes", "slurm_array_parallelism", "slurm_poll_seconds")
         self._non_negative("threads", "slurm_gpus_per_job", "slurm_cpus_per_task", "slurm_mem_gb")
         if any(g < 0 for g in self.gpus) or len(set(self.gpus)) != len(self.gpus):
             raise ConfigError(f"parameter 'gpus' must be distinct GPU indices >= 0, got {list(self.gpus)}")

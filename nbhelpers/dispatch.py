@@ -21,15 +21,24 @@ merge stops at the first planned run that has no row yet (as a single process ki
 after it wait in their shards, and a rerun computes only the runs that neither the store nor a shard holds, then
 merges everything in plan order. A shard's last line cut short by a kill is ignored (``JsonlStore``).
 
+**On a real Slurm** (docs/CLUSTER.md; tests/test_slurm_cluster.py runs a one-node cluster): before anything is
+submitted, :func:`check_slurm` asks sinfo about the partition (known, up, its time limit, GPUs) and probes that the
+store's shard folder and the job folder can be written and are not on a filesystem only this machine sees; the
+command waits through squeue and the tasks' result files (:func:`collect_slurm_jobs`), not sacct, which needs
+Slurm's accounting; tasks are requeueable (``--requeue``) and a requeued study task skips the runs its shard holds.
+
 **Equal to a single-process run.** Same keys, same rows field by field, in the same order, except bookkeeping that
 differs between any two runs: ``seconds`` (both stores) and ``run`` (05's run stamp: when, where, by which
 process). Training and attacks are deterministic for a given machine, library build and thread count, not across
-thread counts (README, "What reproduces where"): a job keeps torch's default thread count unless ``threads`` is
+thread counts (docs/REPRODUCIBILITY.md): a job keeps torch's default thread count unless ``threads`` is
 set, so its numbers equal a single-process run's at the same count.
 """
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -40,7 +49,7 @@ import submitit
 import torch
 from tqdm.auto import tqdm
 
-from nbhelpers.config import DispatchConfig
+from nbhelpers.config import ConfigError, DispatchConfig
 from nbhelpers.store import JsonlStore
 
 SHARDS_SUFFIX = ".shards"  # <store>.shards/: the jobs' rows until they are merged
@@ -157,6 +166,167 @@ def merge_shards(store: JsonlStore, *, position: Callable[[Mapping], int | None]
     return {"merged": merged, "replaced": replaced, "pending": pending}
 
 
+# ---------------------------------------------------------------------------------------------- Slurm, before submission
+LOCAL_FILESYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs", "ramfs", "overlay", "squashfs"}
+"""Filesystem types that only the machine they are mounted on sees (a shared store needs NFS, Lustre, GPFS, ...)."""
+
+
+@dataclass(frozen=True)
+class SlurmPartition:
+    """A partition as sinfo lists it: its name, whether it is the default and up, its time limit (minutes; None:
+    none), its generic resources (GRES, e.g. 'gpu:4' or '(null)') and its nodes (host names)."""
+
+    name: str
+    default: bool
+    up: bool
+    max_minutes: int | None
+    gres: tuple[str, ...]
+    nodes: tuple[str, ...]
+
+    def has_gpus(self) -> bool:
+        """Whether some node of the partition offers GPUs as a generic resource."""
+        return any(g.startswith("gpu") for g in self.gres)
+
+
+def slurm_minutes(text: str) -> int | None:
+    """Slurm's time format (sinfo's %l: 'infinite', 'MM', 'MM:SS', 'HH:MM:SS', 'D-HH', 'D-HH:MM', 'D-HH:MM:SS') in
+    whole minutes (seconds rounded down); None for no limit."""
+    text = text.strip()
+    if text.lower() in ("infinite", "unlimited", "n/a"):
+        return None
+    days, _, clock = text.rpartition("-")
+    parts = [int(x) for x in clock.split(":")]
+    if days:  # D-HH[:MM[:SS]]
+        parts = (parts + [0, 0])[:3]
+    else:  # MM, MM:SS or HH:MM:SS
+        parts = {1: [0, *parts, 0], 2: [0, *parts]}.get(len(parts), parts)
+    hours, minutes, seconds = parts
+    return (int(days or 0) * 24 + hours) * 60 + minutes + seconds // 60
+
+
+def slurm_command(args: Sequence[str], *, timeout: float = 60) -> str:
+    """Run one of Slurm's commands (sinfo, scontrol) and return its output; a ConfigError saying what is wrong when
+    it is not on PATH, fails or hangs."""
+    try:
+        done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise ConfigError(f"dispatch 'slurm' needs Slurm's {args[0]} on PATH, and it is not there: run on a machine "
+                          "that submits to the cluster (a login node), or load Slurm's module first") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{' '.join(args)} did not answer in {timeout:g} s: is slurmctld reachable?") from None
+    if done.returncode != 0:
+        raise ConfigError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def slurm_partitions() -> dict[str, SlurmPartition]:
+    """{name: SlurmPartition} of the cluster, from sinfo (node names expanded by scontrol show hostnames)."""
+    parts: dict[str, dict] = {}
+    for line in slurm_command(["sinfo", "--noheader", "--format=%P|%a|%l|%G|%N"]).splitlines():
+        if not line.strip():
+            continue
+        name, avail, limit, gres, nodes = line.split("|")
+        p = parts.setdefault(name.rstrip("*"), {"default": name.endswith("*"), "up": avail == "up",
+                                               "max_minutes": slurm_minutes(limit), "gres": set(), "nodes": set()})
+        p["gres"].update(g for g in gres.split(",") if g and g != "(null)")
+        if nodes and nodes != "n/a":
+            p["nodes"].update(slurm_command(["scontrol", "show", "hostnames", nodes]).split())
+    return {name: SlurmPartition(name, p["default"], p["up"], p["max_minutes"], tuple(sorted(p["gres"])),
+                                 tuple(sorted(p["nodes"]))) for name, p in parts.items()}
+
+
+def filesystem_type(path: str | os.PathLike) -> str:
+    """The type of the filesystem holding an existing path (/proc/mounts' longest mount point above it; '' where
+    /proc/mounts is not there)."""
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def check_writable(folder: str | os.PathLike, *, what: str) -> None:
+    """A ConfigError unless a file can be made (and is removed again) in folder or, where it does not exist yet, in
+    its nearest existing parent (where it would be made). Leaves nothing behind."""
+    target = Path(folder).absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {target} cannot be written: {existing} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=existing)
+    except OSError as err:
+        raise ConfigError(f"{what} {target} cannot be written: {err.strerror} ({existing})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def this_host() -> set[str]:
+    """This machine's names (hostname, its short form, its fully qualified name, localhost)."""
+    name = socket.gethostname()
+    return {name, name.split(".")[0], socket.getfqdn(), "localhost"}
+
+
+def check_slurm(cfg: DispatchConfig, store_path: str | os.PathLike) -> SlurmPartition:
+    """Before submitting anything to Slurm, a ConfigError for what the cluster would refuse or the jobs could not
+    do: sinfo or scontrol missing, an unknown or down partition (or no default one), a time limit above the
+    partition's, GPUs asked of a partition without GPU GRES, a store or job folder that cannot be written or lies on
+    a filesystem only this machine sees while the partition's nodes are other machines. Writes nothing; returns
+    the partition."""
+    partitions = slurm_partitions()
+    if cfg.slurm_partition:
+        if cfg.slurm_partition not in partitions:
+            raise ConfigError(f"Slurm has no partition {cfg.slurm_partition!r} (sinfo lists {sorted(partitions)}): "
+                              "pass one of them as --slurm_partition")
+        part = partitions[cfg.slurm_partition]
+    else:
+        defaults = [p for p in partitions.values() if p.default]
+        if not defaults:
+            raise ConfigError(f"Slurm has no default partition: pass --slurm_partition, one of {sorted(partitions)}")
+        part = defaults[0]
+    if not part.up:
+        raise ConfigError(f"Slurm partition {part.name!r} is not up (sinfo): its jobs would wait")
+    if part.max_minutes is not None and cfg.job_minutes > part.max_minutes:
+        raise ConfigError(f"--job_minutes {cfg.job_minutes} is above the time limit of partition {part.name!r} "
+                          f"({part.max_minutes} minutes): Slurm would refuse the jobs or hold them forever; lower "
+                          "--job_minutes and --runs_per_job")
+    if cfg.slurm_gpus_per_job and not part.has_gpus():
+        raise ConfigError(f"--slurm_gpus_per_job {cfg.slurm_gpus_per_job} asks partition {part.name!r} for GPUs, "
+                          f"and its nodes offer none (GRES {list(part.gres) or 'none'}): pass --slurm_gpus_per_job 0 "
+                          "for CPU jobs, or a GPU partition")
+    here = this_host()
+    for folder, what in ((shard_dir(store_path), "the store's shard folder"),
+                         (job_folder(store_path, cfg), "the job folder (submitit's pickles and logs)")):
+        check_writable(folder, what=what)
+        existing = next(p for p in (Path(folder).absolute(), *Path(folder).absolute().parents) if p.exists())
+        kind = filesystem_type(existing)
+        if kind in LOCAL_FILESYSTEMS and part.nodes and not set(part.nodes) <= here:
+            raise ConfigError(f"{what} {folder} is on a {kind} filesystem that only this machine sees, and "
+                              f"partition {part.name!r} runs its jobs on {list(part.nodes)[:4]}: put the store "
+                              "(and --job_folder) on a filesystem the nodes share")
+    return part
+
+
+def check_job_seconds(cfg: DispatchConfig, job_seconds: Sequence[float], *, estimate: str) -> None:
+    """A ConfigError if a job's estimated seconds (one per job, in submission order; `estimate` says how they were
+    estimated) exceed the jobs' time limit, job_minutes: Slurm would kill it before its last run."""
+    if not job_seconds:
+        return
+    worst = max(range(len(job_seconds)), key=lambda i: job_seconds[i])
+    if job_seconds[worst] > 60 * cfg.job_minutes:
+        raise ConfigError(f"job {worst} of {len(job_seconds)} is estimated at {job_seconds[worst] / 60:.1f} minutes "
+                          f"({estimate}), longer than --job_minutes {cfg.job_minutes}: raise --job_minutes (up to "
+                          "the partition's limit) or lower --runs_per_job")
+
+
 # ---------------------------------------------------------------------------------------------- jobs
 def set_threads(threads: int) -> None:
     """In a job: torch's intra-op thread count (0: leave torch's default)."""
@@ -188,8 +358,18 @@ def make_executor(cfg: DispatchConfig, folder: str | os.PathLike, *, name: str) 
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
     params: dict[str, object] = {"name": name, "timeout_min": cfg.job_minutes, "nodes": 1, "tasks_per_node": 1,
                                  "slurm_array_parallelism": cfg.slurm_array_parallelism}
+    extra: dict[str, object] = {"requeue" if cfg.slurm_requeue else "no-requeue": True}
     if cfg.slurm_gpus_per_job:
-        params["gpus_per_node"] = cfg.slurm_gpus_per_job
+        if cfg.slurm_gpu_flag == "gres":
+            extra["gres"] = f"gpu:{cfg.slurm_gpus_per_job}"
+        elif cfg.slurm_gpu_flag == "gpus_per_task":
+            params["slurm_gpus_per_task"] = cfg.slurm_gpus_per_job
+        else:
+            params["gpus_per_node"] = cfg.slurm_gpus_per_job
+    if cfg.slurm_account:
+        params["slurm_account"] = cfg.slurm_account
+    if cfg.slurm_qos:
+        params["slurm_qos"] = cfg.slurm_qos
     if cfg.slurm_cpus_per_task:
         params["cpus_per_task"] = cfg.slurm_cpus_per_task
     if cfg.slurm_mem_gb:
@@ -198,6 +378,7 @@ def make_executor(cfg: DispatchConfig, folder: str | os.PathLike, *, name: str) 
         params["slurm_partition"] = cfg.slurm_partition
     if cfg.slurm_setup:
         params["slurm_setup"] = list(cfg.slurm_setup)
+    params["slurm_additional_parameters"] = extra
     executor.update_parameters(**params)
     return executor
 
@@ -224,12 +405,61 @@ def collect_jobs(jobs: Sequence[submitit.Job], names: Sequence[str], *, progress
     for _ in submitit.helpers.as_completed(list(jobs), poll_frequency=poll_seconds):
         bar.update(1)
     bar.close()
-    out = []
-    for job, name in zip(jobs, names):
-        error = job.exception()
-        out.append(JobOutcome(name, error=str(error) or type(error).__name__) if error is not None
-                   else JobOutcome(name, result=job.result()))
-    return out
+    return [outcome(job, name) for job, name in zip(jobs, names)]
+
+
+def outcome(job: submitit.Job, name: str) -> JobOutcome:
+    """A finished job's result or error; a job that left no result file (cancelled, timed out, killed) is an error
+    naming its Slurm id, its log and the log's end."""
+    if not job.paths.result_pickle.exists():
+        log = job.paths.stderr
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+        return JobOutcome(name, error=f"job {job.job_id} ended without a result (cancelled, timed out, killed, or "
+                                      f"preempted without requeue); its log {log} ends:\n{tail}")
+    error = job.exception()
+    return JobOutcome(name, error=str(error) or type(error).__name__) if error is not None else \
+        JobOutcome(name, result=job.result())
+
+
+def slurm_queued(job_ids: Sequence[str]) -> set[str] | None:
+    """The jobs and array tasks ('<array>_<task>') among job_ids that Slurm still holds (pending, running, requeued,
+    completing), by squeue; None where squeue cannot say (not there, failing)."""
+    arrays = sorted({str(j).split("_")[0] for j in job_ids})
+    try:
+        done = subprocess.run(["squeue", "--noheader", "--array", "--format=%i", f"--jobs={','.join(arrays)}"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return set() if "Invalid job id" in done.stderr else None  # every job of the list has left the queue
+    return set(done.stdout.split())
+
+
+def collect_slurm_jobs(jobs: Sequence[submitit.Job], names: Sequence[str], *, progress: bool = False,
+                       poll_seconds: float = 30.0, grace_seconds: float = 15.0) -> list[JobOutcome]:
+    """Wait for every Slurm array task without sacct (a cluster may keep no accounting, as the test's does): a task
+    is done once its result file is there, or once squeue has not listed it for grace_seconds (the shared filesystem
+    may show a result file late) and it still has none: cancelled, timed out or killed. In submission order."""
+    bar = tqdm(total=len(jobs), desc="jobs", disable=not progress)
+    waiting, gone = set(range(len(jobs))), {}
+    while waiting:
+        queued = slurm_queued([jobs[i].job_id for i in waiting])
+        now = time.monotonic()
+        for i in sorted(waiting):
+            job = jobs[i]
+            if job.paths.result_pickle.exists():
+                waiting.discard(i)
+            elif queued is not None and job.job_id not in queued:
+                if now - gone.setdefault(i, now) >= grace_seconds:
+                    waiting.discard(i)
+            else:
+                gone.pop(i, None)
+            if i not in waiting:
+                bar.update(1)
+        if waiting:
+            time.sleep(min(poll_seconds, grace_seconds) if gone else poll_seconds)
+    bar.close()
+    return [outcome(job, name) for job, name in zip(jobs, names)]
 
 
 def run_jobs(fn: Callable[[object], object], specs: Sequence[object], names: Sequence[str], cfg: DispatchConfig, *,
@@ -247,7 +477,9 @@ def run_jobs(fn: Callable[[object], object], specs: Sequence[object], names: Seq
         return out
     jobs = submit_jobs(fn, specs, cfg, folder=folder, name=name)
     try:
-        return collect_jobs(jobs, names, progress=progress, poll_seconds=1.0 if cfg.dispatch == "local" else 30.0)
+        if cfg.dispatch == "slurm":
+            return collect_slurm_jobs(jobs, names, progress=progress, poll_seconds=cfg.slurm_poll_seconds)
+        return collect_jobs(jobs, names, progress=progress, poll_seconds=1.0)
     except KeyboardInterrupt:
         if cfg.dispatch == "local":
             for job in jobs:

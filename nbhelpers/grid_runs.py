@@ -105,8 +105,11 @@ def dispatch_grid(cfg: EvaluationConfig, options: DispatchConfig, *, store_path:
     does). Returns {"computed", "merged", "replaced", "pending" (rows left in shards)}.
 
     merge_only: compute nothing, only merge what the shards hold. A failed job raises dispatch.DispatchError after
-    the merge; the cells it finished wait in its shard, and a rerun reuses them.
+    the merge; the cells it finished wait in its shard, and a rerun reuses them. On Slurm, dispatch.check_slurm
+    first (no time estimate: the grid has no calibration).
     """
+    if options.dispatch == "slurm" and not merge_only:
+        dispatch.check_slurm(options, store_path)  # partition, time limit, GPUs, folders: before any work
     store = grid.open_store(store_path)
     if Path(store_path).is_file() and store.stored_format() != grid.STORE_FORMAT_VERSION:
         grid.compact_store(store_path)  # an older format is converted once, before the jobs read the store

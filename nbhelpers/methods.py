@@ -5,7 +5,7 @@ A :class:`Method` is read by config validation (the names a parameter may take),
 (:mod:`training`: objective, training attack, teacher), the one builder of an evaluated model
 (:func:`nbhelpers.suite.build_eval_model`: text side, margin offset, IAT projection), the study (:mod:`study`:
 search grid, baselines) and 04/05 (which study selection a model takes). Adding a method is one
-:func:`register` call (see the README's "Adding a method").
+:func:`register` call (see "Adding a method" in docs/TRAINING.md).
 
 Names: an *engine* method trains an image tower by itself (``FinetuneConfig.method`` takes these names);
 a composite method reuses another's engine with another text side (TIMA = TAI's engine against IAT-tuned text;

@@ -233,13 +233,41 @@ def run_study_job(job: StudyJob) -> int:
         raise RuntimeError(f"this worker's code or settings give another evaluation than the parent's for stage "
                            f"{job.stage!r} (numerics {numerics_fingerprint()} vs {job.evaluation.get('numerics')}): "
                            "run the jobs with the parent's code")
+    shard = study.StudyStore(job.shard, lock=False)
+    held = {r["key"] for r in shard.rows()}  # a requeued task (preempted, node failure) resumes after its last row
+    runs = [run for run in job.runs if run[0] not in held]
+    if not runs:
+        return 0
     runner = StudyRunner(job.cfg, device=select_device(job.cfg.device), progress=False)
-    return study.run_planned(study.StudyStore(job.shard, lock=False), runner.run_config(job.stage), list(job.runs),
-                             stage=job.stage, evaluation=job.evaluation)
+    return study.run_planned(shard, runner.run_config(job.stage), runs, stage=job.stage, evaluation=job.evaluation)
+
+
+def job_seconds(cfg: StudyConfig, options: DispatchConfig, calibration: StudyCalibration, *,
+                store_path: str | Path = STORE_PATH) -> list[float]:
+    """Estimated seconds of each job dispatch_study would submit for cfg's stages (estimate_plan's seconds of its
+    runs, later stages at the provisional selection, plus the margin offset a job measures), in submission order."""
+    plan = plan_study(cfg, calibration=calibration, store_path=store_path)
+    setup = plan.attrs.get("setup_seconds", 0.0)
+    out = []
+    for stage in dict.fromkeys(plan.stage):
+        todo = plan[(plan.stage == stage) & ~plan.stored].seconds.tolist()
+        out += [setup + sum(chunk) for chunk in dispatch.split_work(todo, options)]
+    return out
+
+
+def load_calibration(source: str, cfg: StudyConfig, *, store_path: str | Path = STORE_PATH) -> StudyCalibration:
+    """A calibration from a JSON file (--plan --save_calibration), or "here": measured now on cfg.device for the
+    engine methods the study's runs still train (calibrate_study)."""
+    if source != "here":
+        return StudyCalibration(**json.loads(Path(source).read_text()))
+    plan = planned_runs(cfg, store_path=store_path)
+    engines = sorted(set(plan.engine[plan.trains & ~plan.stored]))
+    return calibrate_study(cfg, device=select_device(cfg.device), engines=engines)
 
 
 def dispatch_study(cfg: StudyConfig, options: DispatchConfig, *, store_path: str | Path = STORE_PATH,
-                   progress: bool = True, merge_only: bool = False) -> dict[str, dict[str, int]]:
+                   progress: bool = True, merge_only: bool = False,
+                   calibration: StudyCalibration | None = None) -> dict[str, dict[str, int]]:
     """run_study through jobs (nbhelpers.dispatch), stage by stage in order: the stage's runs that neither the store
     nor a shard holds, split into jobs by options, run, then every shard row of the stage merged into the store in
     plan order (the store ends as a single-process run's). Returns {stage: {"computed", "merged", "pending" (rows
@@ -247,8 +275,15 @@ def dispatch_study(cfg: StudyConfig, options: DispatchConfig, *, store_path: str
 
     merge_only: compute nothing, only merge what the shards hold (stops at a stage that is still incomplete).
     A failed job raises dispatch.DispatchError after the merge; its finished rows wait in its shard for the rerun.
+    On Slurm, before anything is submitted: dispatch.check_slurm (partition, time limit, GPUs, folders) and, with a
+    calibration, every job's estimated time against options.job_minutes (job_seconds).
     """
     check_config(cfg)
+    if options.dispatch == "slurm" and not merge_only:
+        dispatch.check_slurm(options, store_path)
+        if calibration is not None:
+            dispatch.check_job_seconds(options, job_seconds(cfg, options, calibration, store_path=store_path),
+                                       estimate=f"calibration on {calibration.device}")
     store = study.StudyStore(store_path)
     out: dict[str, dict[str, int]] = {}
     for stage in study.STAGES:
@@ -299,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--plan_steps", type=int, default=2, help="--plan: timed training steps per engine method")
     ap.add_argument("--plan_aa_fraction", type=float, default=1.0,
                     help="--plan: share of images AutoAttack attacks (1: its upper bound; it skips misclassified ones)")
+    ap.add_argument("--save_calibration", default="", metavar="FILE",
+                    help="--plan: also write the calibration to FILE (JSON), for --calibration")
+    ap.add_argument("--calibration", default="", metavar="FILE|here",
+                    help="--dispatch slurm: refuse, before submitting, jobs estimated to run longer than --job_minutes, "
+                         "by the calibration in FILE (--plan --save_calibration FILE, best run on a compute node) or "
+                         "'here' (measured now on --device); empty: the job time is not checked")
     add_arguments(ap.add_argument_group("dispatch (nbhelpers.dispatch: jobs through submitit)"), DispatchConfig)
     ap.add_argument("--merge", action="store_true",
                     help="merge the rows that dispatched jobs left in <store>.shards into the store, compute nothing")
@@ -314,12 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     store, status, prune, old = args.pop("store"), args.pop("status"), args.pop("prune"), args.pop("carry_over")
     plan, plan_steps, aa_fraction = args.pop("plan"), args.pop("plan_steps"), args.pop("plan_aa_fraction")
     merge, jobs = args.pop("merge"), {name: args.pop(name) for name in DispatchConfig.field_names()}
+    save_calibration, calibration = args.pop("save_calibration"), args.pop("calibration")
     cfg = config_or_exit(ap, StudyConfig, {**args, "rerun": True})  # an unknown profile or method first
     options = config_or_exit(ap, DispatchConfig, jobs)
+    if calibration and options.dispatch != "slurm":
+        ap.error(f"--calibration is for --dispatch slurm (the jobs' time limit), not {options.dispatch!r}")
     if plan:
         table = plan_study(cfg, device=select_device(cfg.device), store_path=store, train_steps=plan_steps,
                            aa_fraction=aa_fraction)
         print(format_plan(table, profile=cfg.profile))
+        if save_calibration:
+            with atomic_path(Path(save_calibration)) as tmp:
+                tmp.write_text(json.dumps(table.attrs["calibration"], indent=1) + "\n")
         return 0
     committed = {Path(p).resolve() for p in (STORE_PATH, paths.STUDY_REPLICA_STORE)}
     if cfg.profile != "mini" and Path(store).resolve() in committed and (prune or old or not status):
@@ -337,8 +384,15 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.profile == "paper":  # every dataset the study reads, checked before any work
         notebook.check_paper_data(cfg)
     if merge or options.dispatch != "none":
+        cal = None
+        if options.dispatch == "slurm" and not merge:
+            dispatch.check_slurm(options, store)  # before a calibration takes its time
+            if calibration:
+                cal = load_calibration(calibration, cfg, store_path=store)
+            else:
+                print("job time not checked against --job_minutes: pass --calibration FILE or --calibration here")
         try:
-            done = dispatch_study(cfg, options, store_path=store, merge_only=merge)
+            done = dispatch_study(cfg, options, store_path=store, merge_only=merge, calibration=cal)
         except dispatch.DispatchError as err:
             print(err)
             return 1

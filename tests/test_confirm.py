@@ -237,13 +237,21 @@ def test_committed_store_ran_on_the_plan_commit():
     assert len(rows) == len({r["key"] for r in rows})  # no reruns
 
 
-def test_readme_headline_says_what_the_confirmatory_findings_say():
-    """The README's headline follows the pre-registered verdicts (results/06_findings.json), whatever they are."""
+def test_headlines_say_what_the_confirmatory_findings_say():
+    """docs/FINDINGS.md's headline and the README's summary follow the pre-registered verdicts
+    (results/06_findings.json), whatever they are."""
     stored = {f["id"]: f["verdict"] for f in
               json.loads((paths.PROJECT_ROOT / "results" / "06_findings.json").read_text())["findings"]}
     if "06_confirm_pmg_aft_4" not in stored:
         pytest.skip("the confirmatory run is not complete")
-    text = (paths.PROJECT_ROOT / "README.md").read_text()
+    readme = (paths.PROJECT_ROOT / "README.md").read_text()
+    summary = readme[readme.index("## What we found"):readme.index("<!-- findings:claims:start -->")]
+    v4, v1 = stored["06_confirm_pmg_aft_4"], stored["06_confirm_pmg_aft_1"]
+    assert (f"**TIMA against the best baseline (PMG-AFT): {v4}** at 4/255 and at 1/255" in summary if v4 == v1 else
+            f"**TIMA against the best baseline (PMG-AFT): {v4}** at 4/255" in summary)
+    assert f"**IAT on top of TAI at the same TAI strength: {stored['06_confirm_iat_matched']}**" in summary
+    assert ("TIMA against TeCoA: ahead" in summary) == (stored["06_confirm_tecoa_control"] == "reproduced")
+    text = (paths.PROJECT_ROOT / "docs" / "FINDINGS.md").read_text()
     head = text[text.index("**The headline: a pre-registered confirmatory experiment"):]
     head = head[:head.index("**The exploratory study before it")]
     v4, v1 = stored["06_confirm_pmg_aft_4"], stored["06_confirm_pmg_aft_1"]

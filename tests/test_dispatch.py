@@ -4,7 +4,9 @@ what is missing."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import os
 import warnings
 
 import pytest
@@ -21,6 +23,22 @@ STUDY = dict(finetune_steps=2, warmup_steps=1, train_batch_size=16, val_images=8
 GRID = dict(models=["zero_shot", "tecoa"], datasets=["shapes", "colours"], include_finetune_set=False,
             eps_list=[1.0], attacks=["pgd10"], strong_attacks=[], strong_eps_list=[], n_samples=8, n_strong=8,
             configs="knobs", finetune_steps=2, warmup_steps=1, train_batch_size=16, batch_size=16, device="cpu")
+
+
+SINFO = ["debug*|up|30:00|(null)|localhost", "gpu|up|2-00:00:00|gpu:4|localhost",
+         "remote|up|infinite|gpu:8|gpu-node-[01-02]", "closed|down|infinite|(null)|localhost"]  # sinfo's %P|%a|%l|%G|%N
+
+
+def fake_slurm(monkeypatch, folder, lines=SINFO) -> None:
+    """sinfo (printing `lines`) and scontrol show hostnames (expanding gpu-node-[01-02]) on PATH, nothing else of
+    Slurm's: the checks before submission read a cluster that is not there."""
+    folder.mkdir(exist_ok=True)
+    (folder / "sinfo").write_text("#!/bin/sh\ncat <<'EOF'\n" + "\n".join(lines) + "\nEOF\n")
+    (folder / "scontrol").write_text('#!/bin/sh\n[ "$3" = "gpu-node-[01-02]" ] && echo gpu-node-01 gpu-node-02 '
+                                     '|| echo "$3"\n')
+    for f in ("sinfo", "scontrol"):
+        (folder / f).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
 
 
 def lines(path) -> list[dict]:
@@ -61,6 +79,73 @@ def test_clis_refuse_bad_dispatch_options_before_any_work(tmp_path, capsys):
             main(["--dispatch", "local", "--slurm_partition", "gpu", "--store", str(tmp_path / "s.jsonl")])
         assert exit_info.value.code == 2 and "are for dispatch 'slurm'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_slurm_time_limits_read_as_minutes():
+    assert [dispatch.slurm_minutes(t) for t in ("infinite", "30", "5:30", "1:00:00", "1-00:00:00", "2-12",
+                                                  "1-02:30")] == [None, 30, 5, 60, 1440, 3600, 1590]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--slurm_partition", "nope"], r"Slurm has no partition 'nope' \(sinfo lists \['closed', 'debug', 'gpu', 'remote'\]\)"),
+    (["--slurm_partition", "closed"], "partition 'closed' is not up"),
+    (["--slurm_gpus_per_job", "0", "--job_minutes", "31"], r"above the time limit of partition 'debug' \(30 minutes\)"),
+    (["--job_minutes", "30"], r"asks partition 'debug' for GPUs, and its nodes offer none"),  # the default partition, one GPU by default
+    (["--slurm_partition", "remote"], r"filesystem that only this machine sees, and partition 'remote' runs its "
+                                      r"jobs on \['gpu-node-01', 'gpu-node-02'\]"),
+])
+def test_slurm_submission_refuses_what_the_cluster_would_before_any_work(flags, message, monkeypatch, tmp_path):
+    fake_slurm(monkeypatch, tmp_path / "bin")
+    if "remote" in flags and dispatch.filesystem_type(tmp_path) not in dispatch.LOCAL_FILESYSTEMS:
+        pytest.skip(f"{tmp_path} is on a {dispatch.filesystem_type(tmp_path)!r} filesystem, which may be shared")
+    store = tmp_path / "out" / "s.jsonl"
+    (tmp_path / "out").mkdir()
+    for main in (study_runs.main, grid_runs.main):
+        with pytest.raises(ConfigError, match=message):
+            main(["--dispatch", "slurm", *flags, "--store", str(store)])
+    assert not list((tmp_path / "out").iterdir())  # nothing submitted, nothing written
+
+
+def test_slurm_submission_says_when_sinfo_is_missing(monkeypatch, tmp_path):
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no Slurm command at all
+    with pytest.raises(ConfigError, match="needs Slurm's sinfo on PATH, and it is not there"):
+        grid_runs.main(["--dispatch", "slurm", "--store", str(tmp_path / "s.jsonl")])
+    assert [p.name for p in tmp_path.iterdir()] == ["bin"]
+
+
+@pytest.mark.parametrize("store", ["a_file/s.jsonl", "/proc/s.jsonl"])
+def test_slurm_submission_refuses_a_store_folder_it_cannot_write(store, monkeypatch, tmp_path):
+    fake_slurm(monkeypatch, tmp_path / "bin")
+    (tmp_path / "a_file").write_text("not a folder")
+    path = store if store.startswith("/") else str(tmp_path / store)
+    with pytest.raises(ConfigError, match=r"the store's shard folder .* cannot be written"):
+        grid_runs.main(["--dispatch", "slurm", "--slurm_gpus_per_job", "0", "--job_minutes", "30", "--store", path])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "bin"]
+
+
+def test_slurm_study_refuses_jobs_longer_than_their_calibrated_runs(one_method_study, monkeypatch, tmp_path, capsys):
+    """A calibration (--plan --save_calibration) with 60 s per training step: a 2-step TeCoA run takes over 2 minutes,
+    so 2-minute jobs are refused before anything is submitted; 3-minute jobs pass that check."""
+    fake_slurm(monkeypatch, tmp_path / "bin")
+    cal = study_runs.StudyCalibration("cpu", "mini", 32, 16, 16, {"tecoa": 60.0}, "memory", 4, 0.01, 1e-4, 1e-4,
+                                      1e-4, 0.0, "shapes", 1.0)
+    (tmp_path / "cal.json").write_text(json.dumps(dataclasses.asdict(cal)))
+    store = tmp_path / "out" / "s.jsonl"
+    (tmp_path / "out").mkdir()
+    argv = ["--store", str(store), "--stages", "validation", "--finetune_steps", "2", "--dispatch", "slurm",
+            "--slurm_gpus_per_job", "0", "--strong_methods", "tecoa", "--calibration", str(tmp_path / "cal.json")]
+    with pytest.raises(ConfigError, match=r"job 0 of 1 is estimated at 2\.0 minutes \(calibration on cpu\), longer "
+                                          "than --job_minutes 1"):
+        study_runs.main([*argv, "--job_minutes", "1"])
+    assert not list((tmp_path / "out").iterdir())
+    seconds = study_runs.job_seconds(one_method_study.replace(stages=["validation"]),
+                                     DispatchConfig.from_params(dispatch="slurm", runs_per_job=1), cal,
+                                     store_path=store)
+    assert len(seconds) == 1 and 120 < seconds[0] < 121  # 2 steps x 60 s, plus the evaluation's fraction of a second
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, as argparse's own
+        study_runs.main(["--store", str(store), "--calibration", "here"])
+    assert exit_info.value.code == 2 and "--calibration is for --dispatch slurm" in capsys.readouterr().err
 
 
 def test_work_is_split_round_robin_locally_and_in_chunks_on_slurm():
@@ -170,10 +255,11 @@ def test_slurm_array_gets_the_options_and_its_shards_merge(one_method_study, mon
     cfg = one_method_study.replace(stages=["validation"], train_seeds=[0, 1, 2])
     monkeypatch.setattr(study, "search_space", lambda **_: {"tecoa": [{"finetune_lr": 1e-3}, {"finetune_lr": 3e-4}]})
     use_cache(monkeypatch, tmp_path / "cache")
+    fake_slurm(monkeypatch, tmp_path / "bin")  # the checks before submission read the partition from sinfo
     options = DispatchConfig.from_params(dispatch="slurm", slurm_partition="gpu", slurm_gpus_per_job=1,
-                                         slurm_array_parallelism=1, job_minutes=30,
-                                         slurm_setup=["source .venv/bin/activate"])
-    real_collect = dispatch.collect_jobs
+                                         slurm_gpu_flag="gpus_per_task", slurm_account="lab", slurm_array_parallelism=1,
+                                         job_minutes=30, slurm_setup=["source .venv/bin/activate"])
+    real_collect = dispatch.collect_slurm_jobs
     seen = {}
     with slurm_test.mocked_slurm() as mock:
         def run_then_collect(jobs, names, **kw):  # the cluster runs each array task, then the parent collects
@@ -183,14 +269,32 @@ def test_slurm_array_gets_the_options_and_its_shards_merge(one_method_study, mon
                     submission.process_job(job.paths.folder)
                 mock.set_job_state(job.job_id, "COMPLETED")
             return real_collect(jobs, names, **{**kw, "poll_seconds": 0.01})
-        monkeypatch.setattr(dispatch, "collect_jobs", run_then_collect)
+        monkeypatch.setattr(dispatch, "collect_slurm_jobs", run_then_collect)
         done = study_runs.dispatch_study(cfg, options, store_path=tmp_path / "s.jsonl", progress=False)
     assert len(set(seen["sbatch"])) == 1  # one job array (its sbatch file beside each task)
-    for flag in ("--partition=gpu", "--array=0-1%1", "--gpus-per-node=1", "--time=30", "source .venv/bin/activate"):
+    for flag in ("--partition=gpu", "--array=0-1%1", "--gpus-per-task=1", "--account=lab", "--requeue", "--time=30",
+                 "source .venv/bin/activate"):
         assert flag in seen["sbatch"][0]
     assert done == {"validation": {"computed": 2, "merged": 2, "pending": 0, "missing": 0}}
     rows = study.StudyStore(tmp_path / "s.jsonl").rows()
     assert [r["overrides"]["finetune_lr"] for r in rows] == [1e-3, 3e-4]  # plan order
+
+
+def test_a_requeued_study_task_skips_the_runs_its_shard_holds(one_method_study, tmp_path):
+    """Slurm runs a requeued task's job again from the start, with the same shard: the runs already there are not
+    trained again (here all of them: no model is even built)."""
+    cfg = one_method_study.replace(stages=["validation"])
+    evaluation = study_runs.stage_evaluation(cfg, "validation")
+    runs = study.plan_missing(study.StudyStore(tmp_path / "s.jsonl"), stage="validation",
+                              configs={"tecoa": [{"finetune_lr": 1e-3}]}, train_seeds=[0], evaluation=evaluation)
+    shard = tmp_path / "shard.jsonl"
+    row = {"key": runs[0][0], "stage": "validation", "method": "tecoa", "overrides": {"finetune_lr": 1e-3},
+           "train_seed": 0, "evaluation": evaluation, "scores": {"clean": 0.5}, "seconds": 1.0}
+    study.StudyStore(shard, lock=False).append(row)
+    before = shard.read_text()
+    job = study_runs.StudyJob(cfg, "validation", evaluation, tuple(runs), str(shard))
+    assert study_runs.run_study_job(job) == 0
+    assert shard.read_text() == before
 
 
 def test_clis_take_dispatch_flags_and_merge(one_method_study, monkeypatch, tmp_path, capsys):

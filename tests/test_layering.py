@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "nbhelpers"
-README = PACKAGE.parent / "README.md"
+LAYOUT = PACKAGE.parent / "docs" / "LAYOUT.md"  # the package layout, bottom to top
 ROOT = "nbhelpers"  # node name of the package itself (nbhelpers/__init__.py)
 
 
@@ -120,14 +120,14 @@ def test_module_graph_has_no_cycle_and_prints_the_layers():
     assert layers(graph)["grid"] > layers(graph)["evaluation"] > layers(graph)["metrics"] > layers(graph)["attacks"]
 
 
-def test_readme_package_layout_names_every_module():
-    text = README.read_text()
+def test_docs_package_layout_names_every_module():
+    text = LAYOUT.read_text() + "\n## end\n"
     match = re.search(r"^## Package layout\n(.*?)(?=^## )", text, flags=re.S | re.M)
-    assert match, "README.md needs a '## Package layout' section"
+    assert match, "docs/LAYOUT.md needs a '## Package layout' section"
     order = re.findall(r"^- `([a-z_]+)`:", match.group(1), flags=re.M)
     missing = sorted(_module_names() - set(order))
-    assert not missing, f"README's Package layout does not describe {missing}"
+    assert not missing, f"docs/LAYOUT.md's Package layout does not describe {missing}"
     graph, _ = read_imports()
     above = {m: order[:i] for i, m in enumerate(order)}
     wrong = {m: sorted(graph[m] - set(above[m]) - {ROOT}) for m in order if graph[m] - set(above[m]) - {ROOT}}
-    assert not wrong, f"README's Package layout lists these modules below what they import: {wrong}"
+    assert not wrong, f"docs/LAYOUT.md's Package layout lists these modules below what they import: {wrong}"

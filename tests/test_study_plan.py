@@ -91,9 +91,11 @@ def test_plan_cli_prints_every_run_and_the_estimate(monkeypatch, tmp_path, capsy
     flags = [f"--{k}={v}" for k, v in SMALL.items()]
     store = tmp_path / "s.jsonl"
     assert study_runs.main(["--plan", "--plan_steps", "1", "--stages", "validation", "test", "--store", str(store),
-                            *flags]) == 0
+                            "--save_calibration", str(tmp_path / "cal.json"), *flags]) == 0
     out = capsys.readouterr().out
     assert "calibration on cpu (mini-clip at 32 px" in out and "estimated device-hours on cpu:" in out
+    cal = study_runs.load_calibration(str(tmp_path / "cal.json"), StudyConfig())  # for --calibration
+    assert cal.device == "cpu" and set(cal.train_step_seconds) == set(study_runs._engine_methods())
     runs = [line for line in out.splitlines() if line.split()[:1] in (["validation"], ["test"])]
     assert len(runs) == 54 + 18 + 2  # every run, and the summary's two stage lines
     assert not store.exists() and not (tmp_path / "cache").exists()
