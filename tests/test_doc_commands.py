@@ -54,9 +54,11 @@ def _logical_lines(text: str) -> list[str]:
 def extract_commands(markdown: str) -> list[tuple[str, list[str]]]:
     """(cwd, argv) of each command of markdown's fenced shell blocks; cwd is '' or the folder a `cd X &&` enters."""
     out = []
+    variables: dict[str, str] = {}  # a document's blocks are one shell session: a variable set above is known below
     for match in FENCE.finditer(markdown):
         text = re.sub(r"\\\n\s*", " ", match.group(2))  # join continuations
-        variables: dict[str, str] = {}
+        if match.group(1) == "console":  # a transcript: only the prompt lines are commands, the rest is output
+            text = "\n".join(line for line in text.splitlines() if line.lstrip().startswith("$ "))
         for line in _logical_lines(text):
             line = line.strip().removeprefix("$ ")
             if (assigned := ASSIGNMENT.match(line)) is not None:
