@@ -725,6 +725,12 @@ STUDY_STAGES = ("validation", "test", "strong", "ablation")
 
 
 @dataclass(frozen=True)
+class TIMAInputsConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+    """What TIMA's training run takes besides its own flags: the IAT text projection and the margin offset (the
+    command line python -m nbhelpers.suite; the same knobs give the same projection and offset as 04)."""
+
+
+@dataclass(frozen=True)
 class StudyConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
     """06_study: selection on validation tasks, seeds with intervals, a strong-attack check, TIMA's ablations."""
 
@@ -914,24 +920,58 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type[Config], *, skip: tuple[str, ...] = ()) -> None:
-    """One command-line flag --<name> per field of cls (its default and help; lists take several values)."""
+def _shown(default: object) -> str:
+    """A default as help text shows it (a Python literal: quoted strings, lists), '%' escaped for argparse."""
+    return _literal(list(default) if isinstance(default, tuple) else default).replace("%", "%%")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends every flag's text with its default, '(default: ...)', unless the text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.required or action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: {_shown(action.default)})"
+
+
+def cli_parser(description: str, *, prog: str | None = None, usage: str | None = None) -> argparse.ArgumentParser:
+    """The ArgumentParser of every command line of the project: its help shows each flag's default (usage: a short
+    line for a CLI with dozens of flags, so that an error stays readable)."""
+    return argparse.ArgumentParser(prog=prog, usage=usage, description=description,
+                                   formatter_class=DefaultsHelpFormatter)
+
+
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type[Config], *,
+                  skip: tuple[str, ...] = (), given_only: bool = False) -> None:
+    """One command-line flag --<name> per field of cls, with its help and default (lists take several values).
+
+    given_only: a flag left out is absent from the parsed namespace (its default is still shown in the help), so
+    a CLI can tell the flags given from the defaults.
+    """
     hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name, default in cls.defaults().items():
         if name in skip:
             continue
         hint = hints[name]
-        text = dataclasses.fields(cls)[cls.field_names().index(name)].metadata.get("help", "").replace("%", "%%")
+        text = fields[name].metadata.get("help", "").replace("%", "%%")
+        kw: dict[str, object] = {"default": default, "help": text}
+        if given_only:
+            kw = {"default": argparse.SUPPRESS, "help": f"{text} (default: {_shown(default)})"}
         if typing.get_origin(hint) in (list, tuple):
             (inner, *_) = typing.get_args(hint) or (str,)
-            parser.add_argument(f"--{name}", nargs="*", type=inner, default=default, help=text)
+            parser.add_argument(f"--{name}", nargs="*", type=inner, **kw)
         else:
-            parser.add_argument(f"--{name}", type=parse_bool if hint is bool else hint, default=default, help=text)
+            parser.add_argument(f"--{name}", type=parse_bool if hint is bool else hint, **kw)
 
 
-def pop_config(args: dict[str, object], cls: type[Config]) -> Config:
-    """Take cls's fields out of parsed command-line arguments (a dict) and build the validated config."""
-    return cls.from_params(**{name: args.pop(name) for name in cls.field_names() if name in args})
+def config_or_exit(parser: argparse.ArgumentParser, cls: type[Config], params: Mapping[str, object]) -> Config:
+    """cls built from params; a ConfigError ends the command line as a usage error (exit 2) naming what to pass."""
+    try:
+        return cls.from_params(**params)
+    except ConfigError as err:
+        parser.error(str(err))
 
 
 NOTEBOOK_CONFIGS: dict[str, type[BaseConfig]] = {

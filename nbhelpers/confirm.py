@@ -38,7 +38,7 @@ import torch
 from scipy import stats
 
 from nbhelpers import findings, methods, paths, study, study_runs
-from nbhelpers.config import StudyConfig, TAIKnobs, split_overrides
+from nbhelpers.config import StudyConfig, TAIKnobs, cli_parser, split_overrides
 from nbhelpers.findings import (INCONCLUSIVE, MIXED, NO_DIFFERENCE, NOT_REPRODUCED, REPRODUCED, Effect, Finding,
                                 effect_interval, holm, judge_effect, judge_noninferior)
 from nbhelpers.utils import code_version
@@ -459,16 +459,22 @@ def report(store_path: str | Path = paths.CONFIRM_STORE, *, plan: Plan = PLAN) -
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m nbhelpers.confirm --run | --status (the plan: docs/CONFIRMATORY_PLAN.md)."""
-    ap = argparse.ArgumentParser(description="the confirmatory experiment of notebook 06 (resumable)")
+def build_parser() -> argparse.ArgumentParser:
+    """The confirmatory experiment CLI's parser."""
+    ap = cli_parser("the confirmatory experiment of notebook 06 (resumable)", prog="python -m nbhelpers.confirm")
     ap.add_argument("--run", action="store_true", help="run every phase that the store lacks, in order")
     ap.add_argument("--status", action="store_true", help="print what is planned and stored, compute nothing")
-    ap.add_argument("--phase", choices=PHASES, help="(a worker) the phase to compute a share of")
-    ap.add_argument("--worker", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=PLAN.workers)
-    ap.add_argument("--store", default=str(paths.CONFIRM_STORE))
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--phase", choices=PHASES, help="(a worker) the phase to compute a share of (default: none)")
+    ap.add_argument("--worker", type=int, default=0, help="(a worker) its index among --workers")
+    ap.add_argument("--workers", type=int, default=PLAN.workers, help="worker processes that share each phase")
+    ap.add_argument("--store", default=str(paths.CONFIRM_STORE), help="the experiment's JSON-lines store")
+    ap.add_argument("--device", default="cpu", help='"cpu", "cuda" or "cuda:N"')
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m nbhelpers.confirm --run | --status (the plan: docs/CONFIRMATORY_PLAN.md)."""
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.workers < 1 or not 0 <= args.worker < args.workers:
         ap.error(f"--worker must be in [0, --workers), got {args.worker} of {args.workers}")

@@ -45,6 +45,7 @@ from nbhelpers import analysis, dispatch, metrics, paths, results
 from nbhelpers import attacks as attack_mod
 from nbhelpers.data import load_eval_set
 from nbhelpers.evaluation import EvalModel, evaluate
+from nbhelpers.config import cli_parser
 from nbhelpers.store import JsonlStore
 from nbhelpers.utils import content_key, unpack_mask
 from nbhelpers.zeroshot import ZeroShotClassifier, build_head
@@ -452,16 +453,23 @@ def compare_published(published: pd.DataFrame, ours: pd.DataFrame | None = None)
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m nbhelpers.grid [--status | --compact | --prune] [path] (default results/05_evaluation.jsonl)."""
-    ap = argparse.ArgumentParser(description="status, compaction or pruning of 05's evaluation store")
-    ap.add_argument("path", nargs="?", default=str(paths.RESULTS_DIR / "05_evaluation.jsonl"))
+def build_parser() -> argparse.ArgumentParser:
+    """The store upkeep CLI's parser."""
+    ap = cli_parser("status, compaction or pruning of 05's evaluation store", prog="python -m nbhelpers.grid")
+    ap.add_argument("path", nargs="?", default=str(paths.RESULTS_DIR / "05_evaluation.jsonl"),
+                    help="the evaluation store")
     action = ap.add_mutually_exclusive_group()
-    action.add_argument("--status", action="store_true", help="print the store's counts, change nothing (default)")
+    action.add_argument("--status", action="store_true", help="print the store's counts, change nothing (also without a flag)")
     action.add_argument("--compact", action="store_true",
                         help="rewrite the store with the last row of each cell only, in the current format")
     action.add_argument("--prune", action="store_true",
                         help="also drop the cells not keyed by identity (no image_id/text_id: run 05 first)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m nbhelpers.grid [--status | --compact | --prune] [path] (default results/05_evaluation.jsonl)."""
+    ap = build_parser()
     args = ap.parse_args(argv)
     if not Path(args.path).is_file():
         ap.error(f"no store at {args.path}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from nbhelpers import dispatch, evaluation, grid, notebook, paths, study_runs, suite, utils
-from nbhelpers.config import DispatchConfig, EvaluationConfig, add_arguments, pop_config
+from nbhelpers.config import DispatchConfig, EvaluationConfig, add_arguments, cli_parser, config_or_exit
 from nbhelpers.models import create_model_and_transforms
 
 STORE_PATH = paths.RESULTS_DIR / "05_evaluation.jsonl"
@@ -134,19 +134,28 @@ def dispatch_grid(cfg: EvaluationConfig, options: DispatchConfig, *, store_path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m nbhelpers.grid_runs [EvaluationConfig's fields] [--store PATH]
-    [--dispatch local --workers 2 | --dispatch slurm --slurm_partition gpu ...] [--merge]."""
-    ap = argparse.ArgumentParser(description="compute (or resume) notebook 05's evaluation grid into its store")
+def build_parser() -> argparse.ArgumentParser:
+    """05's grid CLI's parser: EvaluationConfig's fields, --store, DispatchConfig's fields, --merge."""
+    ap = cli_parser("compute (or resume) notebook 05's evaluation grid into its store",
+                    prog="python -m nbhelpers.grid_runs",
+                    usage="%(prog)s [--FIELD VALUE ...] [--store STORE] [--merge] (--help lists them)")
     add_arguments(ap, EvaluationConfig)
     ap.add_argument("--store", default=str(STORE_PATH), help="the grid's JSON-lines store")
     add_arguments(ap.add_argument_group("dispatch (nbhelpers.dispatch: jobs through submitit)"), DispatchConfig)
     ap.add_argument("--merge", action="store_true",
                     help="merge the cells that dispatched jobs left in <store>.shards into the store, compute nothing")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m nbhelpers.grid_runs [EvaluationConfig's fields] [--store PATH]
+    [--dispatch local --workers 2 | --dispatch slurm --slurm_partition gpu ...] [--merge]."""
+    ap = build_parser()
     args = vars(ap.parse_args(argv))
     store, merge = args.pop("store"), args.pop("merge")
-    options = pop_config(args, DispatchConfig)
-    cfg = EvaluationConfig.from_params(**args)
+    jobs = {name: args.pop(name) for name in DispatchConfig.field_names()}
+    cfg = config_or_exit(ap, EvaluationConfig, args)  # an unknown profile or model first
+    options = config_or_exit(ap, DispatchConfig, jobs)
     if cfg.profile == "paper":
         notebook.check_paper_data(cfg)  # every dataset there, before any work
     if merge or options.dispatch != "none":

@@ -1170,16 +1170,22 @@ def get_classnames(
 # ------------------------------------------------------------------------------------------------ command line
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m nbhelpers.paper_data ROOT``: print the data doctor's report; exit 0 if every dataset checked is
-    found, 1 otherwise."""
+def build_parser() -> argparse.ArgumentParser:
+    """The data doctor's parser (plain argparse: this module sits below config.cli_parser; its help states the
+    one default by hand)."""
     parser = argparse.ArgumentParser(prog="python -m nbhelpers.paper_data",
                                      description="Data doctor: which paper datasets are under ROOT, which are missing "
                                                  "or incomplete, what goes where and where to get it.")
     parser.add_argument("root", help="the data root (the folder that holds every dataset's folder)")
     parser.add_argument("--datasets", nargs="+", metavar="NAME", choices=list(PAPER_DATASETS),
                         help="check only these (default: the 16 reported datasets, then 06's validation datasets)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m nbhelpers.paper_data ROOT``: print the data doctor's report; exit 0 if every dataset checked is
+    found, 1 otherwise."""
+    args = build_parser().parse_args(argv)
     statuses = diagnose_data_root(args.root, datasets=args.datasets)
     print(format_data_report(statuses, root=Path(args.root).expanduser()))
     return 0 if all(s.status == "found" for s in statuses) else 1

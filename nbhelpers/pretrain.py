@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from nbhelpers import paths, world
+from nbhelpers.config import cli_parser
 from nbhelpers.models import MINI_MODEL_NAME, ClipModel, build_mini_clip, mini_model_config
 from nbhelpers.zeroshot import build_class_embeddings, build_head
 from nbhelpers.utils import atomic_path, code_version, select_device, sha256_file
@@ -125,13 +126,23 @@ def pretrain_mini_clip(*, out: str | os.PathLike = paths.MINI_CHECKPOINT, device
     return record
 
 
+DEFAULTS_HELP = {"steps": "optimizer steps", "batch_size": "image-caption pairs per step", "lr": "peak AdamW learning rate",
+                 "weight_decay": "AdamW weight decay", "warmup": "linear warm-up steps", "seed": "world and training seed"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The pretraining CLI's parser: one flag per DEFAULTS entry, --out, --device."""
+    ap = cli_parser(__doc__.splitlines()[0], prog="python -m nbhelpers.pretrain")
+    for k, v in DEFAULTS.items():
+        ap.add_argument(f"--{k}", type=type(v), default=v, help=DEFAULTS_HELP[k])
+    ap.add_argument("--out", default=str(paths.MINI_CHECKPOINT), help="the checkpoint written (and a .json beside it)")
+    ap.add_argument("--device", default="cpu", help='"cpu", "cuda", "cuda:N" or "auto"')
+    return ap
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: train the mini CLIP and write checkpoints/mini_clip.safetensors (+ .json)."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for k, v in DEFAULTS.items():
-        ap.add_argument(f"--{k}", type=type(v), default=v)
-    ap.add_argument("--out", default=str(paths.MINI_CHECKPOINT))
-    ap.add_argument("--device", default="cpu")
+    ap = build_parser()
     args = vars(ap.parse_args(argv))
     out, device = args.pop("out"), select_device(args.pop("device"))
     overrides = {k: v for k, v in args.items() if v != DEFAULTS[k]}

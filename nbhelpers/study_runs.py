@@ -40,8 +40,8 @@ import torch
 
 from nbhelpers import (attacks, data, dispatch, evaluation, fastpath, losses, methods, metrics, models, notebook,
                        paper_data, paths, study, suite, text_tuning, training, world, zeroshot)
-from nbhelpers.config import (ConfigError, DispatchConfig, FinetuneKnobs, IATKnobs, StudyConfig, TAIKnobs,
-                              add_arguments, pop_config, split_overrides)
+from nbhelpers.config import (DispatchConfig, FinetuneKnobs, IATKnobs, StudyConfig, TAIKnobs, add_arguments,
+                              cli_parser, config_or_exit, split_overrides)
 from nbhelpers.evaluation import EvalModel
 from nbhelpers.models import create_model_and_transforms
 from nbhelpers.utils import atomic_path, content_key, numerics_versions, select_device
@@ -314,21 +314,13 @@ def dispatch_study(cfg: StudyConfig, options: DispatchConfig, *, store_path: str
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m nbhelpers.study_runs [--stages validation test] [--train_seeds 0 1 2] ... (StudyConfig's fields),
-    [--dispatch local --workers 2 | --dispatch slurm --slurm_partition gpu ...] (DispatchConfig's), [--merge];
-    --plan prints the runs and their estimated device time instead (plan_study); --status, --prune, --carry_over."""
-    ap = argparse.ArgumentParser(description="run (or resume) the study of notebook 06 into results/06_study.jsonl")
-    for name, default in StudyConfig.defaults().items():
-        if name == "rerun":
-            continue
-        if isinstance(default, list):
-            kind = type(default[0]) if default else str
-            ap.add_argument(f"--{name}", nargs="+", type=kind, default=default)
-        else:
-            parse = training._parse_bool if isinstance(default, bool) else type(default)
-            ap.add_argument(f"--{name}", type=parse, default=default)
-    ap.add_argument("--store", default=str(STORE_PATH))
+def build_parser() -> argparse.ArgumentParser:
+    """The study CLI's parser: StudyConfig's fields (but rerun), the store's upkeep, --plan and DispatchConfig's."""
+    ap = cli_parser("run (or resume) the study of notebook 06 into results/06_study.jsonl",
+                    prog="python -m nbhelpers.study_runs",
+                    usage="%(prog)s [--FIELD VALUE ...] [--plan | --status | --prune | --merge] (--help lists them)")
+    add_arguments(ap, StudyConfig, skip=("rerun",))
+    ap.add_argument("--store", default=str(STORE_PATH), help="the study's JSON-lines store")
     ap.add_argument("--status", action="store_true", help="print the store's status for this config, compute nothing")
     ap.add_argument("--prune", action="store_true",
                     help="drop the rows that are not current for this config (other numerics or settings), nothing else")
@@ -351,14 +343,23 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(ap.add_argument_group("dispatch (nbhelpers.dispatch: jobs through submitit)"), DispatchConfig)
     ap.add_argument("--merge", action="store_true",
                     help="merge the rows that dispatched jobs left in <store>.shards into the store, compute nothing")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m nbhelpers.study_runs [--stages validation test] [--train_seeds 0 1 2] ... (StudyConfig's fields),
+    [--dispatch local --workers 2 | --dispatch slurm --slurm_partition gpu ...] (DispatchConfig's), [--merge];
+    --plan prints the runs and their estimated device time instead (plan_study); --status, --prune, --carry_over."""
+    ap = build_parser()
     args = vars(ap.parse_args(argv))
     store, status, prune, old = args.pop("store"), args.pop("status"), args.pop("prune"), args.pop("carry_over")
     plan, plan_steps, aa_fraction = args.pop("plan"), args.pop("plan_steps"), args.pop("plan_aa_fraction")
+    merge, jobs = args.pop("merge"), {name: args.pop(name) for name in DispatchConfig.field_names()}
     save_calibration, calibration = args.pop("save_calibration"), args.pop("calibration")
-    options, merge = pop_config(args, DispatchConfig), args.pop("merge")
-    cfg = StudyConfig.from_params(**args, rerun=True)
+    cfg = config_or_exit(ap, StudyConfig, {**args, "rerun": True})  # an unknown profile or method first
+    options = config_or_exit(ap, DispatchConfig, jobs)
     if calibration and options.dispatch != "slurm":
-        raise ConfigError(f"--calibration is for --dispatch slurm (the jobs' time limit), not {options.dispatch!r}")
+        ap.error(f"--calibration is for --dispatch slurm (the jobs' time limit), not {options.dispatch!r}")
     if plan:
         table = plan_study(cfg, device=select_device(cfg.device), store_path=store, train_steps=plan_steps,
                            aa_fraction=aa_fraction)

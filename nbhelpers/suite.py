@@ -6,22 +6,25 @@ text side it was trained against: original class embeddings, IAT-tuned ones (TIM
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from nbhelpers import losses, methods, models, prompts, text_tuning, training, zeroshot
-from nbhelpers.config import EvaluationConfig, StudyConfig, TAINotebookConfig
+from nbhelpers import losses, methods, models, notebook, prompts, text_tuning, training, zeroshot
+from nbhelpers.config import (EvaluationConfig, StudyConfig, TAINotebookConfig, TIMAInputsConfig, add_arguments,
+                              cli_parser, config_or_exit)
 from nbhelpers.evaluation import EvalModel, text_embedder
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
-from nbhelpers.utils import content_key, file_fingerprint, numerics_versions
+from nbhelpers.utils import content_key, file_fingerprint, numerics_versions, select_device
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
 NUMERICS_VERSION = 1
 
-RunsConfig = TAINotebookConfig | EvaluationConfig | StudyConfig  # the configs that carry every knob set
+RunsConfig = TAINotebookConfig | EvaluationConfig | StudyConfig | TIMAInputsConfig  # the configs with the run knobs
 
 
 def check_names(names: list[str]) -> None:
@@ -156,3 +159,32 @@ def released_models(cfg: RunsConfig, *, device: torch.device | str = "cpu") -> d
                                               "original", tags=tags, image_id="checkpoint-" + tags["checkpoint_sha256"],
                                               text_id="checkpoint-text-" + tags["checkpoint_sha256"])
     return out
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    """The TIMA inputs CLI's parser: one flag per TIMAInputsConfig field."""
+    ap = cli_parser("TIMA's inputs for python -m nbhelpers.training: tune the IAT text projection (cached, as 03-05 "
+                    "do) and measure the margin offset (cosine units, as 04 does) under the given knobs",
+                    prog="python -m nbhelpers.suite", usage="%(prog)s [--FIELD VALUE ...]   (--help lists them)")
+    add_arguments(ap, TIMAInputsConfig)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m nbhelpers.suite [knobs]: print {"iat_projection": path, "margin_offset": cosine offset}."""
+    ap = build_parser()
+    cfg = config_or_exit(ap, TIMAInputsConfig, vars(ap.parse_args(argv)))
+    if cfg.profile == "paper":  # the fine-tuning set, checked before any work
+        notebook.check_paper_data(cfg)
+    device = select_device(cfg.device)
+    base, preprocess = create_model_and_transforms(**cfg.model_spec(), device=device)
+    path = iat_projection_for(cfg, base, preprocess=preprocess, device=device, progress=False)
+    offset = margin_offset_for(cfg, base, preprocess=preprocess, device=device)
+    print(json.dumps({"iat_projection": str(path), "margin_offset": round(offset["offset_cosine"], 6),
+                      "margin_offset_logits": round(offset["offset_logits"], 6)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

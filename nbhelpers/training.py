@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from nbhelpers import (analysis, attacks, fastpath, losses, methods, metrics, models, paper_data, paths, prompts, world,
                        zeroshot)
 from nbhelpers.attacks import contrastive_pgd_attack, embedding_pgd_attack, pgd_attack
-from nbhelpers.config import DeviceKnobs, FinetuneConfig
+from nbhelpers.config import DeviceKnobs, FinetuneConfig, add_arguments, cli_parser, config_or_exit
 from nbhelpers.data import stack_items
 from nbhelpers.methods import StepContext
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
@@ -579,16 +579,6 @@ def load_or_finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu",
     return finetune(cfg, device=device, out=path, progress=progress)
 
 
-def _parse_bool(text: str) -> bool:
-    """'True'/'true'/'1'/'yes' -> True, 'False'/'false'/'0'/'no' -> False; anything else is an error."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-
-
 def selected_defaults(method: str, *, text_source: str = "original", profile: str = "mini",
                       path: str | os.PathLike | None = None) -> dict[str, object] | None:
     """The fine-tuning knobs 06 selected for an engine method (the record of methods whose engine it is and whose
@@ -610,6 +600,17 @@ def selected_defaults(method: str, *, text_source: str = "original", profile: st
     return {k: v for k, v in chosen.items() if k in fields}
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The training CLI's parser: one flag per FinetuneConfig field (absent from the namespace unless given), --out."""
+    ap = cli_parser("adversarial fine-tuning (one engine, every method); without --finetune_lr a method trains at "
+                    "the configuration notebook 06 selected for it", prog="python -m nbhelpers.training",
+                    usage="%(prog)s [--FIELD VALUE ...] [--out OUT]   (one flag per FinetuneConfig field; --help)")
+    add_arguments(ap, FinetuneConfig, given_only=True)
+    ap.add_argument("--out", default="", help="checkpoint file, resumed if it exists (empty: the cache entry of "
+                                              "the config, where notebooks 04 and 05 look it up)")
+    return ap
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI (also under torchrun): python -m nbhelpers.training --method tecoa --out run.pt
 
@@ -617,17 +618,12 @@ def main(argv: list[str] | None = None) -> int:
     (results/06_selected.json; flags given explicitly still win); a method 06 did not select (ft_standard, or any on
     the paper profile) is refused until --finetune_lr is given: the knobs' defaults are not a recommendation.
     """
-    ap = argparse.ArgumentParser(description="adversarial fine-tuning (one engine, every method)")
-    defaults = FinetuneConfig.defaults()
-    for f in dataclasses.fields(FinetuneConfig):
-        default = defaults[f.name]
-        parse = _parse_bool if isinstance(default, bool) else type(default)
-        ap.add_argument(f"--{f.name}", type=parse, default=None, help=f"{f.metadata.get('help')} (default {default})")
-    ap.add_argument("--out", default="")
+    ap = build_parser()
     args = vars(ap.parse_args(argv))
     out = args.pop("out") or None
-    given = {k: v for k, v in args.items() if v is not None}
-    params = {**defaults, **given}
+    given = dict(args)
+    params = {**FinetuneConfig.defaults(), **given}
+    config_or_exit(ap, FinetuneConfig, params)  # an unknown method, profile or value is named first, with choices
     if "finetune_lr" not in given:
         chosen = selected_defaults(str(params["method"]), text_source=str(params["text_source"]),
                                    profile=str(params["profile"]))
@@ -637,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
                      "method's knobs) explicitly")
         params.update({k: v for k, v in chosen.items() if k not in given})
         print(json.dumps({"configuration": "selected by 06 on the validation tasks", **chosen}), file=sys.stderr)
-    cfg = FinetuneConfig.from_params(**params)
+    cfg = config_or_exit(ap, FinetuneConfig, params)
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
     device = select_device(cfg.device)

@@ -95,16 +95,21 @@ def _link_prefix(path: Path) -> str:
         return ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (argparse's own defaults formatter: this script imports no nbhelpers, no torch)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--check", action="store_true",
-                    help="report whether the tables are current; change nothing (default: update them)")
+                    help="report whether the tables are current; change nothing (without it: update them)")
     ap.add_argument("--readme", type=Path, default=None,
-                    help="one file to update instead of the project's README.md and docs/FINDINGS.md "
-                         "(default: both)")
-    ap.add_argument("--results", type=Path, default=ROOT / "results",
-                    help="folder of the NN_findings.json files (default: the project's results/)")
-    args = ap.parse_args(argv)
+                    help="one file to update instead of the project's README.md and docs/FINDINGS.md (None: both)")
+    ap.add_argument("--results", type=Path, default=ROOT / "results", help="folder of the NN_findings.json files")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or --check) the findings tables."""
+    args = build_parser().parse_args(argv)
     findings = load_findings(args.results)
     status = 0
     for target in ([args.readme] if args.readme is not None else list(TARGETS)):

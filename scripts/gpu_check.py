@@ -70,15 +70,22 @@ EUROSAT_CLASSES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "I
                    "PermanentCrop", "Residential", "River", "SeaLake")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options (see the module docstring)."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=sorted(SIZES), required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (argparse's own defaults formatter: nbhelpers is imported only once it runs)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--size", choices=sorted(SIZES), required=True,
+                    help='"full": ViT-B-32 at the sizes of one H100/H200 run; "tiny": a CPU smoke run')
     ap.add_argument("--out", required=True, help="output folder (data root, caches, records, summary)")
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:N or cpu")
-    ap.add_argument("--results-md", default=None, help="also write the benchmark's GPU section into this file")
+    ap.add_argument("--results-md", default=None, help="also write the benchmark's GPU section into this file (None: no file)")
     ap.add_argument("--no-bench", action="store_true", help="leave out the benchmark")
-    return ap.parse_args(argv)
+    return ap
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    return build_parser().parse_args(argv)
 
 
 class Stages:

@@ -20,6 +20,8 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
+from nbhelpers.config import NOTEBOOK_CONFIGS, ConfigError, cli_parser
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 TIMINGS = NOTEBOOKS / ".timings.json"
@@ -62,21 +64,63 @@ def _fmt(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
-    ap.add_argument("--only", nargs="*", default=None, help="notebook number prefixes, e.g. 01 03")
+def parameter_problems(notebooks: list[Path], params: dict) -> list[str]:
+    """One message per notebook whose config refuses params (a wrong type or value), checked without data or
+    weights: the same validation a notebook's validation cell runs (nbhelpers.config.NOTEBOOK_CONFIGS)."""
+    problems = []
+    for nb in notebooks:
+        cls = NOTEBOOK_CONFIGS[nb.stem]
+        try:
+            cls.from_params(**{k: v for k, v in params.items() if k in cls.field_names()})
+        except ConfigError as err:
+            problems.append(f"{nb.name}: {err}")
+    return problems
+
+
+def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
+    """The notebooks whose number prefix is in only (all when only is None); an unknown prefix is a ValueError
+    naming the valid ones."""
+    if only is None:
+        return notebooks
+    valid = [nb.name[:2] for nb in notebooks]
+    unknown = [o for o in only if o not in valid]
+    if not only:
+        raise ValueError(f"--only needs notebook numbers; valid: {valid}")
+    if unknown:
+        raise ValueError(f"--only: no notebook numbered {unknown}; valid: {valid} "
+                         f"({', '.join(nb.stem for nb in notebooks)})")
+    return [nb for nb in notebooks if nb.name[:2] in only]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
+    ap = cli_parser(__doc__.splitlines()[0], prog="scripts/run_notebooks.py")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a notebook parameter (a Python literal, else a string), as papermill's -p; repeatable")
+    ap.add_argument("--only", nargs="*", default=None, help="notebook number prefixes, e.g. 01 03 (default: all)")
     ap.add_argument("--out-dir", default=None, help="where executed notebooks go (default: in place without "
                                                      "parameters, notebooks/executed/ with parameters)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--dry-run", action="store_true",
+                    help="check the notebooks and every parameter (names, types, values), then stop: run nothing")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Execute the selected notebooks, after checking every parameter against each notebook."""
+    args = build_parser().parse_args(argv)
     params = {k: parse_value(v) for k, v in args.parameter}
-    notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    if args.only:
-        notebooks = [nb for nb in notebooks if nb.name[:2] in args.only]
-    problems = unknown_parameters(notebooks, params)
+    try:
+        notebooks = select(sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")), args.only)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    problems = unknown_parameters(notebooks, params) or parameter_problems(notebooks, params)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
+    if args.dry_run:
+        print(f"{len(notebooks)} notebook(s) take these parameters: {', '.join(nb.stem for nb in notebooks)}")
+        return 0
     in_place = args.out_dir is None and not params
     out_dir = NOTEBOOKS if in_place else Path(args.out_dir or NOTEBOOKS / "executed")
     out_dir.mkdir(parents=True, exist_ok=True)

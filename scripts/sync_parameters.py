@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 
-from nbhelpers.config import NOTEBOOK_CONFIGS, parameters_cell
+from nbhelpers.config import NOTEBOOK_CONFIGS, cli_parser, parameters_cell
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -26,10 +26,16 @@ def parameters_cell_of(nb: nbformat.NotebookNode, path: Path) -> nbformat.Notebo
     return cells[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
+    ap = cli_parser(__doc__.splitlines()[0], prog="scripts/sync_parameters.py")
     ap.add_argument("--check", action="store_true", help="report notebooks whose cell differs; change nothing")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or --check) every notebook's parameters cell from its config class."""
+    args = build_parser().parse_args(argv)
     stale = []
     for stem, cls in NOTEBOOK_CONFIGS.items():
         path = NOTEBOOKS / f"{stem}.ipynb"

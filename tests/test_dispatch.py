@@ -73,10 +73,11 @@ def test_bad_dispatch_options_fail_before_any_work(params, message):
         DispatchConfig.from_params(**params)
 
 
-def test_clis_refuse_bad_dispatch_options_before_any_work(tmp_path):
+def test_clis_refuse_bad_dispatch_options_before_any_work(tmp_path, capsys):
     for main in (study_runs.main, grid_runs.main):
-        with pytest.raises(ConfigError, match="are for dispatch 'slurm'"):
+        with pytest.raises(SystemExit) as exit_info:  # a usage error, as argparse's own
             main(["--dispatch", "local", "--slurm_partition", "gpu", "--store", str(tmp_path / "s.jsonl")])
+        assert exit_info.value.code == 2 and "are for dispatch 'slurm'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
@@ -123,7 +124,7 @@ def test_slurm_submission_refuses_a_store_folder_it_cannot_write(store, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "bin"]
 
 
-def test_slurm_study_refuses_jobs_longer_than_their_calibrated_runs(one_method_study, monkeypatch, tmp_path):
+def test_slurm_study_refuses_jobs_longer_than_their_calibrated_runs(one_method_study, monkeypatch, tmp_path, capsys):
     """A calibration (--plan --save_calibration) with 60 s per training step: a 2-step TeCoA run takes over 2 minutes,
     so 2-minute jobs are refused before anything is submitted; 3-minute jobs pass that check."""
     fake_slurm(monkeypatch, tmp_path / "bin")
@@ -142,8 +143,9 @@ def test_slurm_study_refuses_jobs_longer_than_their_calibrated_runs(one_method_s
                                      DispatchConfig.from_params(dispatch="slurm", runs_per_job=1), cal,
                                      store_path=store)
     assert len(seconds) == 1 and 120 < seconds[0] < 121  # 2 steps x 60 s, plus the evaluation's fraction of a second
-    with pytest.raises(ConfigError, match="--calibration is for --dispatch slurm"):
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, as argparse's own
         study_runs.main(["--store", str(store), "--calibration", "here"])
+    assert exit_info.value.code == 2 and "--calibration is for --dispatch slurm" in capsys.readouterr().err
 
 
 def test_work_is_split_round_robin_locally_and_in_chunks_on_slurm():

@@ -261,7 +261,7 @@ def test_iat_tecoa_is_tecoa_trained_against_the_iat_text(fresh_base, tmp_path, m
 @pytest.mark.parametrize("text, value", [("False", False), ("false", False), ("0", False), ("no", False),
                                          ("True", True), ("true", True), ("1", True), (" yes ", True)])
 def test_parse_bool(text, value):
-    assert training._parse_bool(text) is value
+    assert config.parse_bool(text) is value
 
 
 def test_cli_parses_booleans_into_the_config(tmp_path, monkeypatch, capsys):
