@@ -36,7 +36,7 @@ from torch import nn
 
 from nbhelpers import paper_data, paths
 from nbhelpers.checkpoints import (OPENAI_SHA256, Checkpoint, CheckpointError, LoadReport, check_fits, detect_tower,
-                                   read_checkpoint)
+                                   load_safetensors_file, read_checkpoint)
 from nbhelpers.utils import file_fingerprint
 
 # bump with any change to the numbers this module computes: the models' forward passes, normalisation, preprocessing
@@ -384,18 +384,26 @@ def preprocess_for(model: ClipModel) -> Callable:
 
 
 def load_mini_clip(path: str | os.PathLike) -> ClipModel:
-    """Load a mini CLIP from a safetensors checkpoint (safe: tensors only), checking it is a mini CLIP."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
+    """Load a mini CLIP from a safetensors checkpoint (safe: tensors only), checking it is a mini CLIP; a bad file
+    (missing, a folder, empty, truncated, not safetensors, another model) is an error naming it and the fix."""
+    role = "mini CLIP checkpoint"
+    fix = ("Fix: pass the safetensors file `make pretrain` writes (checkpoints/mini_clip.safetensors), or leave "
+           "checkpoint empty for the committed one.")
+    try:
+        state, meta = load_safetensors_file(path, role=role)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{role} {str(path)!r} does not exist. {fix}") from exc
+    except CheckpointError as exc:  # the reader's problem, with the mini profile's fix instead of the generic one
+        problem = str(exc).split(" Fix: ")[0].rstrip(".")
+        raise CheckpointError(f"{role} {str(path)!r}: {problem}. {fix}") from exc
     if meta.get("model_name") != MINI_MODEL_NAME:
-        raise ValueError(f"{path} is not a {MINI_MODEL_NAME} checkpoint (model_name={meta.get('model_name')!r})")
+        raise CheckpointError(f"{role} {str(path)!r} is not a {MINI_MODEL_NAME} checkpoint (model_name="
+                              f"{meta.get('model_name')!r}). {fix}")
     if json.loads(meta["config"]) != mini_model_config():
-        raise ValueError(f"{path} was trained with another mini-clip config than nbhelpers/model_configs has")
+        raise CheckpointError(f"{role} {str(path)!r} was trained with another mini-clip config than "
+                              "nbhelpers/model_configs has. Fix: rebuild it with `make pretrain`.")
     model = build_mini_clip()
-    model.clip.load_state_dict(load_file(str(path)))
+    model.clip.load_state_dict(state)
     return model.eval()
 
 
@@ -421,8 +429,8 @@ def create_model_and_transforms(profile: str = "mini", *, model: str = "auto", p
         if pretrained == "none" and not checkpoint:
             clip = build_mini_clip()
         else:
-            path = Path(checkpoint) if checkpoint else paths.MINI_CHECKPOINT
-            if not path.is_file():
+            path = Path(checkpoint).expanduser() if checkpoint else paths.MINI_CHECKPOINT
+            if not checkpoint and not path.exists():
                 raise FileNotFoundError(f"mini CLIP checkpoint {str(path)!r} not found; make it with `make pretrain` "
                                         "(= python -m nbhelpers.pretrain, about 7 minutes on 2 CPU cores).")
             clip = load_mini_clip(path)

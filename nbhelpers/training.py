@@ -16,7 +16,7 @@ autocast and hands fp32 embeddings on (``fastpath.bf16_outputs``), so heads, los
 speed only (``config.DeviceKnobs``, outside the cache key: ``SPEED_ONLY``): ``compile_tower`` runs the student's
 image tower through ``torch.compile`` for the run; ``prefetch`` reads the next batch in a background thread while
 the current one trains (pinned memory and a non-blocking copy on CUDA), with the same batches in the same order. Checkpoints are written atomically (temporary file + rename), hold weights, optimizer state, step and config,
-and are loaded with ``torch.load(weights_only=True)``.
+and are loaded by ``checkpoints.load_torch_file`` (``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from nbhelpers import (analysis, attacks, fastpath, losses, methods, metrics, models, paper_data, paths, prompts, world,
                        zeroshot)
 from nbhelpers.attacks import contrastive_pgd_attack, embedding_pgd_attack, pgd_attack
+from nbhelpers.checkpoints import load_safetensors_file, load_torch_file
 from nbhelpers.config import DeviceKnobs, FinetuneConfig
 from nbhelpers.data import stack_items
 from nbhelpers.methods import StepContext
@@ -170,7 +170,10 @@ def _lr_at(step: int, cfg: FinetuneConfig) -> float:
 
 def load_iat_projection(model: ClipModel, path: str | os.PathLike) -> None:
     """Install an IAT-tuned text projection (from notebook 03) into the model, checking its shape."""
-    state = load_file(str(path))
+    state, _ = load_safetensors_file(path, role="IAT text projection")
+    if "text_projection" not in state:
+        raise ValueError(f"IAT text projection {str(path)!r} holds {sorted(state)[:4]}, not 'text_projection'; pass "
+                         "the file notebook 03 (text_tuning.load_or_tune_projection) wrote")
     proj = state["text_projection"]
     if proj.shape != model.clip.text_projection.shape:
         raise ValueError(f"{path}: text_projection {tuple(proj.shape)} does not fit this model "
@@ -232,8 +235,8 @@ def _run_fields(config: dict) -> dict:
 
 
 def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None) -> dict:
-    """Read a fine-tuning checkpoint safely (weights_only=True); checks the architecture name if given."""
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    """Read a fine-tuning checkpoint safely (checkpoints.load_torch_file); checks the architecture name if given."""
+    state = load_torch_file(path, role="fine-tuning checkpoint")
     if expect_model is not None and state.get("model_name") != expect_model:
         raise ValueError(f"{path} holds a {state.get('model_name')!r} checkpoint, not {expect_model!r}")
     return state
