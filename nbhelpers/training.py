@@ -76,6 +76,8 @@ def cache_key(cfg: FinetuneConfig) -> str:
     d["base_weights"] = weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
                                          checkpoint=cfg.checkpoint)
     d["iat_projection"] = file_fingerprint(cfg.iat_projection) if cfg.iat_projection else ""
+    if cfg.profile == "paper" and paper_data.partial_data_allowed():  # a run that may train on partial data
+        d["partial_data_allowed"] = True  # has its own key; no other key moves
     return content_key(d)
 
 

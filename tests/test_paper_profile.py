@@ -172,7 +172,7 @@ def test_paper_eval_set_reads_the_fixture_through_the_preprocess(paper_run: dict
     model, preprocess = vit_b32
     ev = data.load_eval_set("paper", "cifar10", n=3, data_root=paper_run["data_root"], preprocess=preprocess)
     # TeCoA's protocol (the default): CIFAR at its native 32 px, resized inside the model
-    assert ev.images.shape == (3, 3, 32, 32) and ev.sampling == "random" and ev.protocol == "tecoa"
+    assert ev.images.shape == (3, 3, 32, 32) and ev.sampling == "random+partial" and ev.protocol == "tecoa"
     assert ev.labels.tolist() == [i % 10 for i in ev.indices]  # the fixture's test image i has label i % 10
     assert 0 <= float(ev.images.min()) and float(ev.images.max()) <= 1
     assert ev.classnames[:2] == ["airplane", "automobile"] and ev.templates == ["This is a photo of a {}"]
