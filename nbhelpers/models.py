@@ -45,6 +45,10 @@ NUMERICS_VERSION = 1
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics (PMG-AFT's PMG_AFT.py lines 119-120)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "clip": (OPENAI_MEAN, OPENAI_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 MINI_MODEL_NAME = "mini-clip"
 PAPER_MODEL_NAME = "ViT-B-32"
 _OPENAI_HF_REPO = "timm/vit_base_patch32_clip_224.openai"
@@ -105,10 +109,15 @@ class ClipModel(nn.Module):
     def encode_image(self, images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         """Image embeddings (N, D) from pixels in [0, 1], resized to the model's input (resize_mode, as
         F.interpolate without antialiasing: TeCoA's clip_img_preprocessing for 'bicubic'); unit-norm when normalize."""
+        return self.clip.encode_image(self.model_inputs(images), normalize=normalize)
+
+    def model_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """What the image tower reads: pixels in [0, 1] (N, 3, H, W) resized to the model's input (resize_mode, only
+        when the size differs) and normalised with the model's mean/std -> (N, 3, S, S)."""
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = nn.functional.interpolate(images, size=(self.image_size, self.image_size),
                                                mode=self.resize_mode, align_corners=False, antialias=False)
-        return self.clip.encode_image((images - self.mean) / self.std, normalize=normalize)
+        return (images - self.mean) / self.std
 
     def encode_text(self, tokens: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         """Text embeddings (N, D) from token ids (N, L); unit-norm when normalize."""
@@ -117,6 +126,17 @@ class ClipModel(nn.Module):
     def tokenize(self, texts: list[str], *, device: torch.device | str = "cpu") -> torch.Tensor:
         """Token ids (N, L) for a list of strings, on device."""
         return self.tokenizer(texts).to(device)
+
+
+def set_input_norm(model: ClipModel, norm: str) -> ClipModel:
+    """Normalise model's inputs with `norm`'s mean/std (INPUT_NORMS: "clip", CLIP's; "imagenet", torchvision's),
+    in place; returns the model."""
+    if norm not in INPUT_NORMS:
+        raise ValueError(f"unknown input normalisation {norm!r}; choose one of {sorted(INPUT_NORMS)}")
+    mean, std = INPUT_NORMS[norm]
+    model.mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
+    model.std.copy_(torch.tensor(std).view(1, 3, 1, 1))
+    return model
 
 
 @contextlib.contextmanager

@@ -329,8 +329,8 @@ def make_engine(cfg: FinetuneConfig, student: ClipModel, emb: torch.Tensor, opt:
     device = torch.device(device)
     tower = student.visual if visual is None else visual
 
-    def features(x: torch.Tensor) -> torch.Tensor:
-        return tower((x - student.mean) / student.std)
+    def features(x: torch.Tensor) -> torch.Tensor:  # resized inside the model when x is at another size (TeCoA's)
+        return tower(student.model_inputs(x))
 
     def logits(x: torch.Tensor) -> torch.Tensor:  # the zero-shot head over the class text, or the linear head
         return scale * F.normalize(features(x), dim=-1) @ emb.T if head is None else head(features(x))
@@ -339,6 +339,19 @@ def make_engine(cfg: FinetuneConfig, student: ClipModel, emb: torch.Tensor, opt:
                               else LinearHeadClassifier(student, head))
     return Engine(cfg, opt, attack_head, logits, features, teacher, emb, scale, method_margins(cfg, emb), device,
                   image_encoder=ImageEncoder(student), head=head)
+
+
+def teacher_and_scale(method: methods.Method, base: ClipModel, emb: torch.Tensor, *,
+                      device: torch.device | str = "cpu") -> tuple[ZeroShotClassifier | None, float]:
+    """(frozen teacher head or None, logit scale) of a method's engine: the scale is 1 (raw cosine logits) for a
+    method whose record says logit_units "cosine" (PMG-AFT's code), else the base model's; the teacher (needs_teacher)
+    is the frozen base over emb (C, D) at that scale, and base's parameters stop requiring gradients."""
+    scale = 1.0 if method.logit_units == "cosine" else base.logit_scale()
+    teacher = build_head(base, emb, logit_scale=scale, device=device) if method.needs_teacher else None
+    if teacher is not None:
+        for p in base.parameters():
+            p.requires_grad_(False)
+    return teacher, scale
 
 
 def fare_targets(engine: Engine, x: torch.Tensor) -> torch.Tensor:
@@ -497,6 +510,8 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     data = TrainData(cfg, preprocess=preprocess)
     emb = class_embeddings_for(cfg, base, data.classnames, data.templates, device=device)
     method = methods.get(cfg.method)
+    if method.input_norm != "clip":  # the student's and the teacher's inputs (PMG-AFT's code: ImageNet's mean/std)
+        models.set_input_norm(base, method.input_norm)
     student = copy.deepcopy(base).eval()
     tower = [p for name, p in student.named_parameters() if name.startswith("clip.visual.")]
     trained = {id(p) for p in (tower[-cfg.partial_last_n:] if method.trainable == "last_n" else tower)}
@@ -508,11 +523,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
         trained = {id(p) for p in prompts.prompted_visual(student).prompt_parameters()}
     for p in student.parameters():
         p.requires_grad_(id(p) in trained)
-    teacher = build_head(base, emb, device=device) if method.needs_teacher else None
-    if teacher is not None:
-        for p in base.parameters():
-            p.requires_grad_(False)
-    scale = base.logit_scale()
+    teacher, scale = teacher_and_scale(method, base, emb, device=device)
     head = make_linear_head(cfg, emb) if method.head == "linear" else None
     params = [p for p in student.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
     opt = torch.optim.SGD(params, lr=cfg.finetune_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -577,6 +588,8 @@ def load_or_finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu",
                 prompts.load_prompts(base, state)
             else:
                 base.visual.load_state_dict(state["visual"])
+            if methods.get(cfg.method).input_norm != "clip":  # the model it trained as (finetune)
+                models.set_input_norm(base, methods.get(cfg.method).input_norm)
             for p in base.parameters():
                 p.requires_grad_(False)
             return FinetuneResult(base.eval(), pd.DataFrame(json.loads(state["history"])), path, cfg, 0.0,
