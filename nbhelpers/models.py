@@ -58,7 +58,7 @@ RESIZE_MODES = ("bilinear", "bicubic")
 
 PROTOCOLS = paper_data.PROTOCOLS  # the names and what each means live with the datasets they read
 NATIVE_RESOLUTION = paper_data.NATIVE_RESOLUTION
-IN_MODEL_RESIZE: dict[str, str] = {"tecoa": "bicubic", "tga_zsr": "bicubic", "clip": "bicubic", "mini": "bilinear"}
+IN_MODEL_RESIZE: dict[str, str] = {name: p.resize for name, p in paper_data.PROTOCOL_RECORDS.items()}
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,8 @@ def build_open_clip(model: str = PAPER_MODEL_NAME, *, pretrained: str = "auto", 
                          f"e.g. {PAPER_MODEL_NAME}")
     resize_mode = in_model_resize(protocol)
     if protocol == "mini":
-        raise ValueError("protocol 'mini' belongs to the mini profile; choose 'tecoa', 'tga_zsr' or 'clip'")
+        raise ValueError("protocol 'mini' belongs to the mini profile; choose one of "
+                         f"{[p for p in PROTOCOLS if p != 'mini']}")
     expected = expected_state_shapes(model)
     ckpt = None
     if checkpoint:
@@ -304,8 +305,9 @@ def build_open_clip(model: str = PAPER_MODEL_NAME, *, pretrained: str = "auto", 
     report = LoadReport(model, towers, tuple(files), qg, tuple(notes))
     size = clip.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
-    return ClipModel(clip, tokenizer=open_clip.get_tokenizer(model), image_size=size, model_name=model,
-                     resize_mode=resize_mode, protocol=protocol, load_report=report)
+    mean, std = INPUT_NORMS[paper_data.PROTOCOL_RECORDS[protocol].normalisation]  # pmg_aft: ImageNet's
+    return ClipModel(clip, tokenizer=open_clip.get_tokenizer(model), image_size=size, model_name=model, mean=mean,
+                     std=std, resize_mode=resize_mode, protocol=protocol, load_report=report)
 
 
 def _convert_rgb(image: Image.Image) -> Image.Image:
@@ -346,11 +348,12 @@ def preprocess_for_protocol(protocol: str, dataset: str | None = None, *, image_
     if dataset is not None and dataset not in paper_data.PAPER_DATASETS:
         raise ValueError(f"unknown dataset {dataset!r} for protocol {protocol!r}; choose one of "
                          f"{list(paper_data.PAPER_DATASETS)} (or None for the generic transform)")
-    if protocol == "clip":
+    if paper_data.PROTOCOL_RECORDS[protocol].pixels == "open_clip":
         return open_clip_eval_transform(image_size)
     rgb = T.Lambda(_convert_rgb)
     if dataset in NATIVE_RESOLUTION:
-        if protocol == "tecoa":  # TeCoA finetuning.py `preprocess` = ToTensor() for cifar10/100 and STL10
+        if paper_data.PROTOCOL_RECORDS[protocol].pixels == "native_small":  # TeCoA finetuning.py `preprocess` =
+            # ToTensor() for cifar10/100 and STL10 (PMG-AFT's PMG_AFT.py line 245 too)
             return T.Compose([rgb, T.ToTensor()])
         return T.Compose([rgb, T.Resize((image_size, image_size)), T.ToTensor()])  # TGA-ZSR utils.py `preprocess`
     # TeCoA `preprocess224` / PMG-AFT (with to_rgb): Resize(256) (bilinear, torchvision's default) + CenterCrop(224)

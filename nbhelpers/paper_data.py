@@ -1028,18 +1028,72 @@ def is_partial(name: str, dataset: Any, classnames: Sequence[str], *, split: str
 # ---------------------------------------------------------------------------------- evaluation subsets (ours)
 
 # Evaluation protocols: how a dataset's PIL images become the tensors that are attacked (models.preprocess_for_protocol
-# builds the transforms; models.IN_MODEL_RESIZE how the model resizes them). Declared here, beside the datasets.
+# builds the transforms), how the model resizes and normalises them, which class text scores them and in which logit
+# units the attacks ascend. One record per protocol, each naming the peer file it follows (docs/PROTOCOLS.md).
+PROTOCOL_PIXELS = ("native_small", "resize_small", "open_clip", "mini")  # how the datasets' images are read
+PROTOCOL_TEXT = ("tecoa",)  # which class text: TeCoA's single template (TEMPLATE; Country211: its own, template_for)
+PROTOCOL_NORMS = ("clip", "imagenet")  # the mean/std inside the model (models.INPUT_NORMS)
+PROTOCOL_LOGIT_UNITS = ("scaled", "cosine")  # the logits the attacks ascend: CLIP's scale x cosine, or the cosine
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol: pixels, in-model resize, normalisation, class text, attack logit units, and whose."""
+
+    name: str
+    pixels: str
+    """PROTOCOL_PIXELS: native_small: CIFAR-10/100 and STL-10 at their native size (ToTensor), every other dataset
+    Resize(256) (bilinear) + CenterCrop(224); resize_small: those three resized to 224 x 224 (bilinear) first, the
+    others as native_small; open_clip: open_clip's eval transform for every dataset; mini: the mini world's 32 px."""
+    resize: str
+    """How the model brings an input of another size to its own (models.RESIZE_MODES)."""
+    normalisation: str
+    """PROTOCOL_NORMS."""
+    text: str
+    """PROTOCOL_TEXT."""
+    logit_units: str
+    """PROTOCOL_LOGIT_UNITS (the attacks' objective; accuracy does not depend on it)."""
+    follows: str
+    """The peer code it follows (repository, file, lines)."""
+    differs: str = ""
+    """Where ours differs from that code ('' where it does not, as far as measured)."""
+
+    def describe(self) -> str:
+        """One line: the protocol's parts and whose they are."""
+        return (f"pixels {self.pixels}, {self.resize} resize in the model, {self.normalisation} normalisation, "
+                f"{self.text} text, {self.logit_units} logits in the attacks; follows {self.follows}"
+                + (f"; differs: {self.differs}" if self.differs else ""))
+
+
+_TECOA = "cvlab-columbia/ZSRobust4FoundationModel finetuning.py (preprocess / preprocess224, clip_img_preprocessing)"
+PROTOCOL_RECORDS: dict[str, Protocol] = {r.name: r for r in (
+    Protocol("tecoa", "native_small", "bicubic", "clip", "tecoa", "scaled", _TECOA + ", template 'This is a photo of "
+             "a {}'", "Country211 takes 'A photo I took in {}.' (TeCoA's replaced torchvision Country211)"),
+    Protocol("tga_zsr", "resize_small", "bicubic", "clip", "tecoa", "scaled", "TGA-ZSR utils.py `preprocess` "
+             "(Resize((224, 224)) for CIFAR-10/100 and STL-10), else as tecoa",
+             "text: TeCoA's single template, not TGA-ZSR's per-dataset prompts and class phrases (not implemented)"),
+    Protocol("pmg_aft", "native_small", "bicubic", "imagenet", "tecoa", "cosine", "serendipity1122/Pre-trained-Model-"
+             "Guided-Fine-Tuning-for-Zero-Shot-Adversarial-Robustness PMG_AFT.py a53fdd8: lines 119-134 (ImageNet "
+             "mean/std, bicubic upsample to 224), 245-257 (preprocess, preprocess224), 659-669 (cosine logits in its "
+             "validate and attack_pgd_noprompt), template 'This is a photo of a {}'", ""),
+    Protocol("clip", "open_clip", "bicubic", "clip", "tecoa", "scaled", "open_clip.image_transform(is_train=False)",
+             "TeCoA's single template, not CLIP_benchmark's template ensembles (not implemented)"),
+    Protocol("mini", "mini", "bilinear", "clip", "tecoa", "scaled", "ours (the mini profile)", ""),
+)}
 PROTOCOLS: dict[str, str] = {
-    "tecoa": "TeCoA / PMG-AFT evaluation (the paper profile's default): CIFAR-10/100 and STL-10 at their native "
+    "tecoa": "TeCoA evaluation (the paper profile's default): CIFAR-10/100 and STL-10 at their native "
              "resolution (32 / 96 px, ToTensor only) and resized bicubically inside the model; every other dataset "
-             "Resize(256) (bilinear) + CenterCrop(224)",
+             "Resize(256) (bilinear) + CenterCrop(224); CLIP's normalisation and logit scale",
     "tga_zsr": "TGA-ZSR: CIFAR-10/100 and STL-10 resized to 224 x 224 (bilinear) before the attack; every other "
                "dataset as tecoa",
+    "pmg_aft": "PMG-AFT's released code: tecoa's pixels and resize, ImageNet's mean/std inside the model, attacks on "
+               "raw cosine logits (no logit scale)",
     "clip": "open_clip's own evaluation transform for every dataset (bicubic Resize(224) + CenterCrop(224))",
     "mini": "the mini profile: world images rendered at 32 px (tensors pass through, PIL resized to 32 x 32)",
 }
+"""Each protocol's one-line meaning (its record: PROTOCOL_RECORDS)."""
 NATIVE_RESOLUTION: dict[str, int] = {"cifar10": 32, "cifar100": 32, "stl10": 96}  # attacked at this size (tecoa)
-DEFAULT_PROTOCOL = "tecoa"  # the paper profile's: the protocol of the tables we compare with (TeCoA, PMG-AFT)
+DEFAULT_PROTOCOL = "tecoa"  # the paper profile's: TeCoA's protocol (PMG-AFT's own reads pixels the same: pmg_aft)
 SAMPLING_RULES = ("random", "balanced", "first")
 """How a paper-scale evaluation subset is drawn (rules of ours; see :func:`subset_indices`)."""
 

@@ -156,3 +156,32 @@ def test_pmg_aft_code_trains_and_its_model_keeps_imagenet_normalisation(tmp_path
     base = models.create_model_and_transforms("mini")[0]
     assert any(not torch.equal(a, b) for a, b in zip(run.model.visual.parameters(), base.visual.parameters()))
     assert torch.allclose(base.mean.flatten(), torch.tensor(models.OPENAI_MEAN))  # the others keep CLIP's
+
+
+def test_pmg_aft_protocol_scores_as_pmg_aft_py_validates():
+    """Protocol pmg_aft: TeCoA's pixels, ImageNet normalisation in the model, the attack on cosine logits: equal
+    adversarial images to PMG_AFT.py's attack (lines 576-616, as its validate calls it, line 865) from the same
+    start; tecoa's pixels are the same and its model CLIP-normalised."""
+    from PIL import Image
+
+    from nbhelpers import attacks, evaluation, paper_data
+    from nbhelpers.zeroshot import build_head
+
+    model = models.create_model_and_transforms("paper", model="ViT-B-32", pretrained="none", protocol="pmg_aft")[0]
+    tecoa = models.create_model_and_transforms("paper", model="ViT-B-32", pretrained="none", protocol="tecoa")[0]
+    assert torch.allclose(model.mean.flatten(), torch.tensor(models.IMAGENET_MEAN))
+    assert torch.allclose(tecoa.mean.flatten(), torch.tensor(models.OPENAI_MEAN))
+    image = Image.fromarray((torch.rand(40, 50, 3, generator=torch.Generator().manual_seed(2)) * 255).byte().numpy())
+    for dataset in ("cifar10", "dtd"):
+        assert torch.equal(models.preprocess_for_protocol("pmg_aft", dataset)(image),
+                           models.preprocess_for_protocol("tecoa", dataset)(image))
+    assert evaluation.attack_logit_scale("pmg_aft") == 1.0 and evaluation.attack_logit_scale("tecoa") is None
+    assert paper_data.PROTOCOL_RECORDS["pmg_aft"].logit_units == "cosine"
+    emb = build_class_embeddings(model, CLASSES, ["This is a photo of a {}"])
+    head = build_head(model, emb, logit_scale=evaluation.attack_logit_scale("pmg_aft"))
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(4, 3, 32, 32, generator=g), torch.tensor([4, 3, 2, 1])
+    noise = 2 * torch.rand(x.shape, generator=g) - 1
+    ours = attacks.pgd_attack(head, x, y, eps=1 / 255, alpha=1 / 255, steps=3, start_noise=noise)
+    delta = attack_pgd(model.visual, emb, x, y, alpha=1 / 255, attack_iters=3, epsilon=1 / 255, start=noise)
+    torch.testing.assert_close(ours, x + delta.detach(), rtol=0, atol=1e-6)
