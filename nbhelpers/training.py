@@ -121,6 +121,9 @@ class TrainData:
                 raise ValueError(f"TrainData({self.name!r}) on the paper profile reads images from disk and needs "
                                  "the model's preprocess (create_model_and_transforms(...)[1] or "
                                  "models.preprocess_for(model))")
+            if isinstance(preprocess, models.ProtocolPreprocess):  # the protocol's reading of this dataset: CIFAR-10/
+                preprocess = preprocess.for_dataset(self.name)  # 100 and STL-10 at their native size under tecoa
+                # (TeCoA's finetuning.py trains on them so), resized bicubically inside the model
             self.dataset, self.classnames = paper_data.load_paper_dataset(
                 self.name, root=cfg.data_root or paths.DATA_ROOT, transform=preprocess, split="train")
             self.templates = [paper_data.TEMPLATE]
