@@ -100,7 +100,8 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
     indices = paper_data.subset_indices(dataset, ds, n=n, sampling=rule, seed=sample_seed)
     items = [ds[i] for i in tqdm(indices, desc=f"load {dataset}", disable=not progress)]
     images, labels = stack_items(items, what=dataset)
-    return EvalSet(dataset, images, labels, classnames, [paper_data.template_for(dataset)],
+    names, templates = paper_data.text_for(dataset, protocol, classnames)  # the protocol's class text
+    return EvalSet(dataset, images, labels, names, templates,
                    sampling=rule + (paper_data.PARTIAL_MARK if partial else ""),
                    indices=tuple(indices),
                    sample_seed=None if rule == "first" else sample_seed, protocol=protocol)

@@ -119,6 +119,7 @@ so a few classes only). Each rule is a fixed order of the whole dataset, so a sm
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import re
 import sys
@@ -157,6 +158,7 @@ __all__ = [
     "format_data_report",
     "get_classnames",
     "is_partial",
+    "text_for",
     "partial_data_allowed",
     "list_paper_datasets",
     "list_validation_datasets",
@@ -1031,7 +1033,9 @@ def is_partial(name: str, dataset: Any, classnames: Sequence[str], *, split: str
 # builds the transforms), how the model resizes and normalises them, which class text scores them and in which logit
 # units the attacks ascend. One record per protocol, each naming the peer file it follows (docs/PROTOCOLS.md).
 PROTOCOL_PIXELS = ("native_small", "resize_small", "open_clip", "mini")  # how the datasets' images are read
-PROTOCOL_TEXT = ("tecoa",)  # which class text: TeCoA's single template (TEMPLATE; Country211: its own, template_for)
+PROTOCOL_TEXT = ("tecoa", "tga_zsr")  # which class text: TeCoA's single template (TEMPLATE; Country211: its own,
+# template_for), or TGA-ZSR's per-dataset templates and class phrases (data file protocol_text/tga_zsr.csv)
+PROTOCOL_TEXT_DIR = Path(__file__).resolve().parent / "protocol_text"  # per-dataset text, one CSV per text source
 PROTOCOL_NORMS = ("clip", "imagenet")  # the mean/std inside the model (models.INPUT_NORMS)
 PROTOCOL_LOGIT_UNITS = ("scaled", "cosine")  # the logits the attacks ascend: CLIP's scale x cosine, or the cosine
 
@@ -1069,9 +1073,12 @@ _TECOA = "cvlab-columbia/ZSRobust4FoundationModel finetuning.py (preprocess / pr
 PROTOCOL_RECORDS: dict[str, Protocol] = {r.name: r for r in (
     Protocol("tecoa", "native_small", "bicubic", "clip", "tecoa", "scaled", _TECOA + ", template 'This is a photo of "
              "a {}'", "Country211 takes 'A photo I took in {}.' (TeCoA's replaced torchvision Country211)"),
-    Protocol("tga_zsr", "resize_small", "bicubic", "clip", "tecoa", "scaled", "TGA-ZSR utils.py `preprocess` "
-             "(Resize((224, 224)) for CIFAR-10/100 and STL-10), else as tecoa",
-             "text: TeCoA's single template, not TGA-ZSR's per-dataset prompts and class phrases (not implemented)"),
+    Protocol("tga_zsr", "resize_small", "bicubic", "clip", "tga_zsr", "scaled", "zhyblue424/TGA-ZSR utils.py "
+             "`preprocess` (Resize((224, 224)) for CIFAR-10/100 and STL-10), else as tecoa; text: its replace/datasets/"
+             "*.py prompt templates (protocol_text/tga_zsr.csv, each row's source), 'This is a photo of a {}' for the "
+             "others (utils.py get_text_prompts_val)",
+             "class names: ours (TeCoA's refinement) put into its templates, not its own class-name clean-up; "
+             "ImageNet / TinyImageNet names: open_clip's, not its imagenet_classes_names.txt"),
     Protocol("pmg_aft", "native_small", "bicubic", "imagenet", "tecoa", "cosine", "serendipity1122/Pre-trained-Model-"
              "Guided-Fine-Tuning-for-Zero-Shot-Adversarial-Robustness PMG_AFT.py a53fdd8: lines 119-134 (ImageNet "
              "mean/std, bicubic upsample to 224), 245-257 (preprocess, preprocess224), 659-669 (cosine logits in its "
@@ -1098,6 +1105,34 @@ SAMPLING_RULES = ("random", "balanced", "first")
 """How a paper-scale evaluation subset is drawn (rules of ours; see :func:`subset_indices`)."""
 
 DEFAULT_SAMPLING = "random"
+
+
+def _protocol_text(text: str) -> dict[str, dict[str, str]]:
+    """{dataset: row} of a per-dataset text file (protocol_text/<text>.csv: dataset, template, class_phrases,
+    source); {} for TeCoA's single template."""
+    if text == "tecoa":
+        return {}
+    with open(PROTOCOL_TEXT_DIR / f"{text}.csv", newline="") as fh:
+        rows = {row["dataset"]: row for row in csv.DictReader(fh)}
+    unknown = sorted(set(rows) - set(PAPER_DATASETS))
+    if unknown:
+        raise ValueError(f"protocol_text/{text}.csv names unknown datasets {unknown}")
+    return rows
+
+
+def text_for(dataset: str, protocol: str, classnames: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(class names, templates) a protocol scores `dataset` with: TeCoA's single template (template_for) under
+    tecoa-text protocols (and for a "custom" preprocess); under tga_zsr its per-dataset template, or its whole
+    class phrases with the template "{}" (PCAM), else TeCoA's template, as TGA-ZSR's get_text_prompts_val."""
+    record = PROTOCOL_RECORDS.get(protocol)
+    row = _protocol_text(record.text).get(dataset) if record is not None else None
+    if row is None:
+        return list(classnames), [template_for(dataset)]
+    phrases = [p for p in row["class_phrases"].split("|") if p]
+    if phrases and len(phrases) != len(classnames):
+        raise ValueError(f"protocol_text/{record.text}.csv: {dataset} has {len(phrases)} class phrases for "
+                         f"{len(classnames)} classes")
+    return (phrases or list(classnames)), [row["template"]]
 
 
 def check_sampling(sampling: str) -> str:
