@@ -1033,8 +1033,9 @@ def is_partial(name: str, dataset: Any, classnames: Sequence[str], *, split: str
 # builds the transforms), how the model resizes and normalises them, which class text scores them and in which logit
 # units the attacks ascend. One record per protocol, each naming the peer file it follows (docs/PROTOCOLS.md).
 PROTOCOL_PIXELS = ("native_small", "resize_small", "open_clip", "mini")  # how the datasets' images are read
-PROTOCOL_TEXT = ("tecoa", "tga_zsr")  # which class text: TeCoA's single template (TEMPLATE; Country211: its own,
-# template_for), or TGA-ZSR's per-dataset templates and class phrases (data file protocol_text/tga_zsr.csv)
+PROTOCOL_TEXT = ("tecoa", "tga_zsr", "clip_benchmark")  # which class text: TeCoA's single template (TEMPLATE;
+# Country211: its own, template_for), TGA-ZSR's per-dataset templates and class phrases, or CLIP_benchmark's
+# per-dataset template ensembles (data files protocol_text/<text>.csv, each row with its source; "{c}" written "{}")
 PROTOCOL_TEXT_DIR = Path(__file__).resolve().parent / "protocol_text"  # per-dataset text, one CSV per text source
 PROTOCOL_NORMS = ("clip", "imagenet")  # the mean/std inside the model (models.INPUT_NORMS)
 PROTOCOL_LOGIT_UNITS = ("scaled", "cosine")  # the logits the attacks ascend: CLIP's scale x cosine, or the cosine
@@ -1084,7 +1085,12 @@ PROTOCOL_RECORDS: dict[str, Protocol] = {r.name: r for r in (
              "mean/std, bicubic upsample to 224), 245-257 (preprocess, preprocess224), 659-669 (cosine logits in its "
              "validate and attack_pgd_noprompt), template 'This is a photo of a {}'", ""),
     Protocol("clip", "open_clip", "bicubic", "clip", "tecoa", "scaled", "open_clip.image_transform(is_train=False)",
-             "TeCoA's single template, not CLIP_benchmark's template ensembles (not implemented)"),
+             "TeCoA's single template (clip_benchmark: the same pixels with CLIP_benchmark's template ensembles)"),
+    Protocol("clip_benchmark", "open_clip", "bicubic", "clip", "clip_benchmark", "scaled", "LAION-AI/CLIP_benchmark "
+             "(RobustVLM's ViT-B/32 table): the model's open_clip eval transform, clip_benchmark/datasets/"
+             "en_zeroshot_classification_templates.json ensembles (class embeddings averaged over templates)",
+             "class names: ours, not its en_classnames.json; Caltech256 and TinyImageNet (not in CLIP_benchmark) take "
+             "TeCoA's template"),
     Protocol("mini", "mini", "bilinear", "clip", "tecoa", "scaled", "ours (the mini profile)", ""),
 )}
 PROTOCOLS: dict[str, str] = {
@@ -1096,6 +1102,7 @@ PROTOCOLS: dict[str, str] = {
     "pmg_aft": "PMG-AFT's released code: tecoa's pixels and resize, ImageNet's mean/std inside the model, attacks on "
                "raw cosine logits (no logit scale)",
     "clip": "open_clip's own evaluation transform for every dataset (bicubic Resize(224) + CenterCrop(224))",
+    "clip_benchmark": "CLIP_benchmark (RobustVLM's table): clip's pixels, per-dataset template ensembles",
     "mini": "the mini profile: world images rendered at 32 px (tensors pass through, PIL resized to 32 x 32)",
 }
 """Each protocol's one-line meaning (its record: PROTOCOL_RECORDS)."""
@@ -1107,13 +1114,15 @@ SAMPLING_RULES = ("random", "balanced", "first")
 DEFAULT_SAMPLING = "random"
 
 
-def _protocol_text(text: str) -> dict[str, dict[str, str]]:
-    """{dataset: row} of a per-dataset text file (protocol_text/<text>.csv: dataset, template, class_phrases,
-    source); {} for TeCoA's single template."""
+def _protocol_text(text: str) -> dict[str, list[dict[str, str]]]:
+    """{dataset: rows, one per template} of a per-dataset text file (protocol_text/<text>.csv: dataset, template,
+    class_phrases, source); {} for TeCoA's single template."""
     if text == "tecoa":
         return {}
+    rows: dict[str, list[dict[str, str]]] = {}
     with open(PROTOCOL_TEXT_DIR / f"{text}.csv", newline="") as fh:
-        rows = {row["dataset"]: row for row in csv.DictReader(fh)}
+        for row in csv.DictReader(fh):
+            rows.setdefault(row["dataset"], []).append(row)
     unknown = sorted(set(rows) - set(PAPER_DATASETS))
     if unknown:
         raise ValueError(f"protocol_text/{text}.csv names unknown datasets {unknown}")
@@ -1123,16 +1132,17 @@ def _protocol_text(text: str) -> dict[str, dict[str, str]]:
 def text_for(dataset: str, protocol: str, classnames: Sequence[str]) -> tuple[list[str], list[str]]:
     """(class names, templates) a protocol scores `dataset` with: TeCoA's single template (template_for) under
     tecoa-text protocols (and for a "custom" preprocess); under tga_zsr its per-dataset template, or its whole
-    class phrases with the template "{}" (PCAM), else TeCoA's template, as TGA-ZSR's get_text_prompts_val."""
+    class phrases with the template "{}" (PCAM), else TeCoA's template, as TGA-ZSR's get_text_prompts_val; under
+    clip_benchmark the dataset's template ensemble (class embeddings average over the templates)."""
     record = PROTOCOL_RECORDS.get(protocol)
-    row = _protocol_text(record.text).get(dataset) if record is not None else None
-    if row is None:
+    rows = _protocol_text(record.text).get(dataset) if record is not None else None
+    if not rows:
         return list(classnames), [template_for(dataset)]
-    phrases = [p for p in row["class_phrases"].split("|") if p]
+    phrases = [p for p in rows[0]["class_phrases"].split("|") if p]
     if phrases and len(phrases) != len(classnames):
         raise ValueError(f"protocol_text/{record.text}.csv: {dataset} has {len(phrases)} class phrases for "
                          f"{len(classnames)} classes")
-    return (phrases or list(classnames)), [row["template"]]
+    return (phrases or list(classnames)), [row["template"] for row in rows]
 
 
 def check_sampling(sampling: str) -> str:

@@ -297,3 +297,17 @@ def test_tga_zsr_scores_with_its_per_dataset_prompts_and_tecoa_with_its_one_temp
     assert paper_data.text_for("cifar10", "tga_zsr", ["a", "b"]) == (["a", "b"], ["This is a photo of a {}"])
     assert paper_data.text_for("country211", "tecoa", ["x"]) == (["x"], ["A photo I took in {}."])
     assert paper_data.text_for("dtd", "custom", ["x"]) == (["x"], ["This is a photo of a {}"])
+
+
+def test_clip_benchmark_scores_with_its_template_ensembles():
+    from nbhelpers import paper_data
+
+    names, templates = paper_data.text_for("cifar10", "clip_benchmark", ["airplane"])
+    assert len(templates) == 18 and templates[0] == "a photo of a {}." and names == ["airplane"]
+    assert len(paper_data.text_for("imagenet", "clip_benchmark", ["tench"])[1]) == 80
+    assert paper_data.text_for("caltech256", "clip_benchmark", ["x"])[1] == ["This is a photo of a {}"]
+    assert all(t.format("x") != t for t in templates)  # every template takes the class name
+    assert models.preprocess_for_protocol("clip_benchmark", "cifar10").__repr__() == \
+        models.preprocess_for_protocol("clip", "cifar10").__repr__()
+    rows = (paper_data.PROTOCOL_TEXT_DIR / "clip_benchmark.csv").read_text().splitlines()[1:]
+    assert len(rows) == 200 and all("en_zeroshot_classification_templates.json" in r for r in rows)
