@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from nbhelpers.utils import file_fingerprint
 
@@ -59,6 +61,7 @@ _OPENAI_SCALARS = ("input_resolution", "context_length", "vocab_size")  # ints O
 _TEXT_KEYS = ("token_embedding.weight", "text_projection", "ln_final.weight")
 _VISION_KEYS = ("conv1.weight", "class_embedding", "attnpool.c_proj.weight")  # ViT, ModifiedResNet
 _FORMAT_LIST = "; ".join(f"{k}: {v}" for k, v in FORMATS.items())
+_CONTAINERS = {"torch": "torch.save file", "torchscript": "TorchScript archive", "safetensors": "safetensors file"}
 
 
 class CheckpointError(ValueError):
@@ -200,6 +203,39 @@ def _torch_load(path: Path) -> object:
         raise _corrupt_file_error(path, "torch.save file", exc) from exc
 
 
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and its metadata (str -> str); a truncated or corrupt file is an error."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _corrupt_file_error(path, "safetensors file", exc) from exc
+
+
+def _expect_container(path: Path, container: str, role: str) -> Path:
+    """path if its sniffed container is `container`; else an error naming the file, what it is, and the fix."""
+    found = sniff_container(path)
+    if found != container:
+        raise CheckpointError(f"{role} {str(path)!r} is a {_CONTAINERS[found]}, not the {_CONTAINERS[container]} "
+                              f"expected here. Fix: pass the {role} this project wrote ({_CONTAINERS[container]}).")
+    return path
+
+
+def load_torch_file(path: str | os.PathLike, *, role: str = "checkpoint") -> object:
+    """The object a torch.save file holds, read with weights_only=True plus numpy's float64 scalar (the one
+    allowance, for the TeCoA family's best_acc1): the package's only torch.load. A missing, empty, folder,
+    truncated, non-torch or unsafe file raises an error that names the file, the problem and the fix."""
+    return _torch_load(_expect_container(check_weights_path(path, role=role), "torch", role))
+
+
+def load_safetensors_file(path: str | os.PathLike, *,
+                          role: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file: the package's only safetensors read. Bad input raises an error
+    that names the file, the problem and the fix (as load_torch_file)."""
+    return _read_safetensors(_expect_container(check_weights_path(path, role=role), "safetensors", role))
+
+
 def _read_object(path: Path, container: str) -> tuple[object, dict[str, str]]:
     """The file's object (a TorchScript state dict, torch.save's object, or safetensors' tensors) and notes."""
     if container == "torchscript":
@@ -211,15 +247,8 @@ def _read_object(path: Path, container: str) -> tuple[object, dict[str, str]]:
             raise _corrupt_file_error(path, "TorchScript archive", exc) from exc
         return dict(module.state_dict()), {}
     if container == "safetensors":
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file
-
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                meta = dict(fh.metadata() or {})
-            return load_file(str(path)), {f"metadata.{k}": str(v)[:80] for k, v in meta.items()}
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise _corrupt_file_error(path, "safetensors file", exc) from exc
+        tensors, meta = _read_safetensors(path)
+        return tensors, {f"metadata.{k}": str(v)[:80] for k, v in meta.items()}
     return _torch_load(path), {}
 
 

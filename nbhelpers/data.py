@@ -31,7 +31,8 @@ class EvalSet:
     templates: list[str]
     sampling: str = "first"
     """How the items were chosen: "first" (mini: the first n of the seeded task pool; paper: dataset order) or a
-    paper sampling rule of ours, "random" / "balanced" (see :func:`nbhelpers.paper_data.subset_indices`)."""
+    paper sampling rule of ours, "random" / "balanced" (see :func:`nbhelpers.paper_data.subset_indices`); followed
+    by paper_data.PARTIAL_MARK ("+partial") when the split is smaller than its official size (allowed explicitly)."""
     indices: tuple[int, ...] = ()
     """Paper profile: the dataset indices of the items, in order (empty for mini)."""
     sample_seed: int | None = None
@@ -95,10 +96,13 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
     else:
         transform, protocol = preprocess, "custom"
     ds, classnames = paper_data.load_paper_dataset(dataset, root=data_root or paths.DATA_ROOT, transform=transform)
+    partial = paper_data.is_partial(dataset, ds, classnames)  # loaded only where partial data are allowed
     indices = paper_data.subset_indices(dataset, ds, n=n, sampling=rule, seed=sample_seed)
     items = [ds[i] for i in tqdm(indices, desc=f"load {dataset}", disable=not progress)]
     images, labels = stack_items(items, what=dataset)
-    return EvalSet(dataset, images, labels, classnames, [paper_data.template_for(dataset)], sampling=rule,
+    names, templates = paper_data.text_for(dataset, protocol, classnames)  # the protocol's class text
+    return EvalSet(dataset, images, labels, names, templates,
+                   sampling=rule + (paper_data.PARTIAL_MARK if partial else ""),
                    indices=tuple(indices),
                    sample_seed=None if rule == "first" else sample_seed, protocol=protocol)
 

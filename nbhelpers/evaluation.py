@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from nbhelpers import analysis, methods, metrics
+from nbhelpers import analysis, methods, metrics, paper_data
 from nbhelpers import attacks as attack_mod
 from nbhelpers.attacks import ATTACKS, AttackSpec
 from nbhelpers.data import EvalSet, classnames_for, load_eval_set
@@ -113,6 +113,13 @@ def attack_logits(attack: str, head: ZeroShotClassifier, images: torch.Tensor, l
         with torch.no_grad():
             out.append(head(adv).float().cpu())
     return torch.cat(out)
+
+
+def attack_logit_scale(protocol: str) -> float | None:
+    """The zero-shot head's logit scale under an evaluation protocol: 1 (raw cosines, PMG-AFT's code) where its record
+    says logit_units "cosine"; None (the model's own scale) otherwise, and for a "custom" preprocess."""
+    record = paper_data.PROTOCOL_RECORDS.get(protocol)
+    return 1.0 if record is not None and record.logit_units == "cosine" else None
 
 
 def evaluate_cell(head: ZeroShotClassifier, evalset: EvalSet, *, attack: str, eps: float, n: int, seed: int = 0,
@@ -212,7 +219,7 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
                                             preprocess=preprocess, sampling=sampling)
                 if head is None:
                     head = build_head(model.image_model, model.embed(evalset.classnames, evalset.templates),
-                                      device=device)
+                                      logit_scale=attack_logit_scale(evalset.protocol), device=device)
                     key = id(model.image_model)
                     if key not in image_fps:
                         image_fps[key] = model_fingerprint(model.image_model.clip.visual)

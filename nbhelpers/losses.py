@@ -39,6 +39,19 @@ def pmg_aft_loss(adv_logits: torch.Tensor, clean_logits: torch.Tensor, pretraine
             + beta * kl_to(clean_logits, adv_logits))
 
 
+def pmg_aft_code_loss(adv_logits: torch.Tensor, clean_logits: torch.Tensor, pretrained_adv_logits: torch.Tensor,
+                      labels: torch.Tensor, *, alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
+    """PMG-AFT's released code (PMG_AFT.py at a53fdd8, lines 215 and 736-738): CE(adv), mean over the batch, +
+    alpha KLDivLoss(reduction="sum")(log_softmax(adv), softmax(pre-trained(adv))) + beta KLDivLoss(reduction="sum")(
+    log_softmax(adv), softmax(clean)): both KL terms summed over the batch (N times :func:`pmg_aft_loss`'s at equal
+    weights), the clean branch NOT detached (its gradient flows). The code has no alpha, beta (both 1); ours: the
+    weights of 06's search. The logits are whatever the caller passes: the code's are raw cosines (no logit scale)."""
+    log_adv = F.log_softmax(adv_logits, dim=-1)
+    kl_pre = F.kl_div(log_adv, F.softmax(pretrained_adv_logits, dim=-1), reduction="sum")
+    kl_clean = F.kl_div(log_adv, F.softmax(clean_logits, dim=-1), reduction="sum")
+    return F.cross_entropy(adv_logits, labels) + alpha * kl_pre + beta * kl_clean
+
+
 def fare_loss(adv_features: torch.Tensor, pretrained_clean_features: torch.Tensor, *,
               relative: bool = False) -> torch.Tensor:
     """paper (FARE, Schlarmann et al.): squared L2 between unnormalised adv and frozen clean image embeddings, mean.

@@ -36,7 +36,7 @@ from torch import nn
 
 from nbhelpers import paper_data, paths
 from nbhelpers.checkpoints import (OPENAI_SHA256, Checkpoint, CheckpointError, LoadReport, check_fits, detect_tower,
-                                   read_checkpoint)
+                                   load_safetensors_file, read_checkpoint)
 from nbhelpers.utils import file_fingerprint
 
 # bump with any change to the numbers this module computes: the models' forward passes, normalisation, preprocessing
@@ -45,6 +45,10 @@ NUMERICS_VERSION = 1
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics (PMG-AFT's PMG_AFT.py lines 119-120)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "clip": (OPENAI_MEAN, OPENAI_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 MINI_MODEL_NAME = "mini-clip"
 PAPER_MODEL_NAME = "ViT-B-32"
 _OPENAI_HF_REPO = "timm/vit_base_patch32_clip_224.openai"
@@ -54,7 +58,7 @@ RESIZE_MODES = ("bilinear", "bicubic")
 
 PROTOCOLS = paper_data.PROTOCOLS  # the names and what each means live with the datasets they read
 NATIVE_RESOLUTION = paper_data.NATIVE_RESOLUTION
-IN_MODEL_RESIZE: dict[str, str] = {"tecoa": "bicubic", "tga_zsr": "bicubic", "clip": "bicubic", "mini": "bilinear"}
+IN_MODEL_RESIZE: dict[str, str] = {name: p.resize for name, p in paper_data.PROTOCOL_RECORDS.items()}
 
 
 @dataclass(frozen=True)
@@ -105,10 +109,15 @@ class ClipModel(nn.Module):
     def encode_image(self, images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         """Image embeddings (N, D) from pixels in [0, 1], resized to the model's input (resize_mode, as
         F.interpolate without antialiasing: TeCoA's clip_img_preprocessing for 'bicubic'); unit-norm when normalize."""
+        return self.clip.encode_image(self.model_inputs(images), normalize=normalize)
+
+    def model_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """What the image tower reads: pixels in [0, 1] (N, 3, H, W) resized to the model's input (resize_mode, only
+        when the size differs) and normalised with the model's mean/std -> (N, 3, S, S)."""
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = nn.functional.interpolate(images, size=(self.image_size, self.image_size),
                                                mode=self.resize_mode, align_corners=False, antialias=False)
-        return self.clip.encode_image((images - self.mean) / self.std, normalize=normalize)
+        return (images - self.mean) / self.std
 
     def encode_text(self, tokens: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         """Text embeddings (N, D) from token ids (N, L); unit-norm when normalize."""
@@ -117,6 +126,17 @@ class ClipModel(nn.Module):
     def tokenize(self, texts: list[str], *, device: torch.device | str = "cpu") -> torch.Tensor:
         """Token ids (N, L) for a list of strings, on device."""
         return self.tokenizer(texts).to(device)
+
+
+def set_input_norm(model: ClipModel, norm: str) -> ClipModel:
+    """Normalise model's inputs with `norm`'s mean/std (INPUT_NORMS: "clip", CLIP's; "imagenet", torchvision's),
+    in place; returns the model."""
+    if norm not in INPUT_NORMS:
+        raise ValueError(f"unknown input normalisation {norm!r}; choose one of {sorted(INPUT_NORMS)}")
+    mean, std = INPUT_NORMS[norm]
+    model.mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
+    model.std.copy_(torch.tensor(std).view(1, 3, 1, 1))
+    return model
 
 
 @contextlib.contextmanager
@@ -233,7 +253,8 @@ def build_open_clip(model: str = PAPER_MODEL_NAME, *, pretrained: str = "auto", 
                          f"e.g. {PAPER_MODEL_NAME}")
     resize_mode = in_model_resize(protocol)
     if protocol == "mini":
-        raise ValueError("protocol 'mini' belongs to the mini profile; choose 'tecoa', 'tga_zsr' or 'clip'")
+        raise ValueError("protocol 'mini' belongs to the mini profile; choose one of "
+                         f"{[p for p in PROTOCOLS if p != 'mini']}")
     expected = expected_state_shapes(model)
     ckpt = None
     if checkpoint:
@@ -284,8 +305,9 @@ def build_open_clip(model: str = PAPER_MODEL_NAME, *, pretrained: str = "auto", 
     report = LoadReport(model, towers, tuple(files), qg, tuple(notes))
     size = clip.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
-    return ClipModel(clip, tokenizer=open_clip.get_tokenizer(model), image_size=size, model_name=model,
-                     resize_mode=resize_mode, protocol=protocol, load_report=report)
+    mean, std = INPUT_NORMS[paper_data.PROTOCOL_RECORDS[protocol].normalisation]  # pmg_aft: ImageNet's
+    return ClipModel(clip, tokenizer=open_clip.get_tokenizer(model), image_size=size, model_name=model, mean=mean,
+                     std=std, resize_mode=resize_mode, protocol=protocol, load_report=report)
 
 
 def _convert_rgb(image: Image.Image) -> Image.Image:
@@ -326,11 +348,12 @@ def preprocess_for_protocol(protocol: str, dataset: str | None = None, *, image_
     if dataset is not None and dataset not in paper_data.PAPER_DATASETS:
         raise ValueError(f"unknown dataset {dataset!r} for protocol {protocol!r}; choose one of "
                          f"{list(paper_data.PAPER_DATASETS)} (or None for the generic transform)")
-    if protocol == "clip":
+    if paper_data.PROTOCOL_RECORDS[protocol].pixels == "open_clip":
         return open_clip_eval_transform(image_size)
     rgb = T.Lambda(_convert_rgb)
     if dataset in NATIVE_RESOLUTION:
-        if protocol == "tecoa":  # TeCoA finetuning.py `preprocess` = ToTensor() for cifar10/100 and STL10
+        if paper_data.PROTOCOL_RECORDS[protocol].pixels == "native_small":  # TeCoA finetuning.py `preprocess` =
+            # ToTensor() for cifar10/100 and STL10 (PMG-AFT's PMG_AFT.py line 245 too)
             return T.Compose([rgb, T.ToTensor()])
         return T.Compose([rgb, T.Resize((image_size, image_size)), T.ToTensor()])  # TGA-ZSR utils.py `preprocess`
     # TeCoA `preprocess224` / PMG-AFT (with to_rgb): Resize(256) (bilinear, torchvision's default) + CenterCrop(224)
@@ -384,18 +407,26 @@ def preprocess_for(model: ClipModel) -> Callable:
 
 
 def load_mini_clip(path: str | os.PathLike) -> ClipModel:
-    """Load a mini CLIP from a safetensors checkpoint (safe: tensors only), checking it is a mini CLIP."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
+    """Load a mini CLIP from a safetensors checkpoint (safe: tensors only), checking it is a mini CLIP; a bad file
+    (missing, a folder, empty, truncated, not safetensors, another model) is an error naming it and the fix."""
+    role = "mini CLIP checkpoint"
+    fix = ("Fix: pass the safetensors file `make pretrain` writes (checkpoints/mini_clip.safetensors), or leave "
+           "checkpoint empty for the committed one.")
+    try:
+        state, meta = load_safetensors_file(path, role=role)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{role} {str(path)!r} does not exist. {fix}") from exc
+    except CheckpointError as exc:  # the reader's problem, with the mini profile's fix instead of the generic one
+        problem = str(exc).split(" Fix: ")[0].rstrip(".")
+        raise CheckpointError(f"{role} {str(path)!r}: {problem}. {fix}") from exc
     if meta.get("model_name") != MINI_MODEL_NAME:
-        raise ValueError(f"{path} is not a {MINI_MODEL_NAME} checkpoint (model_name={meta.get('model_name')!r})")
+        raise CheckpointError(f"{role} {str(path)!r} is not a {MINI_MODEL_NAME} checkpoint (model_name="
+                              f"{meta.get('model_name')!r}). {fix}")
     if json.loads(meta["config"]) != mini_model_config():
-        raise ValueError(f"{path} was trained with another mini-clip config than nbhelpers/model_configs has")
+        raise CheckpointError(f"{role} {str(path)!r} was trained with another mini-clip config than "
+                              "nbhelpers/model_configs has. Fix: rebuild it with `make pretrain`.")
     model = build_mini_clip()
-    model.clip.load_state_dict(load_file(str(path)))
+    model.clip.load_state_dict(state)
     return model.eval()
 
 
@@ -421,8 +452,8 @@ def create_model_and_transforms(profile: str = "mini", *, model: str = "auto", p
         if pretrained == "none" and not checkpoint:
             clip = build_mini_clip()
         else:
-            path = Path(checkpoint) if checkpoint else paths.MINI_CHECKPOINT
-            if not path.is_file():
+            path = Path(checkpoint).expanduser() if checkpoint else paths.MINI_CHECKPOINT
+            if not checkpoint and not path.exists():
                 raise FileNotFoundError(f"mini CLIP checkpoint {str(path)!r} not found; make it with `make pretrain` "
                                         "(= python -m nbhelpers.pretrain, about 7 minutes on 2 CPU cores).")
             clip = load_mini_clip(path)

@@ -95,6 +95,18 @@ Data doctor
 every dataset as found, missing or incomplete, with the files it expected, the folder they go in and where the
 dataset is obtained. Loading a dataset that is missing or incomplete fails the same way before any image is read.
 
+Complete or refused
+-------------------
+:data:`OFFICIAL_SIZES` holds each split's official number of classes and images, with its source. The doctor counts
+the class-folder layouts (ImageNet val, Caltech101/256, EuroSAT, Country211: folders and files, no image read) and
+flags 0-byte required files; :func:`load_paper_dataset` compares every split it loads (classes and images, after
+torchvision read it) and raises :class:`IncompleteDatasetError` for a partial one, unless partial data are allowed
+explicitly (``allow_partial=True``, or ``TIMA_ALLOW_PARTIAL_DATA=1``: :data:`ALLOW_PARTIAL_ENV`). An evaluation set
+made from partial data says so in its sampling (``"random+partial"``), a key field of every result row, so its rows
+never stand for, or are reused as, the complete dataset's. The test fixtures (``tests/paper_fixtures.py``) are small
+by design: the test session sets ``TIMA_ALLOW_PARTIAL_DATA=1`` (tests/conftest.py), and the tests of this check
+remove it.
+
 Evaluation subsets (ours)
 -------------------------
 The papers evaluate whole test sets. A smaller run takes a subset (:func:`subset_indices`), by a rule of ours:
@@ -107,6 +119,7 @@ so a few classes only). Each rule is a fixed order of the whole dataset, so a sm
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import re
 import sys
@@ -121,6 +134,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 __all__ = [
+    "ALLOW_PARTIAL_ENV",
     "DATASET_ROLES",
     "DATA_STATUSES",
     "DEFAULT_SAMPLING",
@@ -129,6 +143,10 @@ __all__ = [
     "SKIP_CHECKSUMS_ENV",
     "TEMPLATE",
     "DatasetStatus",
+    "IncompleteDatasetError",
+    "OFFICIAL_SIZES",
+    "OfficialSize",
+    "PARTIAL_MARK",
     "PaperDatasetSpec",
     "TinyImageNetVal",
     "available_paper_datasets",
@@ -139,6 +157,9 @@ __all__ = [
     "diagnose_data_root",
     "format_data_report",
     "get_classnames",
+    "is_partial",
+    "text_for",
+    "partial_data_allowed",
     "list_paper_datasets",
     "list_validation_datasets",
     "load_paper_dataset",
@@ -354,6 +375,106 @@ _SPLITS: dict[str, tuple[str, ...]] = {
     "country211": ("test", "valid", "train"),
 }
 
+@dataclass(frozen=True)
+class OfficialSize:
+    """The official size of one dataset split: its number of classes and of images, and where that is stated."""
+
+    classes: int
+    images: int
+    source: str
+
+
+# (dataset, split) -> official size, for every split a paper tool reads (evaluation splits, the fine-tuning splits).
+# A split with fewer classes or images than this is incomplete (see the module docstring, "Complete or refused").
+OFFICIAL_SIZES: dict[tuple[str, str], OfficialSize] = {
+    ("cifar10", "test"): OfficialSize(10, 10_000, "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    ("cifar10", "train"): OfficialSize(10, 50_000, "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    ("cifar100", "test"): OfficialSize(100, 10_000, "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    ("cifar100", "train"): OfficialSize(100, 50_000, "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    ("stl10", "test"): OfficialSize(10, 8_000, "https://cs.stanford.edu/~acoates/stl10/ (800 test images per class)"),
+    ("stl10", "train"): OfficialSize(10, 5_000, "https://cs.stanford.edu/~acoates/stl10/ (500 per class)"),
+    ("imagenet", "val"): OfficialSize(1_000, 50_000, "ILSVRC2012 (Russakovsky et al. 2015, Table 2: 50,000 val)"),
+    ("caltech101", "all"): OfficialSize(101, 8_677, "Caltech101 (data.caltech.edu): 9,144 images incl. the 467 of "
+                                        "BACKGROUND_Google, which torchvision leaves out"),
+    ("caltech256", "all"): OfficialSize(257, 30_607, "Caltech256 (Griffin et al. 2007): 30,607 images, 256 + clutter"),
+    ("oxfordpet", "test"): OfficialSize(37, 3_669, "Oxford-IIIT Pet annotations/test.txt (3,669 lines)"),
+    ("flowers102", "test"): OfficialSize(102, 6_149, "Oxford Flowers102 setid.mat tstid (6,149)"),
+    ("fgvc_aircraft", "test"): OfficialSize(100, 3_333, "FGVC-Aircraft 2013b images_variant_test.txt (3,333)"),
+    ("stanfordcars", "test"): OfficialSize(196, 8_041, "Stanford Cars cars_test_annos_withlabels.mat (8,041)"),
+    ("sun397", "all"): OfficialSize(397, 108_754, "SUN397 (Xiao et al. 2010): 108,754 images of 397 categories"),
+    ("food101", "test"): OfficialSize(101, 25_250, "Food-101 meta/test.json (250 per class)"),
+    ("eurosat", "all"): OfficialSize(10, 27_000, "EuroSAT RGB (Helber et al. 2019): 27,000 images"),
+    ("dtd", "test"): OfficialSize(47, 1_880, "DTD labels/test1.txt (40 per class)"),
+    ("pcam", "test"): OfficialSize(2, 32_768, "PCam camelyonpatch_level_2_split_test (32,768 patches)"),
+    ("tinyimagenet", "val"): OfficialSize(200, 10_000, "tiny-imagenet-200.zip val/val_annotations.txt (50 per class)"),
+    ("tinyimagenet", "train"): OfficialSize(200, 100_000, "tiny-imagenet-200.zip train/ (500 per class)"),
+    ("gtsrb", "test"): OfficialSize(43, 12_630, "GTSRB GT-final_test.csv (12,630)"),
+    ("svhn", "test"): OfficialSize(10, 26_032, "http://ufldl.stanford.edu/housenumbers/ test_32x32.mat (26,032)"),
+    ("fer2013", "test"): OfficialSize(7, 7_178, "FER2013 PublicTest + PrivateTest rows (3,589 each)"),
+    ("country211", "test"): OfficialSize(211, 21_100, "OpenAI CLIP data/country211.md (100 test images per country)"),
+}
+
+ALLOW_PARTIAL_ENV = "TIMA_ALLOW_PARTIAL_DATA"
+"""Environment variable: "1" lets :func:`load_paper_dataset` read an incomplete split (fewer classes or images than
+:data:`OFFICIAL_SIZES`); the evaluation set then says so (``data.EvalSet.sampling`` ends in :data:`PARTIAL_MARK`)."""
+PARTIAL_MARK = "+partial"
+
+# Layouts of one folder per class holding the images: the doctor counts them (folders, files) without reading any.
+_CLASS_FOLDERS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("imagenet", "val"): ("imagenet", "val"),
+    ("caltech101", "all"): ("caltech101", "101_ObjectCategories"),
+    ("caltech256", "all"): ("caltech256", "256_ObjectCategories"),
+    ("eurosat", "all"): ("eurosat", "2750"),
+    ("country211", "test"): ("country211", "test"),
+}
+_NOT_A_CLASS = frozenset({"BACKGROUND_Google"})  # torchvision's Caltech101 leaves this folder out
+
+
+class IncompleteDatasetError(FileNotFoundError):
+    """A dataset split with fewer classes or images than its official size (refused unless partial data are allowed)."""
+
+
+def partial_data_allowed() -> bool:
+    """Whether the environment allows partial data (:data:`ALLOW_PARTIAL_ENV` = "1")."""
+    value = os.environ.get(ALLOW_PARTIAL_ENV, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"environment variable {ALLOW_PARTIAL_ENV} must be '0' or '1', got {value!r}")
+    return value == "1"
+
+
+def _allow_partial(allow_partial: bool | None) -> bool:
+    """The explicit allowance, or the environment's (:data:`ALLOW_PARTIAL_ENV`) when None."""
+    return partial_data_allowed() if allow_partial is None else allow_partial
+
+
+def _shortfall(name: str, split: str, *, classes: int, images: int) -> str:
+    """'' when a split has at least its official classes and images; else what it lacks, in words."""
+    official = OFFICIAL_SIZES.get((name, split))
+    if official is None:
+        return ""
+    parts = [f"{classes} of {official.classes} classes" if classes < official.classes else "",
+             f"{images} of {official.images} images" if images < official.images else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def _count_class_folders(name: str, root: Path, split: str) -> tuple[int, int] | None:
+    """(class folders, image files) of a class-folder layout, by directory reads only; None for other layouts."""
+    where = _CLASS_FOLDERS.get((name, split))
+    if where is None:
+        return None
+    folder = root.joinpath(*where)
+    if not folder.is_dir():
+        return None
+    classes = images = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir() and entry.name not in _NOT_A_CLASS:
+                classes += 1
+                with os.scandir(entry.path) as files:
+                    images += sum(1 for f in files if f.is_file())
+    return classes, images
+
+
 # Datasets torchvision cannot fetch: ``download=True`` is ignored and files are always checked up front.
 _NOT_DOWNLOADABLE = frozenset({"imagenet", "tinyimagenet", "stanfordcars", "fer2013"})
 
@@ -528,7 +649,7 @@ def _problems(name: str, root: Path, split: str) -> tuple[list[Path], list[Path]
         if all(p.is_file() for p in archives):
             return [], []
     missing = [p for p in required if not p.exists()]
-    empty = [p for p in required if p.is_dir() and _is_empty_dir(p)]
+    empty = [p for p in required if (p.is_dir() and _is_empty_dir(p)) or (p.is_file() and p.stat().st_size == 0)]
     return missing, empty
 
 
@@ -549,7 +670,9 @@ def _missing_error(spec: PaperDatasetSpec, paths: Sequence[Path], detail: str = 
     if folder is not None and folder.is_dir():
         parts = [f"lacks {listed}"] if paths else []
         if empty:
-            parts.append("has empty folder(s) " + ", ".join(str(p) for p in empty))
+            folders, files = [p for p in empty if p.is_dir()], [p for p in empty if not p.is_dir()]
+            parts += (["has empty folder(s) " + ", ".join(map(str, folders))] if folders else []) + (
+                ["has empty (0-byte) file(s) " + ", ".join(map(str, files))] if files else [])
         return FileNotFoundError(f"{spec.name}: incomplete: {folder} exists but {' and '.join(parts)}. "
                                  f"{_obtain(spec)}")
     return FileNotFoundError(f"{spec.name}: not found: {listed}. {_obtain(spec)}")
@@ -649,6 +772,10 @@ def diagnose_data_root(root: str | os.PathLike[str], *, datasets: Sequence[str] 
             missing, empty = _problems(name, base, split)
             expected += _required_paths(name, base, split)
             problems += [str(p) for p in missing] + [f"{p} (empty)" for p in empty]
+            counted = None if missing or empty else _count_class_folders(name, base, split)
+            short = _shortfall(name, split, classes=counted[0], images=counted[1]) if counted else ""
+            if short:
+                problems.append(f"{split}: {short} (official: {OFFICIAL_SIZES[name, split].source})")
         folder = _dataset_dir(name, base)
         status = "found" if not problems else ("incomplete" if folder.is_dir() else "missing")
         out.append(DatasetStatus(name, status, str(folder), splits, tuple(dict.fromkeys(map(str, expected))),
@@ -841,6 +968,7 @@ def load_paper_dataset(
     transform: Callable[[Any], Any] | None = None,
     download: bool = False,
     split: str | None = None,
+    allow_partial: bool | None = None,
 ) -> tuple[Dataset, list[str]]:
     """Load a paper dataset from ``root``: returns ``(dataset, classnames)`` with ``classnames[label]`` per label.
 
@@ -854,7 +982,9 @@ def load_paper_dataset(
     Raises ValueError for an unknown name or split; FileNotFoundError before any slow work when the dataset's
     folder is absent ("not found") or lacks files or has empty image folders ("incomplete"), naming the expected
     paths, what to put there and where to get the dataset (also when torchvision then finds no image or a
-    checksum mismatch); ImportError when pcam lacks h5py.
+    checksum mismatch); ImportError when pcam lacks h5py. A split with fewer classes or images than its official size
+    (:data:`OFFICIAL_SIZES`) raises :class:`IncompleteDatasetError` unless ``allow_partial`` (None: the environment
+    variable :data:`ALLOW_PARTIAL_ENV`); :func:`is_partial` then tells the caller.
     """
     spec = _spec(name)
     split = _resolve_split(spec, split)
@@ -880,28 +1010,139 @@ def load_paper_dataset(
         raise _missing_error(spec, expected, detail=str(exc)) from exc
     if len(dataset) == 0:
         raise _missing_error(spec, expected, detail="torchvision found no images there")
-    return dataset, get_classnames(name, dataset, root=data_root)
+    classnames = get_classnames(name, dataset, root=data_root)
+    short = _shortfall(name, split, classes=len(set(classnames)), images=len(dataset))
+    if short and not _allow_partial(allow_partial):
+        raise IncompleteDatasetError(
+            f"{name} ({split}): incomplete: {data_root / spec.subdir} holds {short} (official: "
+            f"{OFFICIAL_SIZES[name, split].source}); zero-shot accuracy on it is not the papers' task. Fix: complete the "
+            f"dataset ({_obtain(spec)}), or allow partial data explicitly (allow_partial=True or {ALLOW_PARTIAL_ENV}=1; "
+            f"every result row then says so).")
+    return dataset, classnames
+
+
+def is_partial(name: str, dataset: Any, classnames: Sequence[str], *, split: str | None = None) -> bool:
+    """Whether a loaded split has fewer classes or images than its official size (:data:`OFFICIAL_SIZES`)."""
+    spec = _spec(name)
+    return bool(_shortfall(name, _resolve_split(spec, split), classes=len(set(classnames)), images=len(dataset)))
 
 
 # ---------------------------------------------------------------------------------- evaluation subsets (ours)
 
 # Evaluation protocols: how a dataset's PIL images become the tensors that are attacked (models.preprocess_for_protocol
-# builds the transforms; models.IN_MODEL_RESIZE how the model resizes them). Declared here, beside the datasets.
+# builds the transforms), how the model resizes and normalises them, which class text scores them and in which logit
+# units the attacks ascend. One record per protocol, each naming the peer file it follows (docs/PROTOCOLS.md).
+PROTOCOL_PIXELS = ("native_small", "resize_small", "open_clip", "mini")  # how the datasets' images are read
+PROTOCOL_TEXT = ("tecoa", "tga_zsr", "clip_benchmark")  # which class text: TeCoA's single template (TEMPLATE;
+# Country211: its own, template_for), TGA-ZSR's per-dataset templates and class phrases, or CLIP_benchmark's
+# per-dataset template ensembles (data files protocol_text/<text>.csv, each row with its source; "{c}" written "{}")
+PROTOCOL_TEXT_DIR = Path(__file__).resolve().parent / "protocol_text"  # per-dataset text, one CSV per text source
+PROTOCOL_NORMS = ("clip", "imagenet")  # the mean/std inside the model (models.INPUT_NORMS)
+PROTOCOL_LOGIT_UNITS = ("scaled", "cosine")  # the logits the attacks ascend: CLIP's scale x cosine, or the cosine
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol: pixels, in-model resize, normalisation, class text, attack logit units, and whose."""
+
+    name: str
+    pixels: str
+    """PROTOCOL_PIXELS: native_small: CIFAR-10/100 and STL-10 at their native size (ToTensor), every other dataset
+    Resize(256) (bilinear) + CenterCrop(224); resize_small: those three resized to 224 x 224 (bilinear) first, the
+    others as native_small; open_clip: open_clip's eval transform for every dataset; mini: the mini world's 32 px."""
+    resize: str
+    """How the model brings an input of another size to its own (models.RESIZE_MODES)."""
+    normalisation: str
+    """PROTOCOL_NORMS."""
+    text: str
+    """PROTOCOL_TEXT."""
+    logit_units: str
+    """PROTOCOL_LOGIT_UNITS (the attacks' objective; accuracy does not depend on it)."""
+    follows: str
+    """The peer code it follows (repository, file, lines)."""
+    differs: str = ""
+    """Where ours differs from that code ('' where it does not, as far as measured)."""
+
+    def describe(self) -> str:
+        """One line: the protocol's parts and whose they are."""
+        return (f"pixels {self.pixels}, {self.resize} resize in the model, {self.normalisation} normalisation, "
+                f"{self.text} text, {self.logit_units} logits in the attacks; follows {self.follows}"
+                + (f"; differs: {self.differs}" if self.differs else ""))
+
+
+_TECOA = "cvlab-columbia/ZSRobust4FoundationModel finetuning.py (preprocess / preprocess224, clip_img_preprocessing)"
+PROTOCOL_RECORDS: dict[str, Protocol] = {r.name: r for r in (
+    Protocol("tecoa", "native_small", "bicubic", "clip", "tecoa", "scaled", _TECOA + ", template 'This is a photo of "
+             "a {}'", "Country211 takes 'A photo I took in {}.' (TeCoA's replaced torchvision Country211)"),
+    Protocol("tga_zsr", "resize_small", "bicubic", "clip", "tga_zsr", "scaled", "zhyblue424/TGA-ZSR utils.py "
+             "`preprocess` (Resize((224, 224)) for CIFAR-10/100 and STL-10), else as tecoa; text: its replace/datasets/"
+             "*.py prompt templates (protocol_text/tga_zsr.csv, each row's source), 'This is a photo of a {}' for the "
+             "others (utils.py get_text_prompts_val)",
+             "class names: ours (TeCoA's refinement) put into its templates, not its own class-name clean-up; "
+             "ImageNet / TinyImageNet names: open_clip's, not its imagenet_classes_names.txt"),
+    Protocol("pmg_aft", "native_small", "bicubic", "imagenet", "tecoa", "cosine", "serendipity1122/Pre-trained-Model-"
+             "Guided-Fine-Tuning-for-Zero-Shot-Adversarial-Robustness PMG_AFT.py a53fdd8: lines 119-134 (ImageNet "
+             "mean/std, bicubic upsample to 224), 245-257 (preprocess, preprocess224), 659-669 (cosine logits in its "
+             "validate and attack_pgd_noprompt), template 'This is a photo of a {}'", ""),
+    Protocol("clip", "open_clip", "bicubic", "clip", "tecoa", "scaled", "open_clip.image_transform(is_train=False)",
+             "TeCoA's single template (clip_benchmark: the same pixels with CLIP_benchmark's template ensembles)"),
+    Protocol("clip_benchmark", "open_clip", "bicubic", "clip", "clip_benchmark", "scaled", "LAION-AI/CLIP_benchmark "
+             "(RobustVLM's ViT-B/32 table): the model's open_clip eval transform, clip_benchmark/datasets/"
+             "en_zeroshot_classification_templates.json ensembles (class embeddings averaged over templates)",
+             "class names: ours, not its en_classnames.json; Caltech256 and TinyImageNet (not in CLIP_benchmark) take "
+             "TeCoA's template"),
+    Protocol("mini", "mini", "bilinear", "clip", "tecoa", "scaled", "ours (the mini profile)", ""),
+)}
 PROTOCOLS: dict[str, str] = {
-    "tecoa": "TeCoA / PMG-AFT evaluation (the paper profile's default): CIFAR-10/100 and STL-10 at their native "
+    "tecoa": "TeCoA evaluation (the paper profile's default): CIFAR-10/100 and STL-10 at their native "
              "resolution (32 / 96 px, ToTensor only) and resized bicubically inside the model; every other dataset "
-             "Resize(256) (bilinear) + CenterCrop(224)",
+             "Resize(256) (bilinear) + CenterCrop(224); CLIP's normalisation and logit scale",
     "tga_zsr": "TGA-ZSR: CIFAR-10/100 and STL-10 resized to 224 x 224 (bilinear) before the attack; every other "
                "dataset as tecoa",
+    "pmg_aft": "PMG-AFT's released code: tecoa's pixels and resize, ImageNet's mean/std inside the model, attacks on "
+               "raw cosine logits (no logit scale)",
     "clip": "open_clip's own evaluation transform for every dataset (bicubic Resize(224) + CenterCrop(224))",
+    "clip_benchmark": "CLIP_benchmark (RobustVLM's table): clip's pixels, per-dataset template ensembles",
     "mini": "the mini profile: world images rendered at 32 px (tensors pass through, PIL resized to 32 x 32)",
 }
+"""Each protocol's one-line meaning (its record: PROTOCOL_RECORDS)."""
 NATIVE_RESOLUTION: dict[str, int] = {"cifar10": 32, "cifar100": 32, "stl10": 96}  # attacked at this size (tecoa)
-DEFAULT_PROTOCOL = "tecoa"  # the paper profile's: the protocol of the tables we compare with (TeCoA, PMG-AFT)
+DEFAULT_PROTOCOL = "tecoa"  # the paper profile's: TeCoA's protocol (PMG-AFT's own reads pixels the same: pmg_aft)
 SAMPLING_RULES = ("random", "balanced", "first")
 """How a paper-scale evaluation subset is drawn (rules of ours; see :func:`subset_indices`)."""
 
 DEFAULT_SAMPLING = "random"
+
+
+def _protocol_text(text: str) -> dict[str, list[dict[str, str]]]:
+    """{dataset: rows, one per template} of a per-dataset text file (protocol_text/<text>.csv: dataset, template,
+    class_phrases, source); {} for TeCoA's single template."""
+    if text == "tecoa":
+        return {}
+    rows: dict[str, list[dict[str, str]]] = {}
+    with open(PROTOCOL_TEXT_DIR / f"{text}.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            rows.setdefault(row["dataset"], []).append(row)
+    unknown = sorted(set(rows) - set(PAPER_DATASETS))
+    if unknown:
+        raise ValueError(f"protocol_text/{text}.csv names unknown datasets {unknown}")
+    return rows
+
+
+def text_for(dataset: str, protocol: str, classnames: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(class names, templates) a protocol scores `dataset` with: TeCoA's single template (template_for) under
+    tecoa-text protocols (and for a "custom" preprocess); under tga_zsr its per-dataset template, or its whole
+    class phrases with the template "{}" (PCAM), else TeCoA's template, as TGA-ZSR's get_text_prompts_val; under
+    clip_benchmark the dataset's template ensemble (class embeddings average over the templates)."""
+    record = PROTOCOL_RECORDS.get(protocol)
+    rows = _protocol_text(record.text).get(dataset) if record is not None else None
+    if not rows:
+        return list(classnames), [template_for(dataset)]
+    phrases = [p for p in rows[0]["class_phrases"].split("|") if p]
+    if phrases and len(phrases) != len(classnames):
+        raise ValueError(f"protocol_text/{record.text}.csv: {dataset} has {len(phrases)} class phrases for "
+                         f"{len(classnames)} classes")
+    return (phrases or list(classnames)), [row["template"] for row in rows]
 
 
 def check_sampling(sampling: str) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from nbhelpers.checkpoints import CheckpointError, load_torch_file
 from nbhelpers.models import ClipModel
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
@@ -149,18 +150,19 @@ def is_prompt_checkpoint(state: Mapping) -> bool:
 
 
 def is_prompt_file(path: str | os.PathLike) -> bool:
-    """Whether a file is a torch checkpoint holding TeCoA-layout prompts (read safely; False for anything else)."""
+    """Whether a file is a torch checkpoint holding TeCoA-layout prompts (read by checkpoints.load_torch_file, the
+    one safe reader; False for anything it does not read)."""
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not a torch file, or not one weights_only reads: not a prompt checkpoint
+        state = load_torch_file(path, role="prompt checkpoint")
+    except (CheckpointError, OSError):  # not a torch file, or not one the safe reader reads: not a prompt checkpoint
         return False
     return is_prompt_checkpoint(state)
 
 
 def load_prompts(model: ClipModel, source: str | os.PathLike | Mapping) -> ClipModel:
-    """Attach the prompts of a TeCoA-layout checkpoint (a file, read with weights_only=True, or its dict) to model,
-    in place: the pad width and the token count come from the tensors' shapes, which must fit the model."""
-    state = torch.load(str(source), map_location="cpu", weights_only=True) if not isinstance(source, Mapping) else source
+    """Attach the prompts of a TeCoA-layout checkpoint (a file, read by checkpoints.load_torch_file, or its dict) to
+    model, in place: the pad width and the token count come from the tensors' shapes, which must fit the model."""
+    state = source if isinstance(source, Mapping) else load_torch_file(source, role="prompt checkpoint")
     if not is_prompt_checkpoint(state):
         raise ValueError(f"{source if not isinstance(source, Mapping) else 'the checkpoint'} holds no TeCoA-layout "
                          "prompts (state_dict with module.pad_up, module.pad_down, module.pad_left, module.pad_right)")

@@ -16,7 +16,7 @@ autocast and hands fp32 embeddings on (``fastpath.bf16_outputs``), so heads, los
 speed only (``config.DeviceKnobs``, outside the cache key: ``SPEED_ONLY``): ``compile_tower`` runs the student's
 image tower through ``torch.compile`` for the run; ``prefetch`` reads the next batch in a background thread while
 the current one trains (pinned memory and a non-blocking copy on CUDA), with the same batches in the same order. Checkpoints are written atomically (temporary file + rename), hold weights, optimizer state, step and config,
-and are loaded with ``torch.load(weights_only=True)``.
+and are loaded by ``checkpoints.load_torch_file`` (``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from nbhelpers import (analysis, attacks, fastpath, losses, methods, metrics, models, paper_data, paths, prompts, world,
                        zeroshot)
 from nbhelpers.attacks import contrastive_pgd_attack, embedding_pgd_attack, pgd_attack
+from nbhelpers.checkpoints import load_safetensors_file, load_torch_file
 from nbhelpers.config import DeviceKnobs, FinetuneConfig, add_arguments, cli_parser, config_or_exit
 from nbhelpers.data import stack_items
 from nbhelpers.methods import StepContext
@@ -76,6 +76,8 @@ def cache_key(cfg: FinetuneConfig) -> str:
     d["base_weights"] = weights_identity(cfg.profile, model=cfg.model, pretrained=cfg.pretrained,
                                          checkpoint=cfg.checkpoint)
     d["iat_projection"] = file_fingerprint(cfg.iat_projection) if cfg.iat_projection else ""
+    if cfg.profile == "paper" and paper_data.partial_data_allowed():  # a run that may train on partial data
+        d["partial_data_allowed"] = True  # has its own key; no other key moves
     return content_key(d)
 
 
@@ -119,6 +121,9 @@ class TrainData:
                 raise ValueError(f"TrainData({self.name!r}) on the paper profile reads images from disk and needs "
                                  "the model's preprocess (create_model_and_transforms(...)[1] or "
                                  "models.preprocess_for(model))")
+            if isinstance(preprocess, models.ProtocolPreprocess):  # the protocol's reading of this dataset: CIFAR-10/
+                preprocess = preprocess.for_dataset(self.name)  # 100 and STL-10 at their native size under tecoa
+                # (TeCoA's finetuning.py trains on them so), resized bicubically inside the model
             self.dataset, self.classnames = paper_data.load_paper_dataset(
                 self.name, root=cfg.data_root or paths.DATA_ROOT, transform=preprocess, split="train")
             self.templates = [paper_data.TEMPLATE]
@@ -170,7 +175,10 @@ def _lr_at(step: int, cfg: FinetuneConfig) -> float:
 
 def load_iat_projection(model: ClipModel, path: str | os.PathLike) -> None:
     """Install an IAT-tuned text projection (from notebook 03) into the model, checking its shape."""
-    state = load_file(str(path))
+    state, _ = load_safetensors_file(path, role="IAT text projection")
+    if "text_projection" not in state:
+        raise ValueError(f"IAT text projection {str(path)!r} holds {sorted(state)[:4]}, not 'text_projection'; pass "
+                         "the file notebook 03 (text_tuning.load_or_tune_projection) wrote")
     proj = state["text_projection"]
     if proj.shape != model.clip.text_projection.shape:
         raise ValueError(f"{path}: text_projection {tuple(proj.shape)} does not fit this model "
@@ -232,8 +240,8 @@ def _run_fields(config: dict) -> dict:
 
 
 def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None) -> dict:
-    """Read a fine-tuning checkpoint safely (weights_only=True); checks the architecture name if given."""
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    """Read a fine-tuning checkpoint safely (checkpoints.load_torch_file); checks the architecture name if given."""
+    state = load_torch_file(path, role="fine-tuning checkpoint")
     if expect_model is not None and state.get("model_name") != expect_model:
         raise ValueError(f"{path} holds a {state.get('model_name')!r} checkpoint, not {expect_model!r}")
     return state
@@ -324,8 +332,8 @@ def make_engine(cfg: FinetuneConfig, student: ClipModel, emb: torch.Tensor, opt:
     device = torch.device(device)
     tower = student.visual if visual is None else visual
 
-    def features(x: torch.Tensor) -> torch.Tensor:
-        return tower((x - student.mean) / student.std)
+    def features(x: torch.Tensor) -> torch.Tensor:  # resized inside the model when x is at another size (TeCoA's)
+        return tower(student.model_inputs(x))
 
     def logits(x: torch.Tensor) -> torch.Tensor:  # the zero-shot head over the class text, or the linear head
         return scale * F.normalize(features(x), dim=-1) @ emb.T if head is None else head(features(x))
@@ -334,6 +342,19 @@ def make_engine(cfg: FinetuneConfig, student: ClipModel, emb: torch.Tensor, opt:
                               else LinearHeadClassifier(student, head))
     return Engine(cfg, opt, attack_head, logits, features, teacher, emb, scale, method_margins(cfg, emb), device,
                   image_encoder=ImageEncoder(student), head=head)
+
+
+def teacher_and_scale(method: methods.Method, base: ClipModel, emb: torch.Tensor, *,
+                      device: torch.device | str = "cpu") -> tuple[ZeroShotClassifier | None, float]:
+    """(frozen teacher head or None, logit scale) of a method's engine: the scale is 1 (raw cosine logits) for a
+    method whose record says logit_units "cosine" (PMG-AFT's code), else the base model's; the teacher (needs_teacher)
+    is the frozen base over emb (C, D) at that scale, and base's parameters stop requiring gradients."""
+    scale = 1.0 if method.logit_units == "cosine" else base.logit_scale()
+    teacher = build_head(base, emb, logit_scale=scale, device=device) if method.needs_teacher else None
+    if teacher is not None:
+        for p in base.parameters():
+            p.requires_grad_(False)
+    return teacher, scale
 
 
 def fare_targets(engine: Engine, x: torch.Tensor) -> torch.Tensor:
@@ -492,6 +513,8 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     data = TrainData(cfg, preprocess=preprocess)
     emb = class_embeddings_for(cfg, base, data.classnames, data.templates, device=device)
     method = methods.get(cfg.method)
+    if method.input_norm != "clip":  # the student's and the teacher's inputs (PMG-AFT's code: ImageNet's mean/std)
+        models.set_input_norm(base, method.input_norm)
     student = copy.deepcopy(base).eval()
     tower = [p for name, p in student.named_parameters() if name.startswith("clip.visual.")]
     trained = {id(p) for p in (tower[-cfg.partial_last_n:] if method.trainable == "last_n" else tower)}
@@ -503,11 +526,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
         trained = {id(p) for p in prompts.prompted_visual(student).prompt_parameters()}
     for p in student.parameters():
         p.requires_grad_(id(p) in trained)
-    teacher = build_head(base, emb, device=device) if method.needs_teacher else None
-    if teacher is not None:
-        for p in base.parameters():
-            p.requires_grad_(False)
-    scale = base.logit_scale()
+    teacher, scale = teacher_and_scale(method, base, emb, device=device)
     head = make_linear_head(cfg, emb) if method.head == "linear" else None
     params = [p for p in student.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
     opt = torch.optim.SGD(params, lr=cfg.finetune_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -572,6 +591,8 @@ def load_or_finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu",
                 prompts.load_prompts(base, state)
             else:
                 base.visual.load_state_dict(state["visual"])
+            if methods.get(cfg.method).input_norm != "clip":  # the model it trained as (finetune)
+                models.set_input_norm(base, methods.get(cfg.method).input_norm)
             for p in base.parameters():
                 p.requires_grad_(False)
             return FinetuneResult(base.eval(), pd.DataFrame(json.loads(state["history"])), path, cfg, 0.0,

@@ -5,6 +5,9 @@ import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The paper fixtures (tests/paper_fixtures.py) are small by design: the session loads them as partial data
+# (paper_data.ALLOW_PARTIAL_ENV); the tests of the completeness check remove the allowance (monkeypatch.delenv).
+os.environ["TIMA_ALLOW_PARTIAL_DATA"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

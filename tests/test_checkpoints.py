@@ -509,3 +509,50 @@ def test_python_objects_prompts_and_tower_only_bases_are_refused(tmp_path):
             models.build_open_clip(TINY, pretrained=str(tower), checkpoint=str(tower))
         with pytest.raises(CheckpointError, match=rf"{f32}.*safe loader refuses.*Float32DType"):
             models.build_open_clip(TINY, checkpoint=str(f32))
+
+
+@pytest.mark.parametrize("bad", ["truncated", "empty", "random_bytes", "folder", "torch_file", "missing"])
+def test_mini_profile_bad_checkpoints_name_the_file_the_problem_and_the_fix(tmp_path, bad):
+    """Issue 30 item 6: the mini profile's errors match the paper profile's (file, problem, fix), before any work."""
+    from nbhelpers import paths
+
+    path = tmp_path / "mini.safetensors"
+    good = paths.MINI_CHECKPOINT.read_bytes()
+    problem = {"truncated": "truncated or corrupt", "empty": r"is empty \(0 bytes\)", "random_bytes":
+               "not a weights file", "folder": "is a folder", "torch_file": "is a torch.save file, not the "
+               "safetensors file", "missing": "does not exist"}[bad]
+    if bad == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif bad == "empty":
+        path.write_bytes(b"")
+    elif bad == "random_bytes":
+        path.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
+                                       dtype=torch.uint8).numpy().tobytes())
+    elif bad == "folder":
+        path = tmp_path / "ckpts"
+        path.mkdir()
+        (path / "mini_clip.safetensors").write_bytes(good)
+    elif bad == "torch_file":
+        path = tmp_path / "mini.pt"
+        torch.save({"w": torch.zeros(2)}, path)
+    error = FileNotFoundError if bad == "missing" else CheckpointError
+    with pytest.raises(error, match=rf"mini CLIP checkpoint '{path}'.*{problem}.*Fix: "):
+        models.create_model_and_transforms("mini", checkpoint=path)
+
+
+def test_every_weights_read_goes_through_the_one_safe_reader():
+    """Issue 30 item 3: torch.load and safetensors' readers are called in nbhelpers/checkpoints.py only."""
+    import ast
+
+    package = Path(models.__file__).parent
+    readers = {"torch.load", "torch.jit.load", "load_file", "safe_open", "safetensors.torch.load_file",
+               "safetensors.safe_open", "torch.serialization.load", "np.load", "numpy.load", "pickle.load",
+               "pickle.loads"}
+    calls = []
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in readers:
+                calls.append(f"{path.name}:{node.lineno} {ast.unparse(node.func)}")
+    outside = [c for c in calls if not c.startswith("checkpoints.py:")]
+    assert calls and not outside, outside

@@ -106,7 +106,7 @@ def test_paper_eval_set_records_its_sampling_and_is_a_prefix(sorted_set: tuple) 
     root, ds = sorted_set
     small = data.load_eval_set("paper", "eurosat", n=10, data_root=root, preprocess=SMALL)
     large = data.load_eval_set("paper", "eurosat", n=40, data_root=root, preprocess=SMALL)
-    assert small.sampling == "random" and small.sample_seed == 0
+    assert small.sampling == "random+partial" and small.sample_seed == 0  # a small fixture: partial data
     assert small.indices == tuple(subset_indices("eurosat", ds, n=10))
     torch.testing.assert_close(small.images, large.images[:10])
     assert torch.equal(small.labels, large.labels[:10])
@@ -115,7 +115,7 @@ def test_paper_eval_set_records_its_sampling_and_is_a_prefix(sorted_set: tuple) 
     assert len(set(small.labels.tolist())) >= 5
 
     first = data.load_eval_set("paper", "eurosat", n=10, data_root=root, preprocess=SMALL, sampling="first")
-    assert first.sampling == "first" and first.indices == tuple(range(10)) and first.sample_seed is None
+    assert first.sampling == "first+partial" and first.indices == tuple(range(10)) and first.sample_seed is None
     assert first.labels.tolist() == [0] * 6 + [1] * 4
     balanced = data.load_eval_set("paper", "eurosat", n=10, data_root=root, preprocess=SMALL, sampling="balanced",
                                   sample_seed=3)

@@ -21,7 +21,7 @@ def test_each_record_names_real_knobs_and_a_registered_engine(method):
     assert set(method.knobs) <= CONFIG_FIELDS, f"{method.name}: knobs that no config declares"
     assert not method.engine or method.engine in methods.engine_names()
     for source, keys in method.selection:
-        assert source in study.study_methods() and (keys is None or set(keys) <= CONFIG_FIELDS)
+        assert source in (*study.study_methods(), *methods.STUDY_PENDING) and (keys is None or set(keys) <= CONFIG_FIELDS)
     if method.search is not None:  # its grid moves only its own knobs (plus the shared learning rate)
         defaults = {**TAIKnobs.defaults(), **IATKnobs.defaults(), **FinetuneKnobs.defaults()}
         for point in method.search(defaults, 200):
@@ -36,6 +36,16 @@ def test_config_choices_are_the_registry():
     with pytest.raises(ConfigError, match="unknown model"):
         EvaluationConfig.from_params(models=["tecoa", "toy"])
     assert set(study.study_methods()) == {"tecoa", "pmg_aft", "laat", "fare", "tai", "tima"}
+
+
+def test_a_pending_method_joins_the_study_only_when_asked(monkeypatch):
+    """pmg_aft_code has PMG-AFT's grid but no committed runs yet: the study takes it with TIMA_STUDY_PENDING=1."""
+    assert methods.get("pmg_aft_code").studied and "pmg_aft_code" in methods.STUDY_PENDING
+    monkeypatch.setenv(methods.STUDY_PENDING_ENV, "1")
+    assert study.study_methods() == ("tecoa", "pmg_aft", "pmg_aft_code", "laat", "fare", "tai", "tima")
+    monkeypatch.setenv(methods.STUDY_PENDING_ENV, "true")
+    with pytest.raises(ValueError, match="must be '0' or '1'"):
+        study.study_methods()
     assert set(study.baselines()) == {"tecoa", "pmg_aft", "laat", "fare"}
 
 

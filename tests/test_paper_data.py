@@ -361,7 +361,7 @@ def test_pcam_without_h5py_gives_clear_import_error(tmp_path: Path, monkeypatch:
     monkeypatch.setitem(sys.modules, "h5py", None)  # `import h5py` raises ImportError, as when it is not installed
     (tmp_path / "pcam").mkdir()
     for xy in ("x", "y"):
-        (tmp_path / "pcam" / f"camelyonpatch_level_2_split_test_{xy}.h5").write_bytes(b"")
+        (tmp_path / "pcam" / f"camelyonpatch_level_2_split_test_{xy}.h5").write_bytes(b"\x89HDF")
     with pytest.raises(ImportError, match="pip install h5py"):
         load_paper_dataset("pcam", root=tmp_path)
 
@@ -387,6 +387,9 @@ def test_every_paper_dataset_has_a_fixture_writer() -> None:
     assert list(FIXTURE_WRITERS) == list(PAPER_DATASETS) == list_paper_datasets() + list_validation_datasets()
 
 
+COUNTED_BY_THE_DOCTOR = ("imagenet", "caltech101", "caltech256", "eurosat", "country211")
+
+
 @pytest.mark.parametrize("name", list(PAPER_DATASETS))
 def test_each_paper_dataset_reads_from_its_downloaded_layout(tmp_path: Path, name: str,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
@@ -398,7 +401,11 @@ def test_each_paper_dataset_reads_from_its_downloaded_layout(tmp_path: Path, nam
     fixture = write_fixture(name, tmp_path)
 
     check_dataset_files(name, root=tmp_path)
-    assert [s.status for s in diagnose_data_root(tmp_path, datasets=[name])] == ["found"]
+    (status,) = diagnose_data_root(tmp_path, datasets=[name])
+    if name in COUNTED_BY_THE_DOCTOR:  # a class-folder layout: the doctor counts its few classes (issue 30, item 4)
+        assert status.status == "incomplete" and f"{len(fixture.classnames)} of " in status.problems[0]
+    else:
+        assert status.status == "found"
     dataset, classnames = load_paper_dataset(name, root=tmp_path, transform=TO_TENSOR)
 
     assert classnames == fixture.classnames and len(classnames) == len(fixture.classnames)
@@ -431,7 +438,8 @@ def test_each_paper_dataset_through_load_eval_set(tmp_path: Path, name: str, mon
     assert ev.templates == (["A photo I took in {}."] if name == "country211" else [TEMPLATE])
     assert sorted(ev.labels.tolist()) == sorted(fixture.labels)
     assert [label_of(x) for x in ev.images] == ev.labels.tolist()
-    assert ev.sampling == "random" and sorted(ev.indices) == list(range(fixture.size)) and ev.sample_seed == 0
+    assert ev.sampling == "random+partial"  # the fixtures are small: partial data, allowed for the test session
+    assert sorted(ev.indices) == list(range(fixture.size)) and ev.sample_seed == 0
 
 
 @pytest.mark.parametrize("name", ["cifar10", "stl10", "flowers102", "svhn", "fer2013"])

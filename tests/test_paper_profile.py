@@ -172,7 +172,7 @@ def test_paper_eval_set_reads_the_fixture_through_the_preprocess(paper_run: dict
     model, preprocess = vit_b32
     ev = data.load_eval_set("paper", "cifar10", n=3, data_root=paper_run["data_root"], preprocess=preprocess)
     # TeCoA's protocol (the default): CIFAR at its native 32 px, resized inside the model
-    assert ev.images.shape == (3, 3, 32, 32) and ev.sampling == "random" and ev.protocol == "tecoa"
+    assert ev.images.shape == (3, 3, 32, 32) and ev.sampling == "random+partial" and ev.protocol == "tecoa"
     assert ev.labels.tolist() == [i % 10 for i in ev.indices]  # the fixture's test image i has label i % 10
     assert 0 <= float(ev.images.min()) and float(ev.images.max()) <= 1
     assert ev.classnames[:2] == ["airplane", "automobile"] and ev.templates == ["This is a photo of a {}"]
@@ -238,3 +238,28 @@ def test_tecoas_baselines_train_on_the_paper_code_path(method: str, tmp_path: Pa
     assert any(changed) and (not any(changed[:-3]) if method == "tecoa_partial" else True)
     assert all(torch.equal(a, b) for a, b in zip(run.model.clip.transformer.parameters(),
                                                  base.clip.transformer.parameters()))
+
+
+def test_a_native_resolution_train_task_trains_as_tecoa_does(tmp_path, monkeypatch):
+    """Issue 30 item 5: CIFAR-10 as train_task under tecoa is read at 32 px (TeCoA's finetuning.py `preprocess`,
+    ToTensor) and resized bicubically inside the model; under tga_zsr at 224 px; a step trains the tower."""
+    from paper_fixtures import write_paper_root
+
+    from nbhelpers import models, training
+    from nbhelpers.config import FinetuneConfig
+
+    monkeypatch.setenv("TIMA_SKIP_CHECKSUMS", "1")  # the fixture's bytes are not the official archive's
+    root = write_paper_root(tmp_path, cifar_test=2)
+    spec = dict(profile="paper", model="ViT-B-32", pretrained="none", data_root=str(root), train_task="cifar10",
+                method="tecoa", finetune_steps=1, train_batch_size=2, warmup_steps=0, finetune_lr=1e-3,
+                train_pgd_steps=1, checkpoint_every=10)
+    sizes = {}
+    for protocol in ("tecoa", "tga_zsr"):
+        cfg = FinetuneConfig.from_params(**spec, protocol=protocol)
+        data = training.TrainData(cfg, preprocess=models.ProtocolPreprocess(protocol))
+        sizes[protocol] = tuple(data.first(2)[0].shape[-2:])
+    assert sizes == {"tecoa": (32, 32), "tga_zsr": (224, 224)}
+    cfg = FinetuneConfig.from_params(**spec, protocol="tecoa")
+    run = training.finetune(cfg, out=tmp_path / "cifar.pt", progress=False)
+    base = models.create_model_and_transforms(**cfg.model_spec())[0]
+    assert any(not torch.equal(a, b) for a, b in zip(run.model.visual.parameters(), base.visual.parameters()))

@@ -142,3 +142,74 @@ def test_prompting_finding_verdicts():
     assert findings.finding_prompting_vs_finetuning(prompt_ahead, n_boot=300).verdict == findings.NOT_REPRODUCED
     with pytest.raises(ValueError, match="no \\(fine-tuned, prompted\\) pair"):
         findings.finding_prompting_vs_finetuning(_rows({("tecoa", "clean"): 0.5, ("tecoa", "pgd10"): 0.3}))
+
+
+class TeCoAPadPrompter(torch.nn.Module):
+    """TeCoA models/prompters.py PadPrompter(args) (its __init__): four N(0, 1) borders, prompt_size px wide."""
+
+    def __init__(self, prompt_size: int, image_size: int) -> None:
+        super().__init__()
+        inner = image_size - 2 * prompt_size
+        self.pad_up = torch.nn.Parameter(torch.randn([1, 3, prompt_size, image_size]))
+        self.pad_down = torch.nn.Parameter(torch.randn([1, 3, prompt_size, image_size]))
+        self.pad_left = torch.nn.Parameter(torch.randn([1, 3, inner, prompt_size]))
+        self.pad_right = torch.nn.Parameter(torch.randn([1, 3, inner, prompt_size]))
+
+
+class TeCoATokenPrompter(torch.nn.Module):
+    """TeCoA models/prompters.py TokenPrompter(prompt_len): prompt (1, prompt_len, 768)."""
+
+    def __init__(self, prompt_len: int) -> None:
+        super().__init__()
+        self.prompt = torch.nn.Parameter(torch.randn([1, prompt_len, 768]))
+
+
+def write_tecoa_prompt_file(path, *, prompt_size: int = 30, add_prompt_size: int = 10) -> dict:
+    """A checkpoint exactly as TeCoA's visual_prompt.py writes it: prompter = padding(args) and add_prompter =
+    TokenPrompter(add_prompt_len), each wrapped in DataParallel (visual_prompt.py lines ~150-154); SGD over both
+    (lr 40, momentum 0.9) after one step; save_checkpoint({'epoch', 'state_dict': prompter.state_dict(),
+    'add_prompter': add_prompter.state_dict(), 'best_acc1', 'optimizer': optimizer.state_dict()}) where best_acc1 =
+    max(np.mean(acc_all), 0) is a numpy float64, pickled under numpy 1's names (numpy 1.23.3). Returns the state."""
+    import numpy as np
+    from test_checkpoints import NUMPY1_PICKLE
+
+    torch.manual_seed(11)
+    prompter = torch.nn.DataParallel(TeCoAPadPrompter(prompt_size, 224))
+    add_prompter = torch.nn.DataParallel(TeCoATokenPrompter(add_prompt_size))
+    optimizer = torch.optim.SGD(list(prompter.parameters()) + list(add_prompter.parameters()), lr=40, momentum=0.9,
+                                weight_decay=0)
+    loss = sum(p.square().sum() for p in [*prompter.parameters(), *add_prompter.parameters()])
+    loss.backward()
+    optimizer.step()
+    best_acc1 = max(np.mean([41.25, 38.5, 12.0]), 0)
+    assert type(best_acc1) is np.float64
+    state = {"epoch": 1, "state_dict": prompter.state_dict(), "add_prompter": add_prompter.state_dict(),
+             "best_acc1": best_acc1, "optimizer": optimizer.state_dict()}
+    assert set(state["optimizer"]["state"][0]) == {"momentum_buffer"}
+    torch.save(state, path, pickle_module=NUMPY1_PICKLE)
+    return state
+
+
+def test_tecoa_visual_prompt_file_loads_through_the_checkpoints_parameter(tmp_path):
+    """Issue 30 item 3: TeCoA's own prompt checkpoint (numpy best_acc1, optimizer state) is read by the one safe
+    reader and evaluated through 04/05's 'checkpoints' parameter on top of the base weights."""
+    import json
+    import pickle
+
+    from nbhelpers import suite
+    from nbhelpers.config import EvaluationConfig
+
+    path = tmp_path / "model_best.pth.tar"
+    written = write_tecoa_prompt_file(path)
+    with pytest.raises(pickle.UnpicklingError, match="numpy"):  # what a bare weights_only load makes of it
+        torch.load(path, weights_only=True)
+    assert prompts.is_prompt_file(path)
+    cfg = EvaluationConfig.from_params(profile="paper", model="ViT-B-32", pretrained="none", configs="knobs",
+                                       checkpoints=json.dumps({"TeCoA VP (released)": str(path)}))
+    got = suite.released_models(cfg)[suite.released_name("TeCoA VP (released)")]
+    assert got.tags["checkpoint_format"] == "TeCoA visual prompts"
+    visual = prompts.prompted_visual(got.image_model)
+    for key in ("pad_up", "pad_down", "pad_left", "pad_right"):
+        assert torch.equal(getattr(visual.pad_prompter, key), written["state_dict"][f"module.{key}"])
+    assert torch.equal(visual.token_prompter.prompt, written["add_prompter"]["module.prompt"])
+    assert visual.token_prompter.prompt.shape == (1, 10, 768)

@@ -258,3 +258,56 @@ def test_bad_protocol_or_dataset_names_are_refused():
         models.create_model_and_transforms("paper", pretrained="none", protocol="robustbench")
     with pytest.raises(ValueError, match="resize_mode 'area'"):
         models.ClipModel(torch.nn.Identity(), tokenizer=None, image_size=32, resize_mode="area")
+
+
+def test_protocols_are_records_naming_the_peer_they_follow():
+    """Issue 30 items 2 and 7: each protocol is one record (pixels, resize, normalisation, text, attack logit units,
+    the peer file it follows); the in-model resize and the protocol names come from it."""
+    from nbhelpers import models, paper_data
+
+    assert set(paper_data.PROTOCOL_RECORDS) == set(paper_data.PROTOCOLS) == set(models.IN_MODEL_RESIZE)
+    for name, record in paper_data.PROTOCOL_RECORDS.items():
+        assert record.name == name and record.follows and models.IN_MODEL_RESIZE[name] == record.resize
+        assert record.pixels in paper_data.PROTOCOL_PIXELS and record.text in paper_data.PROTOCOL_TEXT
+        assert record.normalisation in models.INPUT_NORMS and record.logit_units in paper_data.PROTOCOL_LOGIT_UNITS
+    assert (paper_data.PROTOCOL_RECORDS["pmg_aft"].normalisation, paper_data.PROTOCOL_RECORDS["pmg_aft"].logit_units
+            ) == ("imagenet", "cosine")
+
+
+def test_tga_zsr_scores_with_its_per_dataset_prompts_and_tecoa_with_its_one_template(tmp_path, monkeypatch):
+    """TGA-ZSR's replace/datasets templates (a data file with each row's source) under tga_zsr; TeCoA's elsewhere."""
+    import csv
+
+    from nbhelpers import data, paper_data
+    from paper_fixtures import write_fixture
+
+    with open(paper_data.PROTOCOL_TEXT_DIR / "tga_zsr.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 10 and all(r["source"].startswith("zhyblue424/TGA-ZSR@") and r["dataset"] in
+                                   paper_data.PAPER_DATASETS for r in rows)
+    write_fixture("eurosat", tmp_path)
+    tga = data.load_eval_set("paper", "eurosat", n=4, data_root=tmp_path,
+                             preprocess=models.ProtocolPreprocess("tga_zsr"))
+    tecoa = data.load_eval_set("paper", "eurosat", n=4, data_root=tmp_path,
+                               preprocess=models.ProtocolPreprocess("tecoa"))
+    assert tga.templates == ["A centered satellite photo of {}."] and tecoa.templates == ["This is a photo of a {}"]
+    assert tga.classnames == tecoa.classnames
+    names, templates = paper_data.text_for("pcam", "tga_zsr", paper_data.get_classnames("pcam"))
+    assert templates == ["{}"] and names[0].startswith("Tthis is a photo of healthy")
+    assert paper_data.text_for("cifar10", "tga_zsr", ["a", "b"]) == (["a", "b"], ["This is a photo of a {}"])
+    assert paper_data.text_for("country211", "tecoa", ["x"]) == (["x"], ["A photo I took in {}."])
+    assert paper_data.text_for("dtd", "custom", ["x"]) == (["x"], ["This is a photo of a {}"])
+
+
+def test_clip_benchmark_scores_with_its_template_ensembles():
+    from nbhelpers import paper_data
+
+    names, templates = paper_data.text_for("cifar10", "clip_benchmark", ["airplane"])
+    assert len(templates) == 18 and templates[0] == "a photo of a {}." and names == ["airplane"]
+    assert len(paper_data.text_for("imagenet", "clip_benchmark", ["tench"])[1]) == 80
+    assert paper_data.text_for("caltech256", "clip_benchmark", ["x"])[1] == ["This is a photo of a {}"]
+    assert all(t.format("x") != t for t in templates)  # every template takes the class name
+    assert models.preprocess_for_protocol("clip_benchmark", "cifar10").__repr__() == \
+        models.preprocess_for_protocol("clip", "cifar10").__repr__()
+    rows = (paper_data.PROTOCOL_TEXT_DIR / "clip_benchmark.csv").read_text().splitlines()[1:]
+    assert len(rows) == 200 and all("en_zeroshot_classification_templates.json" in r for r in rows)
