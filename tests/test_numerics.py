@@ -12,12 +12,15 @@ source and not a hash of computed floats. Two guards:
 The cases run in float64 (issue 28): every model they build is the committed mini CLIP cast to float64, reading the
 world's float32 pixels and the attacks' float32 start noise exactly as a float32 run does. In float32, CPU kernels
 (AVX2 or AVX-512, MKL's and oneDNN's code paths) and thread counts round differently in the last bits, and two
-SGD steps, a sign-gradient attack or a signed sum whose terms cancel turn that into 1e-4..1e-3 relative changes:
-as large as a small change of formula. In float64 the same differences are ~1e-15 relative. The tolerance is
-not chosen: ``--record`` re-runs every case under each kernel level and thread count this CPU offers (see
-``NOISE_SETTINGS``), stores the largest relative difference it measured, and the check allows NOISE_FACTOR times
-that (at least RTOL_FLOOR). The negative controls (a changed objective, a changed attack) move the outputs by far
-more, and the tests check that they are caught.
+SGD steps, a sign-gradient attack or a signed sum whose terms cancel turn that into changes of up to 1.5e-3
+relative (1 against 2 threads): as large as a small change of formula. In float64 the computation's own
+differences are ~1e-14 relative. What remains is the input: the world draws its pixel noise with torch.randn,
+whose float32 values differ in the last bit between ATen's kernel levels (default against AVX2 / AVX-512), so
+under ATEN_CPU_CAPABILITY=default the smooth cases move by ~3e-7 and the long sign-gradient attacks (PGD-100,
+AutoAttack) by ~2e-4. The tolerance is therefore not chosen but measured per case: ``--record`` re-runs every
+case under each kernel level and thread count of ``NOISE_SETTINGS``, stores each case's largest relative
+difference, and the check allows NOISE_FACTOR times that (at least RTOL_FLOOR). The negative controls (a 0.1%
+change of an objective, a changed attack) are caught at those tolerances.
 
 After an intended change of numbers: bump the NUMERICS_VERSION of the module you changed, then re-record with
 ``python tests/test_numerics.py --record`` (about 10 minutes: the noise runs) and commit the reference with the
@@ -48,8 +51,9 @@ from nbhelpers.config import FinetuneConfig, IATConfig, StudyConfig
 from nbhelpers.utils import numerics_versions
 
 REFERENCE = Path(__file__).with_name("numerics_reference.json")
-NOISE_FACTOR = 1000  # allowed: this many times the largest float64 difference --record measured between settings
-RTOL_FLOOR = 1e-10  # ... and at least this (relative); a changed formula moves outputs by 1e-4 or more
+NOISE_FACTOR = 100  # a case may move by this many times the largest difference --record measured for it
+RTOL_FLOOR = 1e-6  # ... and at least this (relative): the attack cells' logits and margins are float32 numbers
+# (evaluation keeps logits in float32), whose last bit (6e-8 relative) a kernel may round either way
 ABS_TOL = 1e-12  # for outputs at or near zero
 # (name, environment) of each setting --record runs the cases under: thread counts and CPU kernel levels (ATen's own
 # dispatch, and MKL's and oneDNN's, which pick their kernels from the CPU independently of ATen)
@@ -196,9 +200,9 @@ def read_reference() -> dict:
     return json.loads(REFERENCE.read_text())
 
 
-def tolerance(reference: dict) -> float:
-    """Relative tolerance of the check: NOISE_FACTOR x the largest difference measured between settings."""
-    return max(NOISE_FACTOR * float(reference["noise"]["max_relative_difference"]), RTOL_FLOOR)
+def tolerance(reference: dict, case: str) -> float:
+    """A case's relative tolerance: NOISE_FACTOR x the largest difference measured for it between settings."""
+    return max(NOISE_FACTOR * float(reference["noise"]["per_case"].get(case, 0.0)), RTOL_FLOOR)
 
 
 def relative_differences(recorded: dict[str, dict], now: dict[str, dict]) -> dict[str, float]:
@@ -232,19 +236,24 @@ def test_every_method_and_attack_has_a_recorded_case(reference):
 
 
 def test_the_tolerance_comes_from_measured_noise(reference):
-    """--record measured every setting of NOISE_SETTINGS, and float64 kept their differences tiny (float32's were
-    up to 1.5e-3 relative between 1 and 2 threads on the same CPU: issue 28)."""
-    noise = reference["noise"]
-    assert [name for name, _ in NOISE_SETTINGS] == list(noise["settings"])
-    assert noise["max_relative_difference"] == max(noise["settings"].values())
-    assert tolerance(reference) <= 1e-6, "float64 noise this large means a case is no longer deterministic"
+    """--record measured every setting of NOISE_SETTINGS for every case; the tolerances it gives stay far below what
+    a changed formula moves (1e-3 relative for a 0.1% change of an objective) for all but the long sign-gradient
+    attacks, which amplify the pixels' last-bit differences."""
+    noise, cases = reference["noise"], reference["cases"]
+    assert {name for name, _ in NOISE_SETTINGS} == set(noise["settings"])
+    assert set(noise["per_case"]) == set(cases)
+    assert noise["max_relative_difference"] == max(noise["settings"].values()) == max(noise["per_case"].values())
+    chaotic = {"attack:pgd100", "attack:aa", "attack:aa_full"}
+    loose = {c: tolerance(reference, c) for c in cases if c not in chaotic and tolerance(reference, c) > 1e-4}
+    assert not loose, f"cases whose measured noise allows changes above 1e-4: {loose}"
+    assert all(tolerance(reference, c) <= 0.05 for c in chaotic)
 
 
 def test_numbers_move_only_with_a_version_bump(cases, reference):
-    recorded, rtol = reference["cases"], tolerance(reference)
+    recorded = reference["cases"]
     problems = []
     for name, case in cases.items():
-        ref = recorded.get(name)
+        ref, rtol = recorded.get(name), tolerance(reference, name)
         if ref is None:
             problems.append(f"{name}: no recorded outputs; record them with `python tests/test_numerics.py --record`")
             continue
@@ -255,7 +264,7 @@ def test_numbers_move_only_with_a_version_bump(cases, reference):
         elif diffs:
             bump = ", ".join(f"nbhelpers.{m}.NUMERICS_VERSION" for m in case["versions"])
             problems.append(f"{name}: outputs changed without a version bump ({'; '.join(diffs)}; relative tolerance "
-                            f"{rtol:.1e}, {NOISE_FACTOR}x the float64 noise measured between CPU kernels and thread "
+                            f"{rtol:.1e}, {NOISE_FACTOR}x this case's noise measured between CPU kernels and thread "
                             f"counts): bump the NUMERICS_VERSION of the module whose numbers you changed (one of "
                             f"{bump}), then re-record with `python tests/test_numerics.py --record`")
     assert not problems, "\n".join(problems)
@@ -265,7 +274,7 @@ def test_numbers_move_only_with_a_version_bump(cases, reference):
 def test_the_check_catches_a_changed_objective(cases, reference, monkeypatch, tmp_path, factor):
     """Negative control: TeCoA's loss scaled by `factor` (a changed formula, no bump) fails the comparison; 1.001
     moves the outputs by about 1e-3 relative, which the float32 check (tolerance 1e-3) could not tell from noise."""
-    ref, rtol = reference["cases"]["method:tecoa"], tolerance(reference)
+    ref, rtol = reference["cases"]["method:tecoa"], tolerance(reference, "method:tecoa")
     original = methods.get("tecoa")
     monkeypatch.setitem(methods._REGISTRY, "tecoa", dataclasses.replace(
         original, objective=lambda ctx: factor * original.objective(ctx)))
@@ -277,7 +286,7 @@ def test_the_check_catches_a_changed_objective(cases, reference, monkeypatch, tm
 def test_the_check_catches_a_changed_attack(cases, reference, monkeypatch):
     """Negative control: PGD's cross-entropy taken at half the logits (a changed attack, same steps and budget)
     fails the comparison of the PGD-10 cell, while the unchanged cell passes it."""
-    ref, rtol = reference["cases"]["attack:pgd10"], tolerance(reference)
+    ref, rtol = reference["cases"]["attack:pgd10"], tolerance(reference, "attack:pgd10")
     original = attacks.attack_objective
     monkeypatch.setattr(attacks, "attack_objective", lambda logits, labels, loss: original(logits / 2, labels, loss))
     changed = _attack_case("pgd10", fast=False)
@@ -355,14 +364,17 @@ def _compute_in(env: dict[str, str]) -> dict[str, dict]:
 
 
 def record() -> dict:
-    """The reference: the cases here, and the largest relative difference of any output under each setting."""
+    """The reference: the cases here, and the largest relative difference of each case under each setting."""
     cases = compute_cases()
-    settings = {}
+    settings, per_case = {}, dict.fromkeys(cases, 0.0)
     for name, env in NOISE_SETTINGS:
         diffs = relative_differences(cases, _compute_in(env))
         settings[name] = max(diffs.values())
+        for key, d in diffs.items():
+            case = key.rsplit("/", 1)[0]
+            per_case[case] = max(per_case[case], d)
         print(f"{name}: largest relative difference {settings[name]:.2e}", flush=True)
-    noise = {"settings": settings, "max_relative_difference": max(settings.values()),
+    noise = {"settings": settings, "per_case": per_case, "max_relative_difference": max(settings.values()),
              "measured_on": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                             f"ATen {torch.backends.cpu.get_cpu_capability()}"}
     return {"noise": noise, "cases": cases}
@@ -377,6 +389,7 @@ if __name__ == "__main__":
         with tempfile.NamedTemporaryFile("w", dir=REFERENCE.parent, suffix=".tmp", delete=False) as fh:
             fh.write(json.dumps(reference, indent=1, sort_keys=True) + "\n")
         os.replace(fh.name, REFERENCE)
-        print(f"recorded {REFERENCE} (tolerance {tolerance(reference):.1e})")
+        worst = max(reference["cases"], key=lambda c: tolerance(reference, c))
+        print(f"recorded {REFERENCE} (largest tolerance {tolerance(reference, worst):.1e}, {worst})")
     else:
         raise SystemExit("usage: python tests/test_numerics.py --record   (writes tests/numerics_reference.json)")
