@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from nbhelpers import losses
+from nbhelpers.paper_data import PROTOCOL_LOGIT_UNITS, PROTOCOL_NORMS
 
 # bump with any change to the numbers the objectives compute (see utils.numerics_versions); the objectives moved
 # here from training (its version 3) without a change of number
@@ -34,9 +35,11 @@ NUMERICS_VERSION = 1
 TEXT_SIDES = ("original", "iat", "laat_expanded")  # the class text an image tower trains against and is scored with
 # no attack; PGD on the training head's CE; FARE's label-free PGD; CoAdv's label-free PGD on its InfoNCE
 TRAINING_ATTACKS = ("none", "pgd_ce", "pgd_embedding", "pgd_contrastive")
-LOGIT_UNITS = ("scaled", "cosine")  # the logits a method's objective and training attack use: CLIP's scale x cosine, or
-# the raw cosine (PMG-AFT's released code re-normalises the scaled text features: every logit it uses is a cosine)
-INPUT_NORMS = ("clip", "imagenet")  # the mean/std its model's inputs are normalised with (models.INPUT_NORMS)
+# the logits a method's objective and training attack use (CLIP's scale x cosine, or the raw cosine: PMG-AFT's released
+# code re-normalises the scaled text features) and the mean/std its model's inputs are normalised with: the protocols'
+# own vocabularies, declared once in paper_data
+LOGIT_UNITS = PROTOCOL_LOGIT_UNITS
+INPUT_NORMS = PROTOCOL_NORMS
 HEADS = ("zero_shot", "linear")  # what the image tower trains through: the class text, or a new linear layer
 TRAINABLE = ("all", "last_n")  # which image-tower tensors the optimiser moves (last_n: the last partial_last_n)
 

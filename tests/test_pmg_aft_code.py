@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nbhelpers import losses, methods, models, training
+from nbhelpers import losses, methods, models, paper_data, training
 from nbhelpers.config import FinetuneConfig
 from nbhelpers.methods import StepContext
 from nbhelpers.zeroshot import build_class_embeddings
@@ -185,3 +185,9 @@ def test_pmg_aft_protocol_scores_as_pmg_aft_py_validates():
     ours = attacks.pgd_attack(head, x, y, eps=1 / 255, alpha=1 / 255, steps=3, start_noise=noise)
     delta = attack_pgd(model.visual, emb, x, y, alpha=1 / 255, attack_iters=3, epsilon=1 / 255, start=noise)
     torch.testing.assert_close(ours, x + delta.detach(), rtol=0, atol=1e-6)
+
+
+def test_normalisation_and_logit_unit_names_are_declared_once():
+    """The methods' and the models' vocabularies are the protocols' (paper_data), not copies of them."""
+    assert methods.INPUT_NORMS is paper_data.PROTOCOL_NORMS and methods.LOGIT_UNITS is paper_data.PROTOCOL_LOGIT_UNITS
+    assert set(models.INPUT_NORMS) == set(paper_data.PROTOCOL_NORMS)
