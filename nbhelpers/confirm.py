@@ -89,6 +89,17 @@ class Arm:
     source: str  # where its configuration comes from
 
 
+def arm_label(arm: Arm) -> str:
+    """A reader's label of an arm: its method, the knobs that tell arms of one method apart, and its role (e.g.
+    'PMG-AFT as its paper writes it, alpha = beta = 2 (comparator)' for the arm stored as 'pmg_aft_a2')."""
+    label = methods.get(arm.method).label
+    if arm.method == "pmg_aft":
+        label = f"{label} as its paper writes it, alpha = beta = {float(arm.overrides['pmg_alpha']):g}"
+        if "_lr" in arm.name:
+            label += f", lr {float(arm.overrides['finetune_lr']):g}"
+    return f"{label} ({arm.role})"
+
+
 # ---------------------------------------------------------------------------------------------- round 2
 def study_config() -> StudyConfig:
     """06's study configuration (its defaults): the recipe, the validation spec, the selection rule."""
