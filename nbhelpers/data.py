@@ -107,9 +107,10 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
                    sample_seed=None if rule == "first" else sample_seed, protocol=protocol)
 
 
-def classnames_for(profile: str, dataset: str, *, data_root: str | os.PathLike = "") -> tuple[list[str], list[str]]:
-    """(class names, templates) of a dataset without loading its images."""
+def classnames_for(profile: str, dataset: str, *, data_root: str | os.PathLike = "",
+                   protocol: str = paper_data.DEFAULT_PROTOCOL) -> tuple[list[str], list[str]]:
+    """(class names, templates) of a dataset without loading its images, as `protocol` scores it (its class phrases
+    and templates: paper_data.text_for; the mini profile has one text)."""
     if profile == "mini":
         return world.task_spec(dataset).classnames(), [world.PROMPT_TEMPLATE]
-    return (paper_data.get_classnames(dataset, root=data_root or paths.DATA_ROOT),
-            [paper_data.template_for(dataset)])
+    return paper_data.text_for(dataset, protocol, paper_data.get_classnames(dataset, root=data_root or paths.DATA_ROOT))

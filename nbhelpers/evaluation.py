@@ -246,11 +246,13 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
 
 
 def text_structure(text_sides: dict[str, EmbeddingFn], *, profile: str, datasets: list[str],
-                   reference: str = "original", data_root: str = "") -> pd.DataFrame:
-    """Per text side and dataset: inter-class distances and the Spearman consistency with the reference side."""
+                   reference: str = "original", data_root: str = "",
+                   protocol: str = paper_data.DEFAULT_PROTOCOL) -> pd.DataFrame:
+    """Per text side and dataset: inter-class distances and the Spearman consistency with the reference side, on
+    the class text `protocol` scores with."""
     rows = []
     for name in datasets:
-        classnames, templates = classnames_for(profile, name, data_root=data_root)
+        classnames, templates = classnames_for(profile, name, data_root=data_root, protocol=protocol)
         ref = text_sides[reference](classnames, templates)
         for side, embed in text_sides.items():
             emb = embed(classnames, templates)

@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -69,6 +69,7 @@ class Finding:
     verdict: str  # one of VERDICTS
     figure: str  # e.g. "figures/01_margin_offset.png", or ""
     detail: str = ""  # where it holds and where it does not
+    scope: str = ""  # the world, model and sources of variance the verdict covers ("": write_findings fills it in)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -880,7 +881,9 @@ def finding_prompting_vs_finetuning(rows: pd.DataFrame, *, pairs: Sequence[tuple
         paper="TeCoA README: TeCoA w/ Prompting 32.00 robust / 53.00 clean vs fine-tuning 38.18 / 55.97",
         ours="; ".join(parts), estimate=head.estimate * 100, ci_low=head.low * 100, ci_high=head.high * 100,
         verdict=judge_ahead(intervals), figure=figure,
-        detail=f"The estimate is the first pair's difference at eps {eps:g}. {SEED_NOTE}.")
+        detail=f"The estimate is the first pair's difference at eps {eps:g}. {SEED_NOTE}.",
+        scope=(f"{default_scope(notebook)}; the direction only: the prompts are TeCoA's recipe at our budget on a "
+               "32 px ResNet tower, so the size of the gaps is not comparable with TeCoA's"))
 
 
 # ------------------------------------------------------------------------------------------------ storage
@@ -907,12 +910,32 @@ def write_findings(findings: Sequence[Finding], notebook: str, *, config: dict,
     for f in findings:
         if f.notebook != nn:
             raise ValueError(f"finding {f.id!r} belongs to notebook {f.notebook}, not {nn}")
+    scope = default_scope(nn, config)
     payload = {"notebook": nn, "code_version": code_version(), "config": config,
-               "findings": [f.to_dict() for f in findings]}
+               "findings": [(f if f.scope else replace(f, scope=scope)).to_dict() for f in findings]}
     path = findings_path(nn, results_dir=results_dir)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
     return path
+
+
+def default_scope(notebook: str, config: Mapping | None = None) -> str:
+    """What a notebook's verdicts cover (the README's scope column): world, model, and which sources of variance
+    their intervals hold; seed counts from the notebook's config where it has train_seeds."""
+    seeds = len((config or {}).get("train_seeds") or [])
+    world_model = "mini world, mini CLIP"
+    if notebook in ("00", "01", "02"):
+        return f"{world_model} (pre-trained, no training); intervals over test images or classes"
+    if notebook == "03":
+        return f"{world_model}; one IAT tuning per task; intervals over the tasks"
+    if notebook in ("04", "05"):
+        return f"{world_model}; one training seed per model; intervals over test images"
+    if notebook == "06":
+        return (f"{world_model}; {seeds} training seeds in each of two study runs (CPU, H100); intervals over seeds "
+                "and test images")
+    if notebook == "07":
+        return f"mini world, ResNet trained from scratch; {seeds} training seeds; intervals over seeds, images fixed"
+    raise ValueError(f"no default scope for notebook {notebook!r}")
 
 
 def read_findings(notebook: str, *, results_dir: str | Path | None = None) -> list[dict]:

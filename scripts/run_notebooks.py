@@ -72,10 +72,25 @@ def strip_volatile(path: Path) -> None:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream":
-                out["text"] = final_frames(out["text"])
+        if cell.cell_type == "code":
+            cell.outputs = coalesce_streams(cell.outputs)
     nbformat.write(nb, path)
+
+
+def coalesce_streams(outputs: list) -> list:
+    """Consecutive outputs of one stream merged into one (as a Jupyter front end shows them), each reduced to what
+    a terminal shows at the end (final_frames); outputs that end up empty dropped."""
+    merged: list = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == out.get("name")):
+            merged[-1]["text"] += out["text"]
+        else:
+            merged.append(out)
+    for out in merged:
+        if out.get("output_type") == "stream":
+            out["text"] = final_frames(out["text"])
+    return [o for o in merged if o.get("output_type") != "stream" or o["text"].strip()]
 
 
 def _fmt(seconds: float) -> str:

@@ -280,7 +280,8 @@ def test_write_read_round_trip(tmp_path):
     payload = json.loads(path.read_text())  # strict JSON: NaN stored as null
     assert payload["notebook"] == "00" and payload["config"] == {"seed": 0} and payload["code_version"]
     back = F.read_findings("00", results_dir=tmp_path)
-    assert back == [f.to_dict() for f in fs]
+    scope = F.default_scope("00", {"seed": 0})
+    assert back == [{**f.to_dict(), "scope": scope} for f in fs]  # write_findings fills each empty scope in
     assert back[-1]["ci_low"] is None
     frame = F.findings_frame(back)
     assert list(frame.columns) == ["claim", "paper", "ours", "verdict"] and len(frame) == 3
@@ -318,7 +319,7 @@ def test_readme_table_render_check_and_drift(tmp_path):
     assert _script("--readme", str(readme), "--results", str(results)).returncode == 0
     text = readme.read_text()
     assert text.startswith("# Title\n\nFirst paragraph.\n") and text.endswith("<!-- findings:end -->\n\nRest.\n")
-    assert "| finding / claim | paper | ours | verdict | figure |" in text
+    assert "| finding / claim | paper | ours | verdict | scope | figure |" in text
     assert "[00_mini_clip_robustness.png](figures/00_mini_clip_robustness.png)" in text
     assert text.count("**reproduced**") == 4
     done = _script("--readme", str(readme), "--results", str(results), "--check")
