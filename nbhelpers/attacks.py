@@ -34,6 +34,12 @@ NUMERICS_VERSION = 1
 
 LossName = Literal["ce", "cw"]
 ATTACK_LOSSES: tuple[str, ...] = ("ce", "cw")
+# how PGD's random start is drawn: "legacy" (torch.rand on the CPU from a generator seeded once per call, advanced
+# batch by batch: depends on the batch size) or "counter" (a counter-based hash of (seed, stream, image index,
+# pixel index) in integer tensor ops on the images' device: the same bits on every device, batch size and split)
+START_SCHEMES: tuple[str, ...] = ("legacy", "counter")
+_M32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9  # 2^32 / golden ratio: separates the words that key a stream
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,74 @@ def attack_objective(logits: torch.Tensor, labels: torch.Tensor, loss: LossName)
     if loss == "cw":
         return margin_loss(fp32_at_least(logits), labels).sum()
     raise ValueError(f"unknown attack loss {loss!r}; choose one of {ATTACK_LOSSES}")
+
+
+def _mul32(x: torch.Tensor | int, c: int) -> torch.Tensor | int:
+    """x * c mod 2^32 for x in [0, 2^32) (int64 tensor or int) and a 32-bit constant c, exact in int64 (the product
+    is split at 16 bits so nothing exceeds 2^49: no signed overflow on any device)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _hash32(x: torch.Tensor | int) -> torch.Tensor | int:
+    """A bijective 32-bit integer hash (Wellons' lowbias32) of x in [0, 2^32), elementwise; int64 tensor or int."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _stream_keys(seed: int, stream: int) -> tuple[int, int, int]:
+    """Three 32-bit keys of a (seed, stream) pair: seed any int >= 0 (up to 64 bits), stream an int >= 0."""
+    if seed < 0 or stream < 0:
+        raise ValueError(f"seed and stream must be >= 0, got seed={seed}, stream={stream}")
+    k = _hash32(seed & _M32) ^ _hash32(((seed >> 32) & _M32) ^ _GOLDEN)
+    k = _hash32(k ^ _hash32((stream & _M32) ^ (2 * _GOLDEN & _M32)) ^ _hash32((stream >> 32) & _M32))
+    return k, _hash32(k ^ _GOLDEN), _hash32(k ^ (3 * _GOLDEN & _M32))
+
+
+def counter_uniform(seed: int, index: torch.Tensor, numel: int, *, stream: int = 0,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """Uniform floats (N, numel) in [0, 1) (float32, multiples of 2^-24) for images index (N,) (int, >= 0: each
+    image's position in the whole evaluated set), pixel by pixel: a counter-based hash of (seed, stream, image,
+    pixel) in integer tensor ops, so every device, batch size and split of the images gives the same bits.
+
+    stream: a second counter (e.g. the training step), so that one seed keys independent sequences. device: where
+    the numbers are drawn (default: index's device)."""
+    device = index.device if device is None else torch.device(device)
+    index = index.to(device=device, dtype=torch.int64)
+    if index.dim() != 1 or (index.numel() and int(index.min()) < 0):
+        raise ValueError(f"index must be a 1-D tensor of image positions >= 0, got shape {tuple(index.shape)}")
+    if numel < 1:
+        raise ValueError(f"numel must be >= 1, got {numel}")
+    k0, k1, k2 = _stream_keys(seed, stream)
+    lo, hi = index & _M32, (index >> 32) & _M32
+    a = _hash32(_hash32(lo ^ k0) ^ _hash32(hi ^ k1))  # two words per image
+    b = _hash32(a ^ k2)
+    pixel = torch.arange(numel, device=device, dtype=torch.int64)
+    out = torch.empty(len(index), numel, dtype=torch.float32, device=device)
+    rows = max(1, (1 << 23) // numel)  # bounds the int64 temporaries (~64 MiB each)
+    for i in range(0, len(index), rows):
+        u = _hash32(((_hash32(pixel[None] ^ a[i:i + rows, None]) + b[i:i + rows, None]) & _M32))
+        out[i:i + rows] = (u >> 8).to(torch.float32) * 2.0 ** -24  # 24 bits: exact in float32
+    return out
+
+
+def counter_start_noise(seed: int, index: torch.Tensor, shape: tuple[int, ...] | torch.Size, *, stream: int = 0,
+                        device: torch.device | str | None = None) -> torch.Tensor:
+    """PGD start noise (N, *shape) in [-1, 1) (float32, exact) of images index (N,) from :func:`counter_uniform`:
+    2u - 1, the same bits on every device; shape: one image's (3, S, S)."""
+    numel = 1
+    for d in shape:
+        numel *= int(d)
+    u = counter_uniform(seed, index, numel, stream=stream, device=device)
+    return (2 * u - 1).reshape(len(index), *shape)
+
+
+def check_start_scheme(scheme: str) -> None:
+    """Refuse an unknown start scheme before any work."""
+    if scheme not in START_SCHEMES:
+        raise ValueError(f"unknown attack start scheme {scheme!r}; choose one of {START_SCHEMES}")
 
 
 def _start_point(x0: torch.Tensor, *, eps: float, random_start: bool, generator: torch.Generator | None,

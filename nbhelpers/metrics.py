@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nbhelpers.attacks import LossName, frozen, pgd_attack
+from nbhelpers.attacks import LossName, check_start_scheme, counter_start_noise, frozen, pgd_attack
 from nbhelpers.fastpath import fast_forward, wants_channels_last
 
 
@@ -45,12 +45,16 @@ def pair_margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def predict_logits(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 0.0,
                    steps: int = 10, alpha: float | None = None, loss: LossName = "ce", batch_size: int = 256,
                    device: torch.device | str = "cpu", seed: int = 0, progress: bool = False,
-                   desc: str = "attack", fast: bool = False, amp: bool = False) -> torch.Tensor:
+                   desc: str = "attack", fast: bool = False, amp: bool = False,
+                   start: str = "legacy") -> torch.Tensor:
     """Logits (N, C) on CPU of the classifier on images attacked with PGD at eps (pixel units; 0 = clean).
 
     fast / amp: as in :func:`~nbhelpers.attacks.pgd_attack`, for the attack and the final forward pass
-    (amp = bf16 autocast, meant for GPUs; logits are returned in fp32).
+    (amp = bf16 autocast, meant for GPUs; logits are returned in fp32). start: how the random starts are drawn
+    (attacks.START_SCHEMES): "legacy" (a CPU generator seeded by seed, advanced batch by batch) or "counter"
+    (attacks.counter_start_noise of each image's position in images, on device: independent of batch_size).
     """
+    check_start_scheme(start)
     out = []
     gen = torch.Generator().manual_seed(seed)
     starts = range(0, len(images), batch_size)
@@ -59,8 +63,10 @@ def predict_logits(classifier: nn.Module, images: torch.Tensor, labels: torch.Te
         x = images[i:i + batch_size].to(device)
         y = labels[i:i + batch_size].to(device)
         if eps > 0:
+            noise = (counter_start_noise(seed, torch.arange(i, i + len(x)), x.shape[1:], device=x.device)
+                     if start == "counter" else None)
             x = pgd_attack(classifier, x, y, eps=eps, alpha=alpha, steps=steps, loss=loss, generator=gen,
-                           fast=fast, amp=amp)
+                           start_noise=noise, fast=fast, amp=amp)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with contextlib.ExitStack() as stack:

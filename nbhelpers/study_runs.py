@@ -80,7 +80,8 @@ def stage_evaluation(cfg: StudyConfig, stage: str) -> dict[str, object]:
                                              *IATKnobs.field_names())}
     common = {"profile": cfg.profile, "model": cfg.model, "pretrained": cfg.pretrained, "checkpoint": cfg.checkpoint,
               "seed": cfg.seed, "pgd_steps": cfg.pgd_steps, "finetune_steps": cfg.finetune_steps,
-              "recipe": content_key(recipe), "numerics": numerics_fingerprint()}
+              "recipe": content_key(recipe), "numerics": numerics_fingerprint(),
+              **evaluation.start_identity(cfg.start_scheme())}  # "legacy" adds nothing: no mini key moves
     if stage == "validation":
         return {**common, "tasks": cfg.validation_datasets(), "n": cfg.val_images, "attack": "pgd",
                 "eps": [cfg.select_eps]}
@@ -140,7 +141,7 @@ class StudyRunner:
         rows = evaluation.evaluate(dict(models), profile=self.cfg.profile, datasets=list(spec["tasks"]), n=int(spec["n"]),
                                    seed=int(spec["seed"]), batch_size=self.cfg.batch_size, data_root=self.cfg.data_root,
                                    device=self.device, fast=self.cfg.fast_attacks, amp=self.cfg.amp,
-                                   progress=self.progress, **kw)
+                                   progress=self.progress, start=self.cfg.start_scheme(), **kw)
         out: dict[str, float] = {}
         per_sample: dict[str, str] = {}
         for r in rows.itertuples(index=False):

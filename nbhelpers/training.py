@@ -67,7 +67,10 @@ def cache_key(cfg: FinetuneConfig) -> str:
     """Key of a run's trained weights: every config field that changes them, the numerics versions of the engine,
     its objectives, attacks and zero-shot head, and the content (sha256) of every input file: base weights and IAT
     projection (a file rewritten in place with other bytes gives another key)."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in (*SPEED_ONLY, "checkpoint", "iat_projection")}
+    d = {k: v for k, v in cfg.to_dict().items()
+         if k not in (*SPEED_ONLY, "checkpoint", "iat_projection", "attack_start")}
+    if cfg.start_scheme() != "legacy":  # the counter start draws other noise: only its runs' keys hold it
+        d["attack_start"] = cfg.start_scheme()
     d["numerics"] = numerics_versions(sys.modules[__name__], methods, losses, attacks, zeroshot, models)
     if cfg.amp:  # the amp path's own version: only amp runs' keys move with it
         d["numerics"]["training_amp"] = AMP_NUMERICS_VERSION
@@ -235,8 +238,9 @@ def _save(path: Path, *, student: ClipModel, opt: torch.optim.Optimizer, step: i
 
 
 def _run_fields(config: dict) -> dict:
-    """A run's config without its device knobs (config.DeviceKnobs): a run may resume with other ones."""
-    return {k: v for k, v in config.items() if k not in DeviceKnobs.field_names()}
+    """A run's config without its device knobs (config.DeviceKnobs): a run may resume with other ones. A checkpoint
+    written before attack_start existed ran the "auto" scheme."""
+    return {k: v for k, v in {"attack_start": "auto", **config}.items() if k not in DeviceKnobs.field_names()}
 
 
 def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None) -> dict:
@@ -442,6 +446,16 @@ def _pinned(t: torch.Tensor) -> torch.Tensor:
         return t
 
 
+TRAIN_STREAM = 1 << 32  # counter streams of the training attack: TRAIN_STREAM + step (evaluation uses stream 0)
+
+
+def train_start_noise(train_seed: int, step: int, index: torch.Tensor, shape: tuple[int, ...] | torch.Size, *,
+                      device: torch.device | str) -> torch.Tensor:
+    """The counter scheme's training-attack start noise (N, *shape) in [-1, 1) of the images at positions index (N,)
+    of step's global batch, drawn on device: the same bits on every device, rank split and prefetch setting."""
+    return attacks.counter_start_noise(train_seed, index, shape, stream=TRAIN_STREAM + step, device=device)
+
+
 def iter_train_batches(data: TrainData, cfg: FinetuneConfig, *, start: int, stop: int, device: torch.device,
                        rank: int = 0, world_size: int = 1,
                        prefetch: bool = False) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -451,26 +465,34 @@ def iter_train_batches(data: TrainData, cfg: FinetuneConfig, *, start: int, stop
     prefetch: step k+1 is read in one background thread while step k is consumed (pinned memory and a non-blocking
     copy on CUDA), yielding exactly the tensors of prefetch=False in the same order."""
 
+    counter = cfg.start_scheme() == "counter"
+
     def load(step: int) -> tuple[torch.Tensor, ...]:
         x, y = data.batch(step, cfg.train_batch_size)
-        g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "train-attack", step))
-        noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
+        if counter:  # drawn on the device in moved(): here only the rank's positions in the global batch
+            noise = torch.arange(len(x))
+        else:
+            g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "train-attack", step))
+            noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
         parts = tuple(t[rank::world_size] for t in (x, y, noise))
         return tuple(_pinned(t.contiguous()) for t in parts) if prefetch and device.type == "cuda" else parts
 
-    def moved(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return tuple(t.to(device, non_blocking=prefetch) for t in parts)
+    def moved(step: int, parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        x, y, noise = (t.to(device, non_blocking=prefetch) for t in parts)
+        if counter:
+            noise = train_start_noise(cfg.train_seed, step, noise, x.shape[1:], device=device)
+        return x, y, noise
 
     if not prefetch:
         for step in range(start, stop):
-            yield (step, *moved(load(step)))
+            yield (step, *moved(step, load(step)))
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
         ahead = pool.submit(load, start) if start < stop else None
         for step in range(start, stop):
             parts = ahead.result()
             ahead = pool.submit(load, step + 1) if step + 1 < stop else None
-            yield (step, *moved(parts))
+            yield (step, *moved(step, parts))
 
 
 def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
