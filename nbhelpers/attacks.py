@@ -196,6 +196,7 @@ def _pgd(module: nn.Module, images: torch.Tensor, objective: Callable[[torch.Ten
         layers = fast_forward(module)
         if wants_channels_last(module):
             x0, x = (t.contiguous(memory_format=torch.channels_last) for t in (x0, x))
+    lo, hi = projection_bounds(x0, eps)
     was_training = module.training
     module.eval()
     with frozen(module), torch.enable_grad(), layers:
@@ -204,10 +205,24 @@ def _pgd(module: nn.Module, images: torch.Tensor, objective: Callable[[torch.Ten
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
                 out = module(x)
             (grad,) = torch.autograd.grad(objective(out), x)
-            x = x.detach() + alpha * grad.sign()
-            x = torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(0, 1)
+            x = pgd_update(x.detach(), grad, lo, hi, alpha=alpha)
     module.train(was_training)
     return x.detach().contiguous()
+
+
+def projection_bounds(x0: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box PGD projects onto, once per attack: (max(x0 - eps, 0), min(x0 + eps, 1)), each x0's shape and layout:
+    the eps ball around x0 (N, 3, S, S) intersected with the unit box (never empty: x0 lies in both)."""
+    return (x0 - eps).clamp_(min=0), (x0 + eps).clamp_(max=1)
+
+
+def pgd_update(x: torch.Tensor, grad: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, *,
+               alpha: float) -> torch.Tensor:
+    """One signed-gradient step projected onto [lo, hi] (:func:`projection_bounds`): 3 kernels per step, bit-equal
+    to the 8 of ``torch.min(torch.max(x + alpha * sign(grad), x0 - eps), x0 + eps).clamp(0, 1)`` (alpha * sign is
+    exact, so add(alpha=) rounds once as the two ops do; clamping to the intersection of two boxes that meet equals
+    clamping to one, then the other)."""
+    return torch.add(x, grad.sign(), alpha=alpha).clamp_(min=lo, max=hi)
 
 
 def pgd_attack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,

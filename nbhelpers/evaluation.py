@@ -108,13 +108,12 @@ def attack_logits(attack: str, head: ZeroShotClassifier, images: torch.Tensor, l
                                       batch_size=batch_size, device=device, seed=seed, fast=fast, amp=amp,
                                       start=start)
     out = []
-    for i in range(0, len(images), batch_size):
-        x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
+    for _, x, y in metrics.device_batches(images, labels, batch_size=batch_size, device=device):
         adv = attack_mod.autoattack(head, x, y, eps=eps / 255, n_classes=head.num_classes, seed=seed,
                                     version=spec.version, fast=fast)
         with torch.no_grad():
-            out.append(head(adv).float().cpu())
-    return torch.cat(out)
+            out.append(head(adv).float())  # kept on the device: one copy at the end of the call
+    return torch.cat(out).cpu()
 
 
 def start_identity(start: str) -> dict[str, str]:

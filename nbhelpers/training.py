@@ -49,7 +49,7 @@ from nbhelpers.config import DeviceKnobs, FinetuneConfig, add_arguments, cli_par
 from nbhelpers.data import stack_items
 from nbhelpers.methods import StepContext
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
-from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, fp32_at_least, numerics_versions,
+from nbhelpers.utils import (atomic_path, pinned, code_version, content_key, file_fingerprint, fp32_at_least, numerics_versions,
                              select_device)
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build_head, model_fingerprint
 
@@ -438,14 +438,6 @@ def engine_towers(engine: Engine) -> list[nn.Module]:
     return towers
 
 
-def _pinned(t: torch.Tensor) -> torch.Tensor:
-    """t in page-locked memory (for a non-blocking copy to a GPU); t itself where pinning is unavailable."""
-    try:
-        return t.pin_memory()
-    except RuntimeError:  # no accelerator to pin for (CPU-only build or machine)
-        return t
-
-
 TRAIN_STREAM = 1 << 32  # counter streams of the training attack: TRAIN_STREAM + step (evaluation uses stream 0)
 
 
@@ -475,7 +467,7 @@ def iter_train_batches(data: TrainData, cfg: FinetuneConfig, *, start: int, stop
             g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "train-attack", step))
             noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
         parts = tuple(t[rank::world_size] for t in (x, y, noise))
-        return tuple(_pinned(t.contiguous()) for t in parts) if prefetch and device.type == "cuda" else parts
+        return tuple(pinned(t.contiguous()) for t in parts) if prefetch and device.type == "cuda" else parts
 
     def moved(step: int, parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         x, y, noise = (t.to(device, non_blocking=prefetch) for t in parts)

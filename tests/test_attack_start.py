@@ -154,3 +154,46 @@ def test_counter_noise_has_the_same_bits_on_the_gpu():
     cpu = attacks.counter_start_noise(9, index, (3, 32, 32), stream=3)
     gpu = attacks.counter_start_noise(9, index.cuda(), (3, 32, 32), stream=3)
     assert gpu.is_cuda and torch.equal(cpu, gpu.cpu())
+
+
+# ---------------------------------------------------------------------------------------------- speed-only paths
+def _reference_update(x, grad, x0, eps, alpha):
+    """PGD's update as it was (8 kernels)."""
+    x = x + alpha * grad.sign()
+    return torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(0, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [1 / 255, 4 / 255, 0.5])
+def test_pgd_update_is_bit_equal_to_the_eight_kernel_form(dtype, eps):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(16, 3, 8, 8, generator=g, dtype=dtype)
+    x0[:4] = x0[:4].round()  # pixels at 0 and 1: the box edges
+    x = (x0 + (2 * torch.rand(x0.shape, generator=g, dtype=dtype) - 1) * eps).clamp(0, 1)
+    lo, hi = attacks.projection_bounds(x0, eps)
+    for alpha in (1 / 255, 2.5 * eps / 10, 0.3):
+        grad = torch.randn(x0.shape, generator=g, dtype=dtype)
+        grad[::3] = 0  # sign 0: no move
+        want = _reference_update(x, grad, x0, eps, alpha)
+        got = attacks.pgd_update(x, grad, lo, hi, alpha=alpha)
+        assert torch.equal(got, want) and got.dtype == dtype
+        x = want
+    cl = x0.contiguous(memory_format=torch.channels_last)
+    lo, hi = attacks.projection_bounds(cl, eps)
+    assert torch.equal(attacks.pgd_update(x.contiguous(memory_format=torch.channels_last), grad, lo, hi, alpha=0.1),
+                       _reference_update(x, grad, x0, eps, 0.1))
+
+
+def test_prefetched_batches_and_device_logits_change_no_number():
+    torch.manual_seed(1)
+    clf, x, y = _Linear(), torch.rand(11, 3, 4, 4), torch.randint(0, 3, (11,))
+    batches = list(metrics.device_batches(x, y, batch_size=4, device="cpu", prefetch=True))
+    assert [b[0] for b in batches] == [0, 4, 8]
+    assert torch.equal(torch.cat([b[1] for b in batches]), x) and torch.equal(torch.cat([b[2] for b in batches]), y)
+    for start in attacks.START_SCHEMES:
+        kw = dict(eps=4 / 255, steps=2, batch_size=4, seed=3, start=start)
+        off = metrics.predict_logits(clf, x, y, prefetch=False, **kw)
+        on = metrics.predict_logits(clf, x, y, prefetch=True, **kw)
+        assert off.device.type == "cpu" and off.shape == (11, 3) and torch.equal(on, off)
+    with pytest.raises(ValueError, match="batch_size"):
+        list(metrics.device_batches(x, y, batch_size=0, device="cpu"))
