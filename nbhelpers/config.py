@@ -351,10 +351,12 @@ class DeviceKnobs(Config):
 
     compile_tower: bool = knob(False, "torch.compile the image tower while training (for GPUs; same math, other float rounding; the first steps compile)")
     prefetch: str = knob("auto", '"auto" (on for CUDA), "on" or "off": read the next training batch in a background thread (into pinned memory on CUDA)')
+    decode_workers: int = knob(0, "paper: worker processes that decode the training JPEGs of each batch (0: in this process); the same images in the same order")
 
     def check(self) -> None:
         super().check()
         self._choice("prefetch", PREFETCH_MODES)
+        self._non_negative("decode_workers")
 
     def prefetch_on(self, device_type: str) -> bool:
         """Whether training reads ahead on a device of this type ('cuda', 'cpu', ...): "auto" means CUDA only."""

@@ -26,11 +26,12 @@ import dataclasses
 import functools
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,21 @@ def _mini_train_pool(task: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return world.generate_task(task, split="train", seed=seed)
 
 
+_DECODE_DATASET: object = None  # a decoding worker's dataset (set once by _init_decoder)
+
+
+def _init_decoder(dataset: object) -> None:
+    """A decoding worker's set-up: its copy of the dataset, one torch thread (the workers are the parallelism)."""
+    global _DECODE_DATASET
+    _DECODE_DATASET = dataset
+    torch.set_num_threads(1)
+
+
+def _decode_item(i: int) -> tuple[torch.Tensor, int]:
+    """Item i of the worker's dataset: (image (3, S, S) in [0, 1], label), read, decoded and preprocessed here."""
+    return _DECODE_DATASET[i]
+
+
 class TrainData:
     """The fine-tuning set; batch(step) is a pure function of (seed, step).
 
@@ -111,8 +127,15 @@ class TrainData:
     by train_seed on paper, so that n images span the classes of a class-sorted folder.
     """
 
-    def __init__(self, cfg: FinetuneConfig, *, preprocess: Callable | None = None) -> None:
+    def __init__(self, cfg: FinetuneConfig, *, preprocess: Callable | None = None,
+                 decode_workers: int | None = None) -> None:
+        """decode_workers: processes that read and decode the paper set's items (None: cfg.decode_workers, 0 where cfg
+        has none; speed only: batch(step) is the same tensors)."""
         self.name = cfg.finetune_task()
+        self.decode_workers = getattr(cfg, "decode_workers", 0) if decode_workers is None else decode_workers
+        if self.decode_workers < 0:
+            raise ValueError(f"decode_workers must be >= 0, got {self.decode_workers}")
+        self._pool: ProcessPoolExecutor | None = None
         if cfg.profile == "mini":
             self.images, self.labels = _mini_train_pool(self.name, cfg.train_seed)
             self.classnames = world.TASKS[self.name].classnames()
@@ -140,7 +163,24 @@ class TrainData:
         """Images (k, 3, S, S) in [0, 1] and labels (k,) at the given indices (k,) of the set."""
         if self.images is not None:
             return self.images[idx], self.labels[idx]
-        return stack_items([self.dataset[int(i)] for i in idx], what=f"{self.name} (train)")
+        if self.decode_workers == 0 or len(idx) < 2:
+            return stack_items([self.dataset[int(i)] for i in idx], what=f"{self.name} (train)")
+        if self._pool is None:  # forkserver: safe beside the prefetch thread; the dataset is sent once per worker
+            self._pool = ProcessPoolExecutor(self.decode_workers, mp_context=multiprocessing.get_context("forkserver"),
+                                             initializer=_init_decoder, initargs=(self.dataset,))
+        chunk = max(1, -(-len(idx) // (4 * self.decode_workers)))
+        items = list(self._pool.map(_decode_item, [int(i) for i in idx], chunksize=chunk))  # map keeps the order
+        return stack_items(items, what=f"{self.name} (train)")
+
+    def close(self) -> None:
+        """Stop the decoding worker processes (if any); a later batch starts them again."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __getstate__(self) -> dict:
+        """Picklable (dispatch sends configs, not data; a copy starts its own workers)."""
+        return {**self.__dict__, "_pool": None}
 
     def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first min(n, size) images (n, 3, S, S) in [0, 1] and labels (n,) of the set's fixed order."""
