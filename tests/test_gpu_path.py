@@ -61,6 +61,16 @@ def test_bf16_pgd_keeps_the_attacks_strength(objects_head, objects_data):
     _check_bf16_pgd(objects_head, *objects_data, device=torch.device("cpu"))
 
 
+def test_counter_start_keeps_the_attacks_strength(objects_head, objects_data):
+    """The counter-based random start (paper's default) draws other starts than the legacy one: not the same bits,
+    the same strength (the paired bound)."""
+    x, y = objects_data
+    legacy = predict_logits(objects_head, x, y, eps=EPS, steps=10, seed=0, fast=True)
+    counter = predict_logits(objects_head, x, y, eps=EPS, steps=10, seed=0, fast=True, start="counter")
+    assert not torch.equal(legacy, counter)
+    _assert_same_strength(legacy, counter, y)
+
+
 def test_the_paired_bound_catches_a_weaker_attack(objects_head, objects_data):
     """The bound is not vacuous: PGD-1 at eps 1/255 (a much weaker attack) fails it against PGD-10 at 4/255."""
     x, y = objects_data
