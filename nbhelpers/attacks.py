@@ -124,9 +124,9 @@ def counter_uniform(seed: int, index: torch.Tensor, numel: int, *, stream: int =
     stream: a second counter (e.g. the training step), so that one seed keys independent sequences. device: where
     the numbers are drawn (default: index's device)."""
     device = index.device if device is None else torch.device(device)
-    index = index.to(device=device, dtype=torch.int64)
-    if index.dim() != 1 or (index.numel() and int(index.min()) < 0):
+    if index.dim() != 1 or (index.device.type == "cpu" and index.numel() and int(index.min()) < 0):
         raise ValueError(f"index must be a 1-D tensor of image positions >= 0, got shape {tuple(index.shape)}")
+    index = index.to(device=device, dtype=torch.int64)  # the values are checked where that costs no device sync
     if numel < 1:
         raise ValueError(f"numel must be >= 1, got {numel}")
     k0, k1, k2 = _stream_keys(seed, stream)
