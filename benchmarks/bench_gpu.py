@@ -236,10 +236,13 @@ def _bench_apgd(model, model_name: str, c: int, *, batch_size: int, device: torc
     x, _ = common.batch(model, batch_size, c, seed=s.seed, device=device)
     with torch.no_grad():
         y = head(x).argmax(1)
-    t = common.time_call(lambda: autoattack(head, x, y, eps=s.eps, n_classes=c, seed=s.seed, fast=True),
-                         device=device, repeats=1, budget_s=s.budget_s)
+    rows = []
+    for label, amp in (("fp32", False), ("bf16", True)):
+        t = common.time_call(lambda amp=amp: autoattack(head, x, y, eps=s.eps, n_classes=c, seed=s.seed, fast=True,
+                                                        amp=amp), device=device, repeats=1, budget_s=s.budget_s)
+        rows.append({"attack": f"APGD-CE + APGD-T ({label}, fast path)", "min_s": t.min, "median_s": t.median,
+                     "images_per_s": batch_size / t.median, "repeats": len(t.times)})
     return common.Section(f"APGD (APGD-CE + APGD-T, 100 steps each), {model_name}, {c} classes, batch {batch_size}, "
-                          f"{device.type}",
-                          rows=[{"attack": "APGD-CE + APGD-T (fp32, fast path)", "median_s": t.median,
-                                 "images_per_s": batch_size / t.median, "repeats": len(t.times)}],
-                          notes=["labels are the model's clean predictions, so APGD-CE attacks every image"])
+                          f"{device.type}", rows=rows,
+                          notes=["labels are the model's clean predictions, so APGD-CE attacks every image; bf16's "
+                                 "strength against fp32: tests/test_gpu_path.py (paired bound)"])

@@ -321,8 +321,23 @@ class _Float32Logits(nn.Module):
         return self.classifier(images).float()
 
 
+class _Bf16Logits(nn.Module):
+    """A classifier run under bf16 autocast on its inputs' device, its logits (N, C) handed over in float32 (so
+    torchattacks' losses and checks stay in fp32, as our PGD's objective does)."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 logits (N, C) of images (N, 3, S, S), computed under bf16 autocast."""
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+            return self.classifier(images).float()
+
+
 def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
-               n_classes: int, seed: int = 0, version: str = "apgd", fast: bool = False) -> torch.Tensor:
+               n_classes: int, seed: int = 0, version: str = "apgd", fast: bool = False,
+               amp: bool = False) -> torch.Tensor:
     """AutoAttack (torchattacks, L-inf) adversarial images (N, 3, S, S); eps in pixel units.
 
     version 'apgd' (default): the standard version's gradient attacks, APGD-CE then APGD-T on the images still
@@ -331,6 +346,8 @@ def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     torchattacks deviates from the standard version in two places, which we correct for both versions: its
     APGD/APGD-T default to 10 steps (standard: 100), and its APGD-T targets every one of the n_classes - 1 wrong
     classes (standard: the top 9), which costs 111x more than standard at 1000 classes.
+    amp: the classifier's forward passes under bf16 autocast, logits handed over in fp32 (for GPUs; its strength
+    against fp32 is checked with the paired bound in tests/test_gpu_path.py).
     """
     import torchattacks
 
@@ -341,6 +358,8 @@ def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     if eps == 0:
         return images.detach().clone()
     net = _Float32Logits(classifier) if _is_float64(classifier) else classifier
+    if amp:
+        net = _Bf16Logits(net)
     if version == "standard":
         atk = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=n_classes,
                                       seed=seed)

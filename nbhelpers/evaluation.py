@@ -100,7 +100,7 @@ def attack_logits(attack: str, head: ZeroShotClassifier, images: torch.Tensor, l
                   amp: bool = False, start: str = "legacy") -> torch.Tensor:
     """Logits (N, C) on CPU of head on images (N, 3, S, S) attacked by the named attack at eps (1/255; 0 = clean).
 
-    fast: same-math faster layers (nbhelpers.fastpath); amp: bf16 autocast for our PGD (GPU); start: our PGD's
+    fast: same-math faster layers (nbhelpers.fastpath); amp: bf16 autocast for our PGD and AutoAttack (GPU); start: our PGD's
     random-start scheme (attacks.START_SCHEMES; AutoAttack draws its own)."""
     spec = resolve_attack(attack)
     if spec.kind != "autoattack" or eps == 0:
@@ -110,7 +110,7 @@ def attack_logits(attack: str, head: ZeroShotClassifier, images: torch.Tensor, l
     out = []
     for _, x, y in metrics.device_batches(images, labels, batch_size=batch_size, device=device):
         adv = attack_mod.autoattack(head, x, y, eps=eps / 255, n_classes=head.num_classes, seed=seed,
-                                    version=spec.version, fast=fast)
+                                    version=spec.version, fast=fast, amp=amp)
         with torch.no_grad():
             out.append(head(adv).float())  # kept on the device: one copy at the end of the call
     return torch.cat(out).cpu()

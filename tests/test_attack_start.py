@@ -197,3 +197,16 @@ def test_prefetched_batches_and_device_logits_change_no_number():
         assert off.device.type == "cpu" and off.shape == (11, 3) and torch.equal(on, off)
     with pytest.raises(ValueError, match="batch_size"):
         list(metrics.device_batches(x, y, batch_size=0, device="cpu"))
+
+
+def test_autoattack_amp_hands_on_fp32_logits_computed_under_bf16():
+    seen: list[torch.dtype] = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.nn.functional.linear(x.flatten(1), torch.ones(3, x[0].numel()))
+            seen.append(out.dtype)
+            return out
+
+    out = attacks._Bf16Logits(Probe())(torch.rand(2, 3, 4, 4))
+    assert seen == [torch.bfloat16] and out.dtype == torch.float32

@@ -247,6 +247,20 @@ def test_bf16_pgd_keeps_the_attacks_strength_on_cuda(cuda_head, objects_data):
 
 
 @pytest.mark.gpu
+def test_bf16_autoattack_keeps_its_strength_on_cuda(cuda_head, objects_data):
+    """AutoAttack (APGD-CE + APGD-T) with amp: the same strength as fp32 by the paired bound, and it works at all."""
+    from nbhelpers.attacks import autoattack
+
+    x, y = (t[:128].cuda() for t in objects_data)
+    n = cuda_head.num_classes
+    runs = {amp: autoattack(cuda_head, x, y, eps=EPS, n_classes=n, seed=0, fast=True, amp=amp) for amp in (False, True)}
+    with torch.no_grad():
+        clean, fp32, bf16 = (cuda_head(t).float() for t in (x, runs[False], runs[True]))
+    assert ((runs[True] - x).abs().amax() <= EPS + 1e-6) and accuracy(fp32, y) < accuracy(clean, y) - 0.3
+    _assert_same_strength(fp32, bf16, y)
+
+
+@pytest.mark.gpu
 def test_compiled_tower_gives_the_eager_attack_on_cuda(cuda_head, objects_data):
     ok, why = fastpath.compile_available("cuda")
     if not ok:
