@@ -65,8 +65,8 @@ def predict_logits(classifier: nn.Module, images: torch.Tensor, labels: torch.Te
     batches = device_batches(images, labels, batch_size=batch_size, device=device, prefetch=prefetch)
     for i, x, y in tqdm(batches, total=-(-len(images) // batch_size), desc=desc, disable=not progress, leave=False):
         if eps > 0:
-            noise = (counter_start_noise(seed, torch.arange(i, i + len(x)), x.shape[1:], device=x.device)
-                     if start == "counter" else None)
+            noise = (counter_start_noise(seed, torch.arange(i, i + len(x), device=x.device), x.shape[1:])
+                     if start == "counter" else None)  # positions made on the device: no copy, no sync
             x = pgd_attack(classifier, x, y, eps=eps, alpha=alpha, steps=steps, loss=loss, generator=gen,
                            start_noise=noise, fast=fast, amp=amp)
         if channels_last:
