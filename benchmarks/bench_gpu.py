@@ -1,12 +1,14 @@
 """The GPU mode of the benchmarks (``python -m benchmarks.run_all --gpu --device cuda``): issue 20's targets, side by
 side in one run on one model, batch and image set.
 
-- **PGD-10 evaluation**, images/s of the attack plus the forward that scores it (``predict_logits``, fast path):
-  ours in fp32, in bf16 autocast (``amp=True``, objective summed in fp32) and in bf16 with the image tower under
+- **PGD-10 evaluation**, images/s of the attack plus the forward that scores it (``predict_logits``, fast path),
+  with the images starting in host memory (pinned prefetch and copies included), as a real evaluation's do: ours in
+  fp32, in bf16 autocast (``amp=True``, objective summed in fp32), in bf16 with the counter-based random start drawn
+  on the device (``start="counter"``, the paper profile's default) and in bf16 with the image tower under
   ``torch.compile`` (``fastpath.compiled``), against the TeCoA-family loop's mirror (``benchmarks/tecoa_loop.py``,
-  their fp16 autocast on CUDA), at each class count; achieved FLOP/s of the bf16 row against the bf16 matmul rate.
-  One more row, bf16 with the random start drawn on the device (``pgd_attack(start_noise=...)``), and a note with
-  the time of drawing it on the CPU, show what our seeded CPU start (the same start on every device) costs.
+  their fp16 autocast on CUDA), at each class count. Every row: min and median of the repeats, the GPU-only median
+  (the same call with the images already on the device), GFLOP per image and the achieved TFLOP/s, also as a
+  fraction of the measured bf16 matmul rate. ViT-B/32 has QuickGELU, as OpenAI's weights (common.load_model).
 - **Matmul rate**: n x n by n x n in fp32 and bf16, the ceilings the rows above are read against.
 - **One training step** (``training.train_step`` on an engine set up as ``finetune`` does; PGD-2 at 1/255, the
   objective, SGD): TeCoA and TIMA's TAI, ours in fp32 and bf16 (``amp``), TeCoA also with the compiled tower,
@@ -15,8 +17,9 @@ side in one run on one model, batch and image set.
   images/s. Labels are the model's own clean predictions, so every image is attacked (random weights classify at
   chance, and APGD skips images already misclassified).
 
-Targets (issue 20, for one H100/H200; on any other device the ratios are printed as 'info'): PGD-10 >= 2,000
-images/s in bf16; ours >= 10x the TeCoA-family loop at 200 classes; a TeCoA epoch of 100,000 images in <= 30 s.
+Targets (issues 20 and 34, for one H100/H200; on any other device the ratios are printed as 'info'): PGD-10 >= 2,000
+images/s in bf16 from host memory; ours >= 4x the TeCoA-family loop at 200 classes and >= 10x at 1,000; a TeCoA
+epoch of 100,000 images in <= 30 s (step time only; benchmarks/bench_input.py times the input pipeline).
 """
 from __future__ import annotations
 
@@ -31,11 +34,11 @@ from benchmarks import common
 from benchmarks.bench_train_step import _engine
 from benchmarks.tecoa_loop import TecoaFamily
 from nbhelpers import fastpath, training
-from nbhelpers.attacks import autoattack, pgd_attack
+from nbhelpers.attacks import autoattack
 from nbhelpers.metrics import predict_logits
 
 TARGET_IMAGES_PER_S = 2000.0  # PGD-10, bf16, one H100/H200
-TARGET_VS_TECOA_GPU = {200: 10.0}
+TARGET_VS_TECOA_GPU = {200: 4.0, 1000: 10.0}  # issue 34: their loop does 2.24x our FLOPs at 200 classes
 EPOCH_IMAGES = 100_000
 TARGET_EPOCH_S = 30.0
 TARGET_DEVICES = ("H100", "H200")
@@ -48,7 +51,7 @@ class GpuSettings:
     steps: int = 10
     eps: float = 4 / 255
     alpha: float = 1 / 255
-    repeats: int = 3
+    repeats: int = 5
     budget_s: float = 10.0
     seed: int = 0
     matmul_n: int = 8192
@@ -96,65 +99,68 @@ def bench_gpu(model_name: str, classes: list[int], *, batch_size: int, device: t
     tower = model.clip.visual
     for c in common.progress(classes, desc=f"GPU PGD {model_name}"):
         head, texts = common.zero_shot_head(model, c, device=device)
-        x, y = common.batch(model, batch_size, c, seed=s.seed, device=device)
+        x_dev, y_dev = common.batch(model, batch_size, c, seed=s.seed, device=device)
+        x, y = x_dev.cpu(), y_dev.cpu()  # where a real evaluation's images start: host memory
 
-        def ours(amp: bool, steps: int = s.steps) -> torch.Tensor:
-            return predict_logits(head, x, y, eps=s.eps, alpha=s.alpha, steps=steps, batch_size=batch_size,
-                                  device=device, seed=s.seed, fast=True, amp=amp)
+        def ours(amp: bool, steps: int = s.steps, images: torch.Tensor = x, start: str = "legacy") -> torch.Tensor:
+            return predict_logits(head, images, y if images is x else y_dev, eps=s.eps, alpha=s.alpha, steps=steps,
+                                  batch_size=batch_size, device=device, seed=s.seed, fast=True, amp=amp, start=start)
 
         def tecoa(steps: int = s.steps) -> torch.Tensor:
-            return peers.evaluate(x, y, texts, eps=s.eps, alpha=s.alpha, steps=steps)
-
-        def ours_given_start(steps: int = s.steps) -> torch.Tensor:
-            """ours in bf16 with the random start drawn on the images' device (predict_logits draws it on the CPU,
-            seeded, so that every device attacks from the same start): what drawing it costs."""
-            noise = 2 * torch.rand(x.shape, device=device) - 1
-            adv = pgd_attack(head, x, y, eps=s.eps, alpha=s.alpha, steps=steps, start_noise=noise, fast=True,
-                             amp=True)
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16), fastpath.fast_forward(head):
-                return head(adv).float()
+            return peers.evaluate(x.to(device), y.to(device), texts, eps=s.eps, alpha=s.alpha, steps=steps)
 
         timings = {"ours, fp32": common.time_call(lambda: ours(False), warmup=lambda: ours(False, 1), **kw),
                    "ours, bf16": common.time_call(lambda: ours(True), warmup=lambda: ours(True, 1), **kw),
-                   "ours, bf16, start drawn on the device": common.time_call(
-                       ours_given_start, warmup=lambda: ours_given_start(1), **kw)}
+                   "ours, bf16, counter start": common.time_call(
+                       lambda: ours(True, start="counter"), warmup=lambda: ours(True, 1, start="counter"), **kw)}
+        gpu_only = {"ours, bf16": common.time_call(lambda: ours(True, images=x_dev), **kw),
+                    "ours, bf16, counter start": common.time_call(
+                        lambda: ours(True, images=x_dev, start="counter"), **kw)}
         if can_compile:
             with fastpath.compiled(tower, **compile_opts):  # warm-up = compilation (full steps: same graphs)
                 timings["ours, bf16 + compiled tower"] = common.time_call(lambda: ours(True), **kw)
+                timings["ours, bf16 + compiled tower, counter start"] = common.time_call(
+                    lambda: ours(True, start="counter"), **kw)
+                gpu_only["ours, bf16 + compiled tower, counter start"] = common.time_call(
+                    lambda: ours(True, images=x_dev, start="counter"), **kw)
         timings["TeCoA-family loop"] = common.time_call(
-            tecoa, warmup=lambda: peers.evaluate(x, y % 10, texts[:10], eps=s.eps, alpha=s.alpha, steps=1), **kw)
-        fwd, fwd_bwd = common.attack_step_flops(head, x, y)
+            tecoa, warmup=lambda: peers.evaluate(x_dev, y_dev % 10, texts[:10], eps=s.eps, alpha=s.alpha, steps=1),
+            **kw)
+        fwd, fwd_bwd = common.attack_step_flops(head, x_dev, y_dev)
         flops = s.steps * fwd_bwd + fwd
         for name, t in timings.items():
-            pgd.rows.append({"model": model_name, "classes": c, "method": name, "median_s": t.median,
+            device_t = gpu_only.get(name)
+            pgd.rows.append({"model": model_name, "classes": c, "method": name, "min_s": t.min, "median_s": t.median,
                              "images_per_s": batch_size / t.median, "repeats": len(t.times),
-                             "tflop_per_s": flops / t.median / 1e12})
-        best_name = min((n for n in timings if n.startswith("ours") and "start drawn" not in n),
-                        key=lambda n: timings[n].median)
+                             "gpu_only_median_s": device_t.median if device_t else float("nan"),
+                             "gflop_per_image": flops / batch_size / 1e9, "tflop_per_s": flops / t.median / 1e12,
+                             "of_bf16_matmul": flops / t.median / rates[torch.bfloat16]})
+        best_name = min((n for n in timings if n.startswith("ours")), key=lambda n: timings[n].median)
         t_bf16, t_best, t_peer = timings["ours, bf16"], timings[best_name], timings["TeCoA-family loop"]
         tag = f"GPU PGD-{s.steps}, {model_name}, {c} classes"
-        pgd.ratios.append(common.Ratio(f"{tag}: bf16 images/s / {TARGET_IMAGES_PER_S:,.0f}",
-                                       batch_size / t_bf16.median / TARGET_IMAGES_PER_S, 1.0 if judged else None))
+        pgd.ratios.append(common.Ratio(f"{tag}: best of ours ({best_name.removeprefix('ours, ')}) images/s / "
+                                       f"{TARGET_IMAGES_PER_S:,.0f}", batch_size / t_best.median / TARGET_IMAGES_PER_S,
+                                       1.0 if judged else None, "images from host memory"))
         if can_compile:
             t_comp = timings["ours, bf16 + compiled tower"]
-            pgd.ratios.append(common.Ratio(f"{tag}: bf16 + compiled images/s / {TARGET_IMAGES_PER_S:,.0f}",
-                                           batch_size / t_comp.median / TARGET_IMAGES_PER_S,
-                                           1.0 if judged else None))
             pgd.ratios.append(common.Ratio(f"{tag}: compiled / eager (bf16)", t_bf16.median / t_comp.median))
         pgd.ratios.append(common.Ratio(f"{tag}: bf16 / fp32 (ours)", timings["ours, fp32"].median / t_bf16.median))
-        pgd.ratios.append(common.Ratio(f"{tag}: bf16, start drawn on the device / drawn on the CPU (ours)",
-                                       t_bf16.median / timings["ours, bf16, start drawn on the device"].median))
+        pgd.ratios.append(common.Ratio(f"{tag}: bf16, counter start (drawn on the device) / legacy start (CPU)",
+                                       t_bf16.median / timings["ours, bf16, counter start"].median))
         pgd.ratios.append(common.Ratio(f"{tag}: ours ({best_name.removeprefix('ours, ')}) / TeCoA-family loop",
                                        t_peer.median / t_best.median,
                                        TARGET_VS_TECOA_GPU.get(c) if judged else None))
-        pgd.ratios.append(common.Ratio(f"{tag}: achieved FLOP/s (bf16) / bf16 matmul rate",
-                                       flops / t_bf16.median / rates[torch.bfloat16],
-                                       note="forward + input-gradient FLOPs of the image encoder"))
+        pgd.ratios.append(common.Ratio(f"{tag}: achieved FLOP/s (best of ours) / bf16 matmul rate",
+                                       flops / t_best.median / rates[torch.bfloat16],
+                                       note="forward + input-gradient FLOPs of the image encoder and head"))
 
+    pgd.notes.append(f"{s.repeats} repeats per row (min_s, median_s); images start in host memory (end to end: "
+                     "pinned prefetch and copies included); gpu_only_median_s: the same call with the images already "
+                     "on the device; of_bf16_matmul: tflop_per_s over the measured bf16 matmul rate")
     g = torch.Generator().manual_seed(s.seed)
     t_noise = common.time_call(lambda: torch.rand((batch_size, 3, model.image_size, model.image_size), generator=g),
                                device=torch.device("cpu"), repeats=s.repeats, budget_s=s.budget_s)
-    pgd.notes.append(f"drawing one batch's random start on the CPU (seeded, as predict_logits does): "
+    pgd.notes.append(f"drawing one batch's legacy random start on the CPU (seeded, as predict_logits does on mini): "
                      f"{t_noise.median * 1e3:.0f} ms")
     c_train = s.train_classes or max(classes)
     train = _bench_train(model, model_name, c_train, batch_size=batch_size, device=device, settings=s,
@@ -230,10 +236,13 @@ def _bench_apgd(model, model_name: str, c: int, *, batch_size: int, device: torc
     x, _ = common.batch(model, batch_size, c, seed=s.seed, device=device)
     with torch.no_grad():
         y = head(x).argmax(1)
-    t = common.time_call(lambda: autoattack(head, x, y, eps=s.eps, n_classes=c, seed=s.seed, fast=True),
-                         device=device, repeats=1, budget_s=s.budget_s)
+    rows = []
+    for label, amp in (("fp32", False), ("bf16", True)):
+        t = common.time_call(lambda amp=amp: autoattack(head, x, y, eps=s.eps, n_classes=c, seed=s.seed, fast=True,
+                                                        amp=amp), device=device, repeats=1, budget_s=s.budget_s)
+        rows.append({"attack": f"APGD-CE + APGD-T ({label}, fast path)", "min_s": t.min, "median_s": t.median,
+                     "images_per_s": batch_size / t.median, "repeats": len(t.times)})
     return common.Section(f"APGD (APGD-CE + APGD-T, 100 steps each), {model_name}, {c} classes, batch {batch_size}, "
-                          f"{device.type}",
-                          rows=[{"attack": "APGD-CE + APGD-T (fp32, fast path)", "median_s": t.median,
-                                 "images_per_s": batch_size / t.median, "repeats": len(t.times)}],
-                          notes=["labels are the model's clean predictions, so APGD-CE attacks every image"])
+                          f"{device.type}", rows=rows,
+                          notes=["labels are the model's clean predictions, so APGD-CE attacks every image; bf16's "
+                                 "strength against fp32: tests/test_gpu_path.py (paired bound)"])

@@ -34,6 +34,12 @@ NUMERICS_VERSION = 1
 
 LossName = Literal["ce", "cw"]
 ATTACK_LOSSES: tuple[str, ...] = ("ce", "cw")
+# how PGD's random start is drawn: "legacy" (torch.rand on the CPU from a generator seeded once per call, advanced
+# batch by batch: depends on the batch size) or "counter" (a counter-based hash of (seed, stream, image index,
+# pixel index) in integer tensor ops on the images' device: the same bits on every device, batch size and split)
+START_SCHEMES: tuple[str, ...] = ("legacy", "counter")
+_M32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9  # 2^32 / golden ratio: separates the words that key a stream
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,74 @@ def attack_objective(logits: torch.Tensor, labels: torch.Tensor, loss: LossName)
     raise ValueError(f"unknown attack loss {loss!r}; choose one of {ATTACK_LOSSES}")
 
 
+def _mul32(x: torch.Tensor | int, c: int) -> torch.Tensor | int:
+    """x * c mod 2^32 for x in [0, 2^32) (int64 tensor or int) and a 32-bit constant c, exact in int64 (the product
+    is split at 16 bits so nothing exceeds 2^49: no signed overflow on any device)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _hash32(x: torch.Tensor | int) -> torch.Tensor | int:
+    """A bijective 32-bit integer hash (Wellons' lowbias32) of x in [0, 2^32), elementwise; int64 tensor or int."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _stream_keys(seed: int, stream: int) -> tuple[int, int, int]:
+    """Three 32-bit keys of a (seed, stream) pair: seed any int >= 0 (up to 64 bits), stream an int >= 0."""
+    if seed < 0 or stream < 0:
+        raise ValueError(f"seed and stream must be >= 0, got seed={seed}, stream={stream}")
+    k = _hash32(seed & _M32) ^ _hash32(((seed >> 32) & _M32) ^ _GOLDEN)
+    k = _hash32(k ^ _hash32((stream & _M32) ^ (2 * _GOLDEN & _M32)) ^ _hash32((stream >> 32) & _M32))
+    return k, _hash32(k ^ _GOLDEN), _hash32(k ^ (3 * _GOLDEN & _M32))
+
+
+def counter_uniform(seed: int, index: torch.Tensor, numel: int, *, stream: int = 0,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """Uniform floats (N, numel) in [0, 1) (float32, multiples of 2^-24) for images index (N,) (int, >= 0: each
+    image's position in the whole evaluated set), pixel by pixel: a counter-based hash of (seed, stream, image,
+    pixel) in integer tensor ops, so every device, batch size and split of the images gives the same bits.
+
+    stream: a second counter (e.g. the training step), so that one seed keys independent sequences. device: where
+    the numbers are drawn (default: index's device)."""
+    device = index.device if device is None else torch.device(device)
+    if index.dim() != 1 or (index.device.type == "cpu" and index.numel() and int(index.min()) < 0):
+        raise ValueError(f"index must be a 1-D tensor of image positions >= 0, got shape {tuple(index.shape)}")
+    index = index.to(device=device, dtype=torch.int64)  # the values are checked where that costs no device sync
+    if numel < 1:
+        raise ValueError(f"numel must be >= 1, got {numel}")
+    k0, k1, k2 = _stream_keys(seed, stream)
+    lo, hi = index & _M32, (index >> 32) & _M32
+    a = _hash32(_hash32(lo ^ k0) ^ _hash32(hi ^ k1))  # two words per image
+    b = _hash32(a ^ k2)
+    pixel = torch.arange(numel, device=device, dtype=torch.int64)
+    out = torch.empty(len(index), numel, dtype=torch.float32, device=device)
+    rows = max(1, (1 << 23) // numel)  # bounds the int64 temporaries (~64 MiB each)
+    for i in range(0, len(index), rows):
+        u = _hash32(((_hash32(pixel[None] ^ a[i:i + rows, None]) + b[i:i + rows, None]) & _M32))
+        out[i:i + rows] = (u >> 8).to(torch.float32) * 2.0 ** -24  # 24 bits: exact in float32
+    return out
+
+
+def counter_start_noise(seed: int, index: torch.Tensor, shape: tuple[int, ...] | torch.Size, *, stream: int = 0,
+                        device: torch.device | str | None = None) -> torch.Tensor:
+    """PGD start noise (N, *shape) in [-1, 1) (float32, exact) of images index (N,) from :func:`counter_uniform`:
+    2u - 1, the same bits on every device; shape: one image's (3, S, S)."""
+    numel = 1
+    for d in shape:
+        numel *= int(d)
+    u = counter_uniform(seed, index, numel, stream=stream, device=device)
+    return (2 * u - 1).reshape(len(index), *shape)
+
+
+def check_start_scheme(scheme: str) -> None:
+    """Refuse an unknown start scheme before any work."""
+    if scheme not in START_SCHEMES:
+        raise ValueError(f"unknown attack start scheme {scheme!r}; choose one of {START_SCHEMES}")
+
+
 def _start_point(x0: torch.Tensor, *, eps: float, random_start: bool, generator: torch.Generator | None,
                  start_noise: torch.Tensor | None) -> torch.Tensor:
     """PGD's first iterate (N, 3, S, S) in [0, 1]: x0 + eps * start_noise, x0 + U[-eps, eps] (random_start), or x0."""
@@ -122,6 +196,7 @@ def _pgd(module: nn.Module, images: torch.Tensor, objective: Callable[[torch.Ten
         layers = fast_forward(module)
         if wants_channels_last(module):
             x0, x = (t.contiguous(memory_format=torch.channels_last) for t in (x0, x))
+    lo, hi = projection_bounds(x0, eps)
     was_training = module.training
     module.eval()
     with frozen(module), torch.enable_grad(), layers:
@@ -130,10 +205,24 @@ def _pgd(module: nn.Module, images: torch.Tensor, objective: Callable[[torch.Ten
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
                 out = module(x)
             (grad,) = torch.autograd.grad(objective(out), x)
-            x = x.detach() + alpha * grad.sign()
-            x = torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(0, 1)
+            x = pgd_update(x.detach(), grad, lo, hi, alpha=alpha)
     module.train(was_training)
     return x.detach().contiguous()
+
+
+def projection_bounds(x0: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box PGD projects onto, once per attack: (max(x0 - eps, 0), min(x0 + eps, 1)), each x0's shape and layout:
+    the eps ball around x0 (N, 3, S, S) intersected with the unit box (never empty: x0 lies in both)."""
+    return (x0 - eps).clamp_(min=0), (x0 + eps).clamp_(max=1)
+
+
+def pgd_update(x: torch.Tensor, grad: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, *,
+               alpha: float) -> torch.Tensor:
+    """One signed-gradient step projected onto [lo, hi] (:func:`projection_bounds`): 3 kernels per step, bit-equal
+    to the 8 of ``torch.min(torch.max(x + alpha * sign(grad), x0 - eps), x0 + eps).clamp(0, 1)`` (alpha * sign is
+    exact, so add(alpha=) rounds once as the two ops do; clamping to the intersection of two boxes that meet equals
+    clamping to one, then the other)."""
+    return torch.add(x, grad.sign(), alpha=alpha).clamp_(min=lo, max=hi)
 
 
 def pgd_attack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
@@ -232,8 +321,23 @@ class _Float32Logits(nn.Module):
         return self.classifier(images).float()
 
 
+class _Bf16Logits(nn.Module):
+    """A classifier run under bf16 autocast on its inputs' device, its logits (N, C) handed over in float32 (so
+    torchattacks' losses and checks stay in fp32, as our PGD's objective does)."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 logits (N, C) of images (N, 3, S, S), computed under bf16 autocast."""
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+            return self.classifier(images).float()
+
+
 def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
-               n_classes: int, seed: int = 0, version: str = "apgd", fast: bool = False) -> torch.Tensor:
+               n_classes: int, seed: int = 0, version: str = "apgd", fast: bool = False,
+               amp: bool = False) -> torch.Tensor:
     """AutoAttack (torchattacks, L-inf) adversarial images (N, 3, S, S); eps in pixel units.
 
     version 'apgd' (default): the standard version's gradient attacks, APGD-CE then APGD-T on the images still
@@ -242,6 +346,8 @@ def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     torchattacks deviates from the standard version in two places, which we correct for both versions: its
     APGD/APGD-T default to 10 steps (standard: 100), and its APGD-T targets every one of the n_classes - 1 wrong
     classes (standard: the top 9), which costs 111x more than standard at 1000 classes.
+    amp: the classifier's forward passes under bf16 autocast, logits handed over in fp32 (for GPUs; its strength
+    against fp32 is checked with the paired bound in tests/test_gpu_path.py).
     """
     import torchattacks
 
@@ -252,6 +358,8 @@ def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     if eps == 0:
         return images.detach().clone()
     net = _Float32Logits(classifier) if _is_float64(classifier) else classifier
+    if amp:
+        net = _Bf16Logits(net)
     if version == "standard":
         atk = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=n_classes,
                                       seed=seed)

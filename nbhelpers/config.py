@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbhelpers import methods, world
-from nbhelpers.attacks import ATTACKS
+from nbhelpers.attacks import ATTACKS, START_SCHEMES
 from nbhelpers.paper_data import (DEFAULT_PROTOCOL, DEFAULT_SAMPLING, PROTOCOLS, SAMPLING_RULES, list_paper_datasets,
                                   list_validation_datasets)
 
@@ -47,11 +47,14 @@ class ConfigError(ValueError):
     """A parameter has an unknown name, the wrong type or a value it may not take."""
 
 
-def knob(default: object, help: str) -> typing.Any:  # noqa: A002 - 'help' is the natural name here
-    """A config field: its one default and its one-line help (shown in the notebooks' parameters cells)."""
+def knob(default: object, help: str, *, in_repr: bool = True) -> typing.Any:  # noqa: A002 - 'help' is natural here
+    """A config field: its one default and its one-line help (shown in the notebooks' parameters cells).
+
+    in_repr=False leaves the field out of the config's repr, which the rendered notebooks print: a knob added later
+    then moves no committed notebook output (it is still a parameter, listed in the parameters cell)."""
     if isinstance(default, list):
-        return field(default_factory=lambda d=tuple(default): list(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda d=tuple(default): list(d), metadata={"help": help}, repr=in_repr)
+    return field(default=default, metadata={"help": help}, repr=in_repr)
 
 
 def _type_ok(value: object, hint: object) -> bool:
@@ -348,14 +351,35 @@ class DeviceKnobs(Config):
 
     compile_tower: bool = knob(False, "torch.compile the image tower while training (for GPUs; same math, other float rounding; the first steps compile)")
     prefetch: str = knob("auto", '"auto" (on for CUDA), "on" or "off": read the next training batch in a background thread (into pinned memory on CUDA)')
+    decode_workers: int = knob(0, "paper: worker processes that decode the training JPEGs of each batch (0: in this process); the same images in the same order")
 
     def check(self) -> None:
         super().check()
         self._choice("prefetch", PREFETCH_MODES)
+        self._non_negative("decode_workers")
 
     def prefetch_on(self, device_type: str) -> bool:
         """Whether training reads ahead on a device of this type ('cuda', 'cpu', ...): "auto" means CUDA only."""
         return self.prefetch == "on" or (self.prefetch == "auto" and device_type == "cuda")
+
+
+@dataclass(frozen=True)
+class StartKnobs(Config):
+    """How PGD's random starts are drawn (training and evaluation): a numbers knob, in a key only where it is not
+    "legacy" (training.cache_key, the study's stage evaluation, 05's rows), so the mini stores keep their keys."""
+
+    attack_start: str = knob("auto", 'PGD random starts: "legacy" (CPU generator per call; mini, "auto"), "counter" (counter-based hash of seed and image index, drawn on the device: the same bits on every device and batch size; paper, "auto")', in_repr=False)
+
+    def check(self) -> None:
+        super().check()
+        self._choice("attack_start", ["auto", *START_SCHEMES])
+
+    def start_scheme(self) -> str:
+        """The scheme in force: attack_start, with "auto" = "legacy" on mini (its committed stores) and "counter" on
+        paper."""
+        if self.attack_start != "auto":
+            return self.attack_start
+        return "legacy" if getattr(self, "profile", "mini") == "mini" else "counter"
 
 
 ADAPTATIONS = ("finetune", "visual_prompt")
@@ -396,7 +420,7 @@ class IATConfig(IATKnobs, FinetuneKnobs, BaseConfig):
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(DeviceKnobs, AdaptationKnobs, BaselineKnobs, TAIKnobs, FinetuneKnobs, BaseConfig):
+class FinetuneConfig(StartKnobs, DeviceKnobs, AdaptationKnobs, BaselineKnobs, TAIKnobs, FinetuneKnobs, BaseConfig):
     """One adversarial fine-tuning run of one method (the training CLI's flags are exactly these fields)."""
 
     method: str = knob("tecoa", "fine-tuning objective (an engine method of nbhelpers.methods): " +
@@ -641,7 +665,7 @@ class TAINotebookConfig(_RunsMixin, _EvalKnobs, ReleasedKnobs, SelectionKnobs, A
 
 
 @dataclass(frozen=True)
-class EvaluationConfig(_RunsMixin, ReleasedKnobs, SelectionKnobs, AdaptationKnobs, BaselineKnobs, TAIKnobs, IATKnobs,
+class EvaluationConfig(StartKnobs, _RunsMixin, ReleasedKnobs, SelectionKnobs, AdaptationKnobs, BaselineKnobs, TAIKnobs, IATKnobs,
                        FinetuneKnobs, BaseConfig):
     """05_evaluation: models x datasets x attacks x eps, first-N, resumable."""
 
@@ -731,7 +755,7 @@ class TIMAInputsConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig
 
 
 @dataclass(frozen=True)
-class StudyConfig(_RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
+class StudyConfig(StartKnobs, _RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, BaseConfig):
     """06_study: selection on validation tasks, seeds with intervals, a strong-attack check, TIMA's ablations."""
 
     rerun: bool = knob(False, "compute what results/06_study.jsonl lacks for this code (resumes); False: render it")

@@ -96,22 +96,30 @@ def resolve_attack(name: str) -> AttackSpec:
 
 def attack_logits(attack: str, head: ZeroShotClassifier, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
                   seed: int = 0, batch_size: int = 256, device: torch.device | str = "cpu", fast: bool = False,
-                  amp: bool = False) -> torch.Tensor:
+                  amp: bool = False, start: str = "legacy") -> torch.Tensor:
     """Logits (N, C) on CPU of head on images (N, 3, S, S) attacked by the named attack at eps (1/255; 0 = clean).
 
-    fast: same-math faster layers (nbhelpers.fastpath); amp: bf16 autocast for our PGD (GPU)."""
+    fast: same-math faster layers (nbhelpers.fastpath); amp: bf16 autocast for our PGD and AutoAttack (GPU); start: our PGD's
+    random-start scheme (attacks.START_SCHEMES; AutoAttack draws its own)."""
     spec = resolve_attack(attack)
     if spec.kind != "autoattack" or eps == 0:
         return metrics.predict_logits(head, images, labels, eps=eps / 255, steps=spec.steps or 10, loss=spec.loss,
-                                      batch_size=batch_size, device=device, seed=seed, fast=fast, amp=amp)
+                                      batch_size=batch_size, device=device, seed=seed, fast=fast, amp=amp,
+                                      start=start)
     out = []
-    for i in range(0, len(images), batch_size):
-        x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
+    for _, x, y in metrics.device_batches(images, labels, batch_size=batch_size, device=device):
         adv = attack_mod.autoattack(head, x, y, eps=eps / 255, n_classes=head.num_classes, seed=seed,
-                                    version=spec.version, fast=fast)
+                                    version=spec.version, fast=fast, amp=amp)
         with torch.no_grad():
-            out.append(head(adv).float().cpu())
-    return torch.cat(out)
+            out.append(head(adv).float())  # kept on the device: one copy at the end of the call
+    return torch.cat(out).cpu()
+
+
+def start_identity(start: str) -> dict[str, str]:
+    """What a cell's identity and row hold of the random-start scheme: nothing for "legacy" (so no stored row or key
+    made before the scheme existed moves), else {"attack_start": start}."""
+    attack_mod.check_start_scheme(start)
+    return {} if start == "legacy" else {"attack_start": start}
 
 
 def attack_logit_scale(protocol: str) -> float | None:
@@ -123,11 +131,12 @@ def attack_logit_scale(protocol: str) -> float | None:
 
 def evaluate_cell(head: ZeroShotClassifier, evalset: EvalSet, *, attack: str, eps: float, n: int, seed: int = 0,
                   batch_size: int = 256, device: torch.device | str = "cpu", clean_correct: np.ndarray | None = None,
-                  fast: bool = False, amp: bool = False) -> dict:
+                  fast: bool = False, amp: bool = False, start: str = "legacy") -> dict:
     """One cell on the first n images of evalset: attack, attack_label, eps (1/255), n, n_requested, accuracy and
     clean_accuracy (fractions, same images), margin_mean (logits), correct (packed hex), seconds, num_classes.
 
     clean_correct: the clean cell's per-sample correctness (at least n samples), else it is computed here.
+    start: our PGD's random-start scheme (attacks.START_SCHEMES).
     """
     spec = resolve_attack(attack)
     if (spec.kind == "clean") != (eps == 0):
@@ -136,7 +145,7 @@ def evaluate_cell(head: ZeroShotClassifier, evalset: EvalSet, *, attack: str, ep
     x, y = evalset.images[:n_cell], evalset.labels[:n_cell]
     t0 = time.time()
     logits = attack_logits(attack, head, x, y, eps=eps, seed=seed, batch_size=batch_size, device=device, fast=fast,
-                           amp=amp)
+                           amp=amp, start=start)
     seconds = time.time() - t0
     correct = (logits.argmax(1) == y).numpy()
     if spec.kind == "clean":
@@ -190,7 +199,7 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
              batch_size: int = 256, data_root: str = "", preprocess: Callable | None = None,
              device: torch.device | str = "cpu", fast: bool = False, amp: bool = False, progress: bool = False,
              sampling: str | None = None, lookup: Callable[[dict], dict | None] | None = None,
-             store: Callable[[dict], dict] | None = None) -> pd.DataFrame:
+             store: Callable[[dict], dict] | None = None, start: str = "legacy") -> pd.DataFrame:
     """Rows of every cell of models x datasets x attacks x eps (see :func:`plan_cells`), one row per cell.
 
     Columns: profile, model, model_label, text_side, the model's tags, dataset, protocol and sampling (how the
@@ -200,8 +209,10 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
     (None: the default). lookup(identity) may return a stored row for a cell (identity: profile, model, dataset,
     protocol, sampling, attack, eps, n_requested, seed, the two ids and the two fingerprints), which is then used
     instead of computing it; store(row) receives every computed row and returns the row to keep (05's resumable
-    JSON-lines store).
+    JSON-lines store). start: our PGD's random-start scheme (attacks.START_SCHEMES); any but "legacy" is written
+    on the rows and the identity as ``attack_start`` (:func:`start_identity`), so legacy rows keep their fields.
     """
+    attack_mod.check_start_scheme(start)
     cells = plan_cells(datasets=datasets, models=list(models), attacks=attacks, eps_list=eps_list, n=n,
                        strong_attacks=strong_attacks, strong_eps_list=strong_eps_list, n_strong=n_strong,
                        strong_datasets=strong_datasets)
@@ -228,13 +239,15 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
                                 "zero_shot": dataset != finetune_set, "seed": seed,
                                 "image_id": model.image_id, "text_id": model.text_id,
                                 "image_fingerprint": image_fps[key],
-                                "text_fingerprint": tensor_fingerprint(head.class_embeddings)}
+                                "text_fingerprint": tensor_fingerprint(head.class_embeddings),
+                                **start_identity(start)}
                 cell = {**identity, "attack": attack, "eps": eps, "n_requested": n_cell}
                 row = lookup(cell) if lookup is not None else None
                 if row is None:
                     row = {**identity, **evaluate_cell(head, evalset, attack=attack, eps=eps, n=n_cell, seed=seed,
                                                        batch_size=batch_size, device=device,
-                                                       clean_correct=clean_correct, fast=fast, amp=amp)}
+                                                       clean_correct=clean_correct, fast=fast, amp=amp,
+                                                       start=start)}
                     row = store(row) if store is not None else row
                 if attack == "clean":
                     clean_correct = unpack_mask(row["correct"], row["n"])

@@ -137,7 +137,10 @@ def load_store(path: str | Path) -> tuple[list[dict], dict[str, dict]]:
 
 def reuse(stored: Mapping, cell: Mapping) -> str | None:
     """How a stored row of a cell's key serves it (the rule of the module docstring): 'reuse', 'adopt' (reuse once
-    the row takes the model's ids), or None (compute it)."""
+    the row takes the model's ids), or None (compute it). A row of another random-start scheme (``attack_start``,
+    absent = "legacy") is never reused."""
+    if stored.get("attack_start", "legacy") != cell.get("attack_start", "legacy"):
+        return None
     adopt = False
     for id_field, fp_field in SIDES:
         mine, theirs = cell.get(id_field) or "", stored.get(id_field) or ""
@@ -209,7 +212,8 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
              seed: int = 0, batch_size: int = 256, data_root: str = "", preprocess: Callable | None = None,
              device: torch.device | str = "cpu", path: str | Path | None = None, config: dict | None = None,
              base_model: str = "", rerun: bool = False, fast: bool = True, amp: bool = False,
-             sampling: str | None = None, progress: bool = True, shard: str | Path | None = None) -> GridRun:
+             sampling: str | None = None, progress: bool = True, shard: str | Path | None = None,
+             start: str = "legacy") -> GridRun:
     """Evaluate every cell of models x datasets x attacks x eps with evaluation.evaluate, through 05's store.
 
     finetune_set: the dataset the models were fine-tuned on (marked zero_shot=False in the rows).
@@ -217,6 +221,7 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
     path: the JSON-lines file (default results/05_evaluation.jsonl). rerun: recompute stored cells too.
     fast, amp: see evaluation.attack_logits (recorded in the run stamp; a stored cell is reused whatever they were).
     sampling: the paper subset rule (None: paper_data.DEFAULT_SAMPLING); the protocol is the preprocess's.
+    start: our PGD's random-start scheme (attacks.START_SCHEMES; on the rows unless "legacy").
     Stored cells are reused by the rule of the module docstring (ids, else fingerprints; rows without ids adopted).
     shard: a dispatched job's own file (nbhelpers.dispatch): the store at path and its shards are only read (a cell
     in a shard counts as stored), computed and adopted rows go to the shard with its run stamp, nothing is
@@ -266,7 +271,7 @@ def run_grid(models: dict[str, EvalModel], *, profile: str, datasets: list[str],
                         strong_attacks=strong_attacks, strong_eps_list=strong_eps_list, n_strong=n_strong,
                         strong_datasets=strong_datasets, finetune_set=finetune_set, seed=seed,
                         batch_size=batch_size, data_root=data_root, preprocess=preprocess, device=device, fast=fast,
-                        amp=amp, progress=progress, sampling=sampling, lookup=lookup, store=keep)
+                        amp=amp, progress=progress, sampling=sampling, lookup=lookup, store=keep, start=start)
     if (counts["adopted"] or counts["replaced"]) and shard is None:
         compact_store(path)  # once per run: each cell's last row in place of its older one
     return GridRun(this_run, counts["computed"], counts["reused"], path, counts["adopted"])

@@ -59,7 +59,7 @@ def evaluate_models(cfg: EvaluationConfig, names: Sequence[str], *, released: bo
                          batch_size=cfg.batch_size, data_root=cfg.data_root, preprocess=preprocess,
                          sampling=cfg.sampling_rule(), device=device, config=cfg.to_dict(),
                          base_model=base.model_name, rerun=cfg.rerun, fast=cfg.fast_attacks, amp=cfg.amp,
-                         path=store_path, shard=shard, progress=progress)
+                         path=store_path, shard=shard, progress=progress, start=cfg.start_scheme())
 
 
 @dataclass(frozen=True)

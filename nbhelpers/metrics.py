@@ -7,14 +7,16 @@ decision boundary in logit units (TIMA's findings 1 and 2 are about this quantit
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import torch
 from torch import nn
 
-from nbhelpers.attacks import LossName, frozen, pgd_attack
+from nbhelpers.attacks import LossName, check_start_scheme, counter_start_noise, frozen, pgd_attack
 from nbhelpers.fastpath import fast_forward, wants_channels_last
-from nbhelpers.utils import progress_bar
+from nbhelpers.utils import pinned, progress_bar
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -45,22 +47,27 @@ def pair_margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def predict_logits(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 0.0,
                    steps: int = 10, alpha: float | None = None, loss: LossName = "ce", batch_size: int = 256,
                    device: torch.device | str = "cpu", seed: int = 0, progress: bool = False,
-                   desc: str = "attack", fast: bool = False, amp: bool = False) -> torch.Tensor:
+                   desc: str = "attack", fast: bool = False, amp: bool = False,
+                   start: str = "legacy", prefetch: bool | None = None) -> torch.Tensor:
     """Logits (N, C) on CPU of the classifier on images attacked with PGD at eps (pixel units; 0 = clean).
 
     fast / amp: as in :func:`~nbhelpers.attacks.pgd_attack`, for the attack and the final forward pass
-    (amp = bf16 autocast, meant for GPUs; logits are returned in fp32).
+    (amp = bf16 autocast, meant for GPUs; logits are returned in fp32). start: how the random starts are drawn
+    (attacks.START_SCHEMES): "legacy" (a CPU generator seeded by seed, advanced batch by batch) or "counter"
+    (attacks.counter_start_noise of each image's position in images, on device: independent of batch_size).
+    prefetch: see :func:`device_batches` (speed only). The logits stay on the device until the call ends.
     """
+    check_start_scheme(start)
     out = []
     gen = torch.Generator().manual_seed(seed)
-    starts = range(0, len(images), batch_size)
     channels_last = fast and wants_channels_last(classifier)
-    for i in progress_bar(starts, desc=desc, disable=not progress, leave=False):
-        x = images[i:i + batch_size].to(device)
-        y = labels[i:i + batch_size].to(device)
+    batches = device_batches(images, labels, batch_size=batch_size, device=device, prefetch=prefetch)
+    for i, x, y in progress_bar(batches, total=-(-len(images) // batch_size), desc=desc, disable=not progress, leave=False):
         if eps > 0:
+            noise = (counter_start_noise(seed, torch.arange(i, i + len(x), device=x.device), x.shape[1:])
+                     if start == "counter" else None)  # positions made on the device: no copy, no sync
             x = pgd_attack(classifier, x, y, eps=eps, alpha=alpha, steps=steps, loss=loss, generator=gen,
-                           fast=fast, amp=amp)
+                           start_noise=noise, fast=fast, amp=amp)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with contextlib.ExitStack() as stack:
@@ -69,8 +76,36 @@ def predict_logits(classifier: nn.Module, images: torch.Tensor, labels: torch.Te
             if fast:  # frozen, so that eval-mode BatchNorms fold into their convolutions
                 stack.enter_context(frozen(classifier))
                 stack.enter_context(fast_forward(classifier))
-            out.append(classifier(x).float().cpu())
-    return torch.cat(out)
+            out.append(classifier(x).float())  # kept on the device: one copy (and sync) at the end of the call
+    return torch.cat(out).cpu() if out else torch.empty(0)
+
+
+def device_batches(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, device: torch.device | str,
+                   prefetch: bool | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(first index, images (B, 3, S, S), labels (B,)) on device, batch by batch in order. prefetch (None: on for
+    CUDA): the next batch is pinned in a background thread and copied without blocking while this one is used; the
+    same tensors either way (a copy computes nothing)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    ahead = device.type == "cuda" if prefetch is None else prefetch
+    starts = range(0, len(images), batch_size)
+
+    def load(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = images[i:i + batch_size], labels[i:i + batch_size]
+        return tuple(pinned(t.contiguous()) for t in parts) if ahead and device.type == "cuda" else parts
+
+    if not ahead:
+        for i in starts:
+            x, y = load(i)
+            yield i, x.to(device), y.to(device)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-prefetch") as pool:
+        pending = pool.submit(load, starts[0]) if len(starts) else None
+        for k, i in enumerate(starts):
+            x, y = pending.result()
+            pending = pool.submit(load, starts[k + 1]) if k + 1 < len(starts) else None
+            yield i, x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def margin_sweep(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps_list: list[float],

@@ -466,6 +466,27 @@ def create_model_and_transforms(profile: str = "mini", *, model: str = "auto", p
     return clip.to(device).eval(), preprocess
 
 
+def timing_model(profile: str = "mini", *, model: str = "auto", pretrained: str = "auto", checkpoint: str = "",
+                 protocol: str = "auto", device: torch.device | str = "cpu") -> tuple[ClipModel, Callable, str]:
+    """(model, preprocess, how it was made) with the architecture, activation and input size of the model these
+    arguments name but needing no weights file: for timing before a user has any (random weights of the same
+    architecture time the same). paper: random weights (seed RANDOM_INIT_SEED) of the architecture, with QuickGELU
+    where the named weights would have it (OpenAI's 'auto' / 'openai', any weights file); mini: the committed model
+    (it is in the repository), or random where pretrained is 'none'."""
+    if profile != "paper":
+        clip, preprocess = create_model_and_transforms(profile, model=model, pretrained=pretrained,
+                                                       checkpoint=checkpoint, device=device, protocol=protocol)
+        return clip, preprocess, "its own weights" if pretrained != "none" else "random weights"
+    arch = PAPER_MODEL_NAME if model == "auto" else model
+    quick_gelu = pretrained in ("auto", "openai") or bool(checkpoint) or (
+        pretrained != "none" and _looks_like_path(pretrained))
+    clip = build_open_clip(arch, pretrained="none", protocol=paper_data.DEFAULT_PROTOCOL if protocol == "auto"
+                           else protocol, quick_gelu=quick_gelu)
+    how = (f"random weights of {arch} ({'QuickGELU' if quick_gelu else 'GELU'}, as the named weights): they time "
+           "the same as trained ones")
+    return clip.to(device).eval(), preprocess_for(clip), how
+
+
 def _base_weights_file(arch: str, pretrained: str) -> str | None:
     """The full weights file `pretrained` stands for on this machine (a path, or OpenAI's ViT-B-32 in the HF
     cache), or None (random, a tag open_clip resolves, or missing)."""

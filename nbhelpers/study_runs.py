@@ -30,8 +30,9 @@ import copy
 import dataclasses
 import functools
 import json
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def stage_evaluation(cfg: StudyConfig, stage: str) -> dict[str, object]:
                                              *IATKnobs.field_names())}
     common = {"profile": cfg.profile, "model": cfg.model, "pretrained": cfg.pretrained, "checkpoint": cfg.checkpoint,
               "seed": cfg.seed, "pgd_steps": cfg.pgd_steps, "finetune_steps": cfg.finetune_steps,
-              "recipe": content_key(recipe), "numerics": numerics_fingerprint()}
+              "recipe": content_key(recipe), "numerics": numerics_fingerprint(),
+              **evaluation.start_identity(cfg.start_scheme())}  # "legacy" adds nothing: no mini key moves
     if stage == "validation":
         return {**common, "tasks": cfg.validation_datasets(), "n": cfg.val_images, "attack": "pgd",
                 "eps": [cfg.select_eps]}
@@ -140,7 +142,7 @@ class StudyRunner:
         rows = evaluation.evaluate(dict(models), profile=self.cfg.profile, datasets=list(spec["tasks"]), n=int(spec["n"]),
                                    seed=int(spec["seed"]), batch_size=self.cfg.batch_size, data_root=self.cfg.data_root,
                                    device=self.device, fast=self.cfg.fast_attacks, amp=self.cfg.amp,
-                                   progress=self.progress, **kw)
+                                   progress=self.progress, start=self.cfg.start_scheme(), **kw)
         out: dict[str, float] = {}
         per_sample: dict[str, str] = {}
         for r in rows.itertuples(index=False):
@@ -362,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--calibration is for --dispatch slurm (the jobs' time limit), not {options.dispatch!r}")
     if plan:
         table = plan_study(cfg, device=select_device(cfg.device), store_path=store, train_steps=plan_steps,
-                           aa_fraction=aa_fraction)
+                           aa_fraction=aa_fraction, log=lambda line: print(line, file=sys.stderr, flush=True))
         print(format_plan(table, profile=cfg.profile))
         if save_calibration:
             with atomic_path(Path(save_calibration)) as tmp:
@@ -689,6 +691,8 @@ class StudyCalibration:
     """The dataset load_seconds was measured on ("" if none)."""
     seconds: float
     """How long the calibration took."""
+    weights: str = ""
+    """How the timed model was made (models.timing_model: random weights of the architecture on paper)."""
 
 
 def _sync(device: torch.device) -> None:
@@ -720,7 +724,8 @@ def _train_step_seconds(cfg: StudyConfig, engine_method: str, base: models.ClipM
         _sync(device)
         t0 = time.perf_counter()
         x, y = train.batch(step, cfg.train_batch_size) if train is not None else batches[step % len(batches)]
-        noise = 2 * torch.rand(x.shape) - 1
+        noise = (training.train_start_noise(ft_cfg.train_seed, step, torch.arange(len(x)), x.shape[1:], device=device)
+                 if ft_cfg.start_scheme() == "counter" else 2 * torch.rand(x.shape) - 1)
         training.train_step(engine, step, x.to(device), y.to(device), noise.to(device))
         _sync(device)
         if step >= warmup:
@@ -734,21 +739,61 @@ def _engine_methods() -> list[str]:
     return list(dict.fromkeys(methods.get(study.trained_as(n)).engine for n in names))
 
 
+def _probe_seconds(base: models.ClipModel, size: int, *, device: torch.device, n: int = 2) -> float:
+    """Seconds per image of one forward pass and input gradient of the image tower on n random images (after one
+    untimed pass): the unit of the calibration's up-front estimate."""
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+    seconds = 0.0
+    for timed in (False, True):
+        _sync(device)
+        t0 = time.perf_counter()
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(base.encode_image(xg).float().pow(2).sum(), xg)
+        _sync(device)
+        seconds = (time.perf_counter() - t0) / n if timed else 0.0
+    return seconds
+
+
+def calibration_estimate(cfg: StudyConfig, probe_seconds: float, *, n_engines: int, train_steps: int, warmup: int,
+                         attack_steps: int) -> float:
+    """Rough seconds a calibration will take from the probe's seconds per image (forward + input gradient): each
+    engine's warmup + train_steps steps of train_pgd_steps attack steps and about two more passes per image, the
+    evaluation timing (a clean pass counted a third, attack_steps gradient steps), and the IAT steps' image pass."""
+    per_step = cfg.train_batch_size * (cfg.train_pgd_steps + 2) * probe_seconds
+    evaluation = cfg.batch_size * probe_seconds * (1 + attack_steps)  # three clean passes ~ one with its gradient
+    return n_engines * (warmup + train_steps) * per_step + evaluation + 2 * probe_seconds
+
+
 def calibrate_study(cfg: StudyConfig, *, device: torch.device | str = "cpu", train_steps: int = 2, warmup: int = 1,
-                    attack_steps: int = 2, engines: list[str] | None = None) -> StudyCalibration:
+                    attack_steps: int = 2, engines: list[str] | None = None,
+                    log: Callable[[str], None] | None = None) -> StudyCalibration:
     """Measure on `device`, for cfg's model and sizes: seconds per training step of each engine method (default: all
     the study trains with), per IAT step, per image for a forward pass and for one attack step at cfg.batch_size,
     and per evaluated image for reading it. Training batches come from the fine-tuning set when it is there (its
     loading is then timed too), else random images at the model's input size; class embeddings are random unit
-    vectors (C, D). Writes nothing, trains nothing beyond warmup + train_steps steps per engine."""
+    vectors (C, D). The model needs no weights file (models.timing_model: on paper, random weights of the same
+    architecture and activation, which time the same). log: called with a line at every stage (what is timed, how
+    long it took) and, on a CPU, first with the estimated duration of the whole calibration. Writes nothing, trains
+    nothing beyond warmup + train_steps steps per engine."""
     check_config(cfg)
     if train_steps < 1 or attack_steps < 1 or warmup < 0:
         raise ValueError(f"need train_steps >= 1, attack_steps >= 1, warmup >= 0; got {train_steps}, "
                          f"{attack_steps}, {warmup}")
+    say = log if log is not None else (lambda line: None)
     device = torch.device(device)
     t_start = time.perf_counter()
-    base, preprocess = create_model_and_transforms(**cfg.model_spec(), device=device)
+    engines = list(engines) if engines is not None else _engine_methods()
+    base, preprocess, weights = models.timing_model(**cfg.model_spec(), device=device)
     size = base.image_size
+    say(f"calibrating on {device}: {base.model_name} at {size} px, {weights}")
+    if device.type == "cpu":
+        probe = _probe_seconds(base, size, device=device)
+        guess = calibration_estimate(cfg, probe, n_engines=len(engines), train_steps=train_steps, warmup=warmup,
+                                     attack_steps=attack_steps)
+        say(f"  on this CPU ({torch.get_num_threads()} threads) a forward pass and input gradient take {probe:.3g} s "
+            f"per image: the calibration ({len(engines)} engine methods x {warmup + train_steps} steps of "
+            f"{cfg.train_batch_size} images, then the attack timing) will take roughly {guess / 60:.0f} min "
+            "(fewer with --plan_steps 1, --train_batch_size, --batch_size)")
     gen = torch.Generator().manual_seed(0)
     try:
         train: training.TrainData | None = training.TrainData(cfg.finetune_config("tecoa"), preprocess=preprocess)
@@ -764,13 +809,18 @@ def calibrate_study(cfg: StudyConfig, *, device: torch.device | str = "cpu", tra
         probe = torch.rand(1, 3, size, size, generator=gen).to(device)
         dim = base.encode_image(probe).shape[-1]
     emb = torch.nn.functional.normalize(torch.randn(n_classes, dim, generator=gen), dim=-1).to(device)
-    step_seconds = {e: _train_step_seconds(cfg, e, base, emb, batches, train, device=device, steps=train_steps,
-                                           warmup=warmup) for e in (engines if engines is not None else
-                                                                    _engine_methods())}
+    step_seconds = {}
+    for i, e in enumerate(engines, 1):
+        t0 = time.perf_counter()
+        step_seconds[e] = _train_step_seconds(cfg, e, base, emb, batches, train, device=device, steps=train_steps,
+                                              warmup=warmup)
+        say(f"  training step {i}/{len(engines)} ({e}, batch {cfg.train_batch_size}, data: {data_kind}): "
+            f"{step_seconds[e]:.3g} s ({time.perf_counter() - t0:.0f} s with set-up and warm-up)")
     iat_cfg = cfg.iat_config(iat_steps=train_steps, iat_images=2)
     iat = text_tuning.tune_text(base, iat_cfg, classnames=classnames, templates=templates,
                                 images=torch.rand(2, 3, size, size, generator=gen), device=device, progress=False)
     iat_step = iat.seconds / train_steps
+    say(f"  IAT step ({n_classes} classes): {iat_step:.3g} s")
     head = build_head(base, emb, device=device)
     x = torch.rand(cfg.batch_size, 3, size, size, generator=gen)
     y = torch.randint(0, n_classes, (cfg.batch_size,), generator=gen)
@@ -788,6 +838,7 @@ def calibrate_study(cfg: StudyConfig, *, device: torch.device | str = "cpu", tra
     attacked = timed(eps=cfg.select_eps / 255, steps=attack_steps)
     forward = clean / cfg.batch_size
     gradient = max(attacked - clean, 0.0) / (attack_steps * cfg.batch_size)
+    say(f"  per image at batch {cfg.batch_size}: forward {forward:.3g} s, attack step {gradient:.3g} s")
     load, opening, load_dataset = float("nan"), float("nan"), ""
     for name in dict.fromkeys([*cfg.validation_datasets(), *cfg.test_datasets()]):
         try:
@@ -802,9 +853,11 @@ def calibrate_study(cfg: StudyConfig, *, device: torch.device | str = "cpu", tra
         load = max(times[1] - times[0], 0.0) / (sizes[1] - 1) if sizes[1] > 1 else times[0]
         opening, load_dataset = max(times[0] - load, 0.0), name
         break
+    say(f"  reading: {load:.3g} s per image ({load_dataset or 'no evaluation dataset here'}); calibrated in "
+        f"{time.perf_counter() - t_start:.0f} s")
     return StudyCalibration(str(device), base.model_name, size, cfg.train_batch_size, cfg.batch_size, step_seconds,
                             data_kind, n_classes, iat_step, forward, gradient, load, opening, load_dataset,
-                            time.perf_counter() - t_start)
+                            time.perf_counter() - t_start, weights)
 
 
 def _plan_stage_configs(cfg: StudyConfig, stage: str, space: Mapping[str, list[dict]],
@@ -919,17 +972,18 @@ def estimate_plan(plan: pd.DataFrame, cfg: StudyConfig, cal: StudyCalibration, *
 
 def plan_study(cfg: StudyConfig, *, device: torch.device | str = "cpu", calibrate: bool = True,
                calibration: StudyCalibration | None = None, store_path: str | Path | None = None,
-               train_steps: int = 2, aa_fraction: float = 1.0) -> pd.DataFrame:
+               train_steps: int = 2, aa_fraction: float = 1.0,
+               log: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Every run the study of cfg would make (:func:`planned_runs`) with its estimated device seconds from a
     calibration measured on `device` before anything trains (:func:`calibrate_study`, or the one given; calibrate=False:
     the runs only). The calibration is in ``plan.attrs["calibration"]`` (a dict) and the margin offset TAI needs
     (measured once per study run: 256 fine-tuning images, PGD-10 at two radii) in ``plan.attrs["setup_seconds"]``.
-    aa_fraction: see :func:`estimate_plan`. Writes nothing."""
+    aa_fraction: see :func:`estimate_plan`; log: the calibration's progress lines. Writes nothing."""
     if not 0 <= aa_fraction <= 1 or train_steps < 1:
         raise ValueError(f"need 0 <= aa_fraction <= 1 and train_steps >= 1, got {aa_fraction} and {train_steps}")
     plan = planned_runs(cfg, store_path=store_path)
     if calibration is None and calibrate:
-        calibration = calibrate_study(cfg, device=device, train_steps=train_steps)
+        calibration = calibrate_study(cfg, device=device, train_steps=train_steps, log=log)
     if calibration is None:
         return plan
     plan = estimate_plan(plan, cfg, calibration, aa_fraction=aa_fraction)
@@ -968,8 +1022,9 @@ def format_plan(plan: pd.DataFrame, *, profile: str) -> str:
     cal = plan.attrs.get("calibration")
     if cal is not None:
         steps = ", ".join(f"{k} {v:.3g} s" for k, v in cal["train_step_seconds"].items())
+        weights = f"; {cal['weights']}" if cal.get("weights") else ""
         lines += [f"calibration on {cal['device']} ({cal['model']} at {cal['image_size']} px, measured in "
-                  f"{cal['seconds']:.0f} s):",
+                  f"{cal['seconds']:.0f} s{weights}):",
                   f"  training step (batch {cal['train_batch_size']}, data: {cal['train_data']}): {steps}",
                   f"  IAT step ({cal['n_classes']} classes): {cal['iat_step_seconds']:.3g} s",
                   f"  per image at batch {cal['batch_size']}: forward {cal['forward_seconds']:.3g} s, attack step "

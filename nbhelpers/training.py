@@ -26,11 +26,12 @@ import dataclasses
 import functools
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from nbhelpers.data import stack_items
 from nbhelpers.methods import StepContext
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
 from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, fp32_at_least, numerics_versions,
-                             progress_bar, select_device)
+                             pinned, progress_bar, select_device)
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build_head, model_fingerprint
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions); 3 = the engine version
@@ -66,7 +67,10 @@ def cache_key(cfg: FinetuneConfig) -> str:
     """Key of a run's trained weights: every config field that changes them, the numerics versions of the engine,
     its objectives, attacks and zero-shot head, and the content (sha256) of every input file: base weights and IAT
     projection (a file rewritten in place with other bytes gives another key)."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in (*SPEED_ONLY, "checkpoint", "iat_projection")}
+    d = {k: v for k, v in cfg.to_dict().items()
+         if k not in (*SPEED_ONLY, "checkpoint", "iat_projection", "attack_start")}
+    if cfg.start_scheme() != "legacy":  # the counter start draws other noise: only its runs' keys hold it
+        d["attack_start"] = cfg.start_scheme()
     d["numerics"] = numerics_versions(sys.modules[__name__], methods, losses, attacks, zeroshot, models)
     if cfg.amp:  # the amp path's own version: only amp runs' keys move with it
         d["numerics"]["training_amp"] = AMP_NUMERICS_VERSION
@@ -98,6 +102,21 @@ def _mini_train_pool(task: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return world.generate_task(task, split="train", seed=seed)
 
 
+_DECODE_DATASET: object = None  # a decoding worker's dataset (set once by _init_decoder)
+
+
+def _init_decoder(dataset: object) -> None:
+    """A decoding worker's set-up: its copy of the dataset, one torch thread (the workers are the parallelism)."""
+    global _DECODE_DATASET
+    _DECODE_DATASET = dataset
+    torch.set_num_threads(1)
+
+
+def _decode_item(i: int) -> tuple[torch.Tensor, int]:
+    """Item i of the worker's dataset: (image (3, S, S) in [0, 1], label), read, decoded and preprocessed here."""
+    return _DECODE_DATASET[i]
+
+
 class TrainData:
     """The fine-tuning set; batch(step) is a pure function of (seed, step).
 
@@ -107,8 +126,15 @@ class TrainData:
     by train_seed on paper, so that n images span the classes of a class-sorted folder.
     """
 
-    def __init__(self, cfg: FinetuneConfig, *, preprocess: Callable | None = None) -> None:
+    def __init__(self, cfg: FinetuneConfig, *, preprocess: Callable | None = None,
+                 decode_workers: int | None = None) -> None:
+        """decode_workers: processes that read and decode the paper set's items (None: cfg.decode_workers, 0 where cfg
+        has none; speed only: batch(step) is the same tensors)."""
         self.name = cfg.finetune_task()
+        self.decode_workers = getattr(cfg, "decode_workers", 0) if decode_workers is None else decode_workers
+        if self.decode_workers < 0:
+            raise ValueError(f"decode_workers must be >= 0, got {self.decode_workers}")
+        self._pool: ProcessPoolExecutor | None = None
         if cfg.profile == "mini":
             self.images, self.labels = _mini_train_pool(self.name, cfg.train_seed)
             self.classnames = world.TASKS[self.name].classnames()
@@ -136,7 +162,24 @@ class TrainData:
         """Images (k, 3, S, S) in [0, 1] and labels (k,) at the given indices (k,) of the set."""
         if self.images is not None:
             return self.images[idx], self.labels[idx]
-        return stack_items([self.dataset[int(i)] for i in idx], what=f"{self.name} (train)")
+        if self.decode_workers == 0 or len(idx) < 2:
+            return stack_items([self.dataset[int(i)] for i in idx], what=f"{self.name} (train)")
+        if self._pool is None:  # forkserver: safe beside the prefetch thread; the dataset is sent once per worker
+            self._pool = ProcessPoolExecutor(self.decode_workers, mp_context=multiprocessing.get_context("forkserver"),
+                                             initializer=_init_decoder, initargs=(self.dataset,))
+        chunk = max(1, -(-len(idx) // (4 * self.decode_workers)))
+        items = list(self._pool.map(_decode_item, [int(i) for i in idx], chunksize=chunk))  # map keeps the order
+        return stack_items(items, what=f"{self.name} (train)")
+
+    def close(self) -> None:
+        """Stop the decoding worker processes (if any); a later batch starts them again."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __getstate__(self) -> dict:
+        """Picklable (dispatch sends configs, not data; a copy starts its own workers)."""
+        return {**self.__dict__, "_pool": None}
 
     def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first min(n, size) images (n, 3, S, S) in [0, 1] and labels (n,) of the set's fixed order."""
@@ -234,8 +277,9 @@ def _save(path: Path, *, student: ClipModel, opt: torch.optim.Optimizer, step: i
 
 
 def _run_fields(config: dict) -> dict:
-    """A run's config without its device knobs (config.DeviceKnobs): a run may resume with other ones."""
-    return {k: v for k, v in config.items() if k not in DeviceKnobs.field_names()}
+    """A run's config without its device knobs (config.DeviceKnobs): a run may resume with other ones. A checkpoint
+    written before attack_start existed ran the "auto" scheme."""
+    return {k: v for k, v in {"attack_start": "auto", **config}.items() if k not in DeviceKnobs.field_names()}
 
 
 def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None) -> dict:
@@ -433,12 +477,14 @@ def engine_towers(engine: Engine) -> list[nn.Module]:
     return towers
 
 
-def _pinned(t: torch.Tensor) -> torch.Tensor:
-    """t in page-locked memory (for a non-blocking copy to a GPU); t itself where pinning is unavailable."""
-    try:
-        return t.pin_memory()
-    except RuntimeError:  # no accelerator to pin for (CPU-only build or machine)
-        return t
+TRAIN_STREAM = 1 << 32  # counter streams of the training attack: TRAIN_STREAM + step (evaluation uses stream 0)
+
+
+def train_start_noise(train_seed: int, step: int, index: torch.Tensor, shape: tuple[int, ...] | torch.Size, *,
+                      device: torch.device | str) -> torch.Tensor:
+    """The counter scheme's training-attack start noise (N, *shape) in [-1, 1) of the images at positions index (N,)
+    of step's global batch, drawn on device: the same bits on every device, rank split and prefetch setting."""
+    return attacks.counter_start_noise(train_seed, index, shape, stream=TRAIN_STREAM + step, device=device)
 
 
 def iter_train_batches(data: TrainData, cfg: FinetuneConfig, *, start: int, stop: int, device: torch.device,
@@ -450,26 +496,34 @@ def iter_train_batches(data: TrainData, cfg: FinetuneConfig, *, start: int, stop
     prefetch: step k+1 is read in one background thread while step k is consumed (pinned memory and a non-blocking
     copy on CUDA), yielding exactly the tensors of prefetch=False in the same order."""
 
+    counter = cfg.start_scheme() == "counter"
+
     def load(step: int) -> tuple[torch.Tensor, ...]:
         x, y = data.batch(step, cfg.train_batch_size)
-        g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "train-attack", step))
-        noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
+        if counter:  # drawn on the device in moved(): here only the rank's positions in the global batch
+            noise = torch.arange(len(x))
+        else:
+            g = torch.Generator().manual_seed(world.derive_seed(cfg.train_seed, "train-attack", step))
+            noise = 2 * torch.rand(x.shape, generator=g) - 1  # random start of the global batch, sliced per rank
         parts = tuple(t[rank::world_size] for t in (x, y, noise))
-        return tuple(_pinned(t.contiguous()) for t in parts) if prefetch and device.type == "cuda" else parts
+        return tuple(pinned(t.contiguous()) for t in parts) if prefetch and device.type == "cuda" else parts
 
-    def moved(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return tuple(t.to(device, non_blocking=prefetch) for t in parts)
+    def moved(step: int, parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        x, y, noise = (t.to(device, non_blocking=prefetch) for t in parts)
+        if counter:
+            noise = train_start_noise(cfg.train_seed, step, noise, x.shape[1:], device=device)
+        return x, y, noise
 
     if not prefetch:
         for step in range(start, stop):
-            yield (step, *moved(load(step)))
+            yield (step, *moved(step, load(step)))
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
         ahead = pool.submit(load, start) if start < stop else None
         for step in range(start, stop):
             parts = ahead.result()
             ahead = pool.submit(load, step + 1) if step + 1 < stop else None
-            yield (step, *moved(parts))
+            yield (step, *moved(step, parts))
 
 
 def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

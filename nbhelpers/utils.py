@@ -94,6 +94,14 @@ def fp32_at_least(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+def pinned(t: torch.Tensor) -> torch.Tensor:
+    """t in page-locked memory (for a non-blocking copy to a GPU); t itself where pinning is unavailable."""
+    try:
+        return t.pin_memory()
+    except RuntimeError:  # no accelerator to pin for (CPU-only build or machine)
+        return t
+
+
 def pack_mask(correct: torch.Tensor | np.ndarray) -> str:
     """Boolean mask (N,) -> hex string of its packed bits (per-sample correctness in result rows)."""
     return np.packbits(np.asarray(correct).astype(np.uint8)).tobytes().hex()

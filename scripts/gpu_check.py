@@ -50,6 +50,7 @@ class Size:
     iat_images: int
     batch_size: int
     bench: tuple[str, ...]
+    pipeline: tuple[str, ...] = ()
 
 
 SIZES = {
@@ -59,12 +60,15 @@ SIZES = {
     "tiny": Size(model="ViT-S-32", cifar_test=8, tiny_classes=2, tiny_per_class=2, eurosat_per_class=1, eval_n=2, pgd_steps=1,
                  offset_n=2, finetune_steps=1, train_batch_size=2, iat_steps=1, iat_images=2, batch_size=2,
                  bench=("--models", "mini", "--classes", "10", "--batch", "2", "--steps", "1", "--repeats", "1",
-                        "--matmul-n", "128", "--no-compile", "--no-apgd")),
+                        "--matmul-n", "128", "--no-compile", "--no-apgd"),
+                 pipeline=("--images", "8", "--classes", "2", "--size", "80", "60", "--batch", "4", "--steps", "1",
+                           "--workers", "0", "2")),
     # one H100/H200 in at most 8 minutes: about 1,000 images per dataset, 10 steps per method, the full benchmark
     "full": Size(model="ViT-B-32", cifar_test=1000, tiny_classes=200, tiny_per_class=5, eurosat_per_class=100, eval_n=1000, pgd_steps=10,
                  offset_n=256, finetune_steps=10, train_batch_size=128, iat_steps=20, iat_images=512, batch_size=256,
-                 bench=("--models", "vit-b-32", "--classes", "10,200", "--batch", "256", "--repeats", "3",
-                        "--budget", "5")),
+                 bench=("--models", "vit-b-32", "--classes", "200,1000", "--batch", "256", "--repeats", "5",
+                        "--budget", "5"),
+                 pipeline=("--images", "2048", "--batch", "128", "--steps", "4", "--workers", "0", "4", "8", "14")),
 }
 EUROSAT_CLASSES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
                    "PermanentCrop", "Residential", "River", "SeaLake")
@@ -89,19 +93,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Stages:
-    """Runs named stages, printing and recording each one's wall time and result."""
+    """Runs named stages, printing and recording each one's wall time and result; with a path, the record so far is
+    written there (atomically) after every stage, so a run cut short (a time limit, a failed stage) leaves its
+    finished stages on disk."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None, header: dict | None = None) -> None:
         self.record: dict[str, dict] = {}
+        self.path, self.header = path, dict(header or {})
+
+    def write(self, **extra: object) -> None:
+        """Write {header, stages so far, extra} to the path (if any), replacing the file atomically."""
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({**self.header, "stages": self.record, **extra}, indent=1))
+        os.replace(tmp, self.path)
 
     def run(self, name: str, fn, *args, **kwargs):
         """fn(*args, **kwargs), timed; its result (a dict, or anything) is recorded under name."""
         print(f"[gpu_check] {name} ...", flush=True)
         t0 = time.time()
-        result = fn(*args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as err:
+            self.record[name] = {"seconds": round(time.time() - t0, 1), "error": repr(err)[:2000]}
+            self.write(complete=False)
+            raise
         seconds = time.time() - t0
         self.record[name] = {"seconds": round(seconds, 1), **(result if isinstance(result, dict) else {})}
         print(f"[gpu_check] {name}: {seconds:.1f} s {json.dumps(self.record[name])}", flush=True)
+        self.write(complete=False)
         return result
 
 
@@ -128,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
 
     device = select_device(args.device)
     t_start = time.time()
-    stages = Stages()
+    stages = Stages(out / "gpu_check.json", {"size": args.size, "device": str(device),
+                                             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                                             "torch": torch.__version__, "size_settings": asdict(size)})
     data_root = out / "data"
 
     def write_data() -> dict:
@@ -193,12 +216,26 @@ def main(argv: list[str] | None = None) -> int:
             return {"ratios": {r["name"]: [round(r["value"], 3), r["verdict"]] for r in ratios}}
 
         stages.run("benchmark (python -m benchmarks.run_all --gpu)", bench)
+
+        def pipeline() -> dict:
+            cmd = [sys.executable, "-m", "benchmarks.bench_input", *size.pipeline, "--out", str(out / "pipeline.json")]
+            proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, TQDM_DISABLE="1"), text=True,
+                                  capture_output=True)
+            (out / "pipeline.log").write_text(proc.stdout + proc.stderr)
+            if proc.returncode != 0:
+                raise RuntimeError(f"pipeline benchmark failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            rows = json.loads((out / "pipeline.json").read_text())
+            return {"images_per_s": {str(r["workers"]): r["images_per_s"] for r in rows},
+                    "images_per_s_per_core": {str(r["workers"]): r["images_per_s_per_core"] for r in rows}}
+
+        stages.run("training input pipeline (python -m benchmarks.bench_input, full-size JPEGs)", pipeline)
     total = time.time() - t_start
     record = {"size": args.size, "device": str(device),
               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "torch": torch.__version__, "seconds": round(total, 1), "size_settings": asdict(size),
               "stages": stages.record}
-    (out / "gpu_check.json").write_text(json.dumps(record, indent=1))
+    stages.header = {k: v for k, v in record.items() if k != "stages"}
+    stages.write(complete=True)
     print(f"[gpu_check] done in {total:.0f} s on {record['gpu'] or device}; record: {out / 'gpu_check.json'}")
     for name, (value, verdict) in record["stages"].get("benchmark (python -m benchmarks.run_all --gpu)",
                                                         {}).get("ratios", {}).items():

@@ -19,7 +19,9 @@ def test_gpu_check_runs_at_tiny_size(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     record = json.loads((out / "gpu_check.json").read_text())
     stages = record["stages"]
-    assert record["size"] == "tiny" and len(stages) == 10
+    assert record["size"] == "tiny" and len(stages) == 11 and record["complete"] is True
+    pipeline = next(v for k, v in stages.items() if k.startswith("training input pipeline"))
+    assert set(pipeline["images_per_s_per_core"]) == {"0", "2"} and pipeline["images_per_s"]["2"] > 0
     assert stages["data root (real layouts)"]["files"] > 10
     zero_shot = next(v for k, v in stages.items() if k.startswith("00/05"))
     assert zero_shot["cells"] == 6 and set(zero_shot["accuracy"]) >= {"zero_shot/eurosat/clean@0"}
@@ -31,6 +33,10 @@ def test_gpu_check_runs_at_tiny_size(tmp_path):
     assert any(t.startswith("matmul rate") for t in titles) and any("training step" in t for t in titles)
     ratios = [r["name"] for s in bench["sections"] for r in s["ratios"]]
     assert any("/ TeCoA-family loop" in r for r in ratios) and any("epoch of 100,000" in r for r in ratios)
+    pgd = next(s for s in bench["sections"] if s["title"].startswith("PGD-"))
+    row = pgd["rows"][0]
+    assert {"min_s", "median_s", "gpu_only_median_s", "tflop_per_s", "of_bf16_matmul"} <= set(row)
+    assert any(r["method"] == "ours, bf16, counter start" for r in pgd["rows"])
     assert "[gpu_check] done" in proc.stdout
     assert not list(ROOT.glob("benchmarks/*.tmp*"))  # the tiny run never writes the repository's RESULTS.md
 

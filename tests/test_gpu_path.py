@@ -61,6 +61,16 @@ def test_bf16_pgd_keeps_the_attacks_strength(objects_head, objects_data):
     _check_bf16_pgd(objects_head, *objects_data, device=torch.device("cpu"))
 
 
+def test_counter_start_keeps_the_attacks_strength(objects_head, objects_data):
+    """The counter-based random start (paper's default) draws other starts than the legacy one: not the same bits,
+    the same strength (the paired bound)."""
+    x, y = objects_data
+    legacy = predict_logits(objects_head, x, y, eps=EPS, steps=10, seed=0, fast=True)
+    counter = predict_logits(objects_head, x, y, eps=EPS, steps=10, seed=0, fast=True, start="counter")
+    assert not torch.equal(legacy, counter)
+    _assert_same_strength(legacy, counter, y)
+
+
 def test_the_paired_bound_catches_a_weaker_attack(objects_head, objects_data):
     """The bound is not vacuous: PGD-1 at eps 1/255 (a much weaker attack) fails it against PGD-10 at 4/255."""
     x, y = objects_data
@@ -234,6 +244,20 @@ def cuda_head():
 @pytest.mark.gpu
 def test_bf16_pgd_keeps_the_attacks_strength_on_cuda(cuda_head, objects_data):
     _check_bf16_pgd(cuda_head, *objects_data, device=torch.device("cuda"))  # predict_logits moves each batch
+
+
+@pytest.mark.gpu
+def test_bf16_autoattack_keeps_its_strength_on_cuda(cuda_head, objects_data):
+    """AutoAttack (APGD-CE + APGD-T) with amp: the same strength as fp32 by the paired bound, and it works at all."""
+    from nbhelpers.attacks import autoattack
+
+    x, y = (t[:128].cuda() for t in objects_data)
+    n = cuda_head.num_classes
+    runs = {amp: autoattack(cuda_head, x, y, eps=EPS, n_classes=n, seed=0, fast=True, amp=amp) for amp in (False, True)}
+    with torch.no_grad():
+        clean, fp32, bf16 = (cuda_head(t).float() for t in (x, runs[False], runs[True]))
+    assert ((runs[True] - x).abs().amax() <= EPS + 1e-6) and accuracy(fp32, y) < accuracy(clean, y) - 0.3
+    _assert_same_strength(fp32, bf16, y)
 
 
 @pytest.mark.gpu
