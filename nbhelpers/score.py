@@ -168,7 +168,12 @@ def stored_cells(store_path: str | Path, cfg: ScoreKnobs, model: EvalModel) -> s
     return {(r["dataset"], r["model"], r["attack"], float(r["eps"]), int(r["n_requested"]))
             for r in grid.load_store(store_path)[0]
             if r.get("image_id") == model.image_id and r.get("protocol") == protocol and r.get("seed") == cfg.seed
-            and r.get("sampling") == cfg.sampling_rule()}
+            and _rule(r.get("sampling")) == cfg.sampling_rule()}
+
+
+def _rule(sampling: object) -> str:
+    """The subset rule of a row's sampling ("random+partial": "random", read from partial data)."""
+    return str(sampling or "").split("+")[0]
 
 
 # ----------------------------------------------------------------------------------------------- dispatch
@@ -210,10 +215,10 @@ def dispatch_score(cfg: ScoreConfig, options: DispatchConfig, *, store_path: str
     name = suite.released_name(cfg.name)
     cells = plan_cells(cfg, [name])
     index = {c: i for i, c in enumerate(cells)}
-    same = {"profile": cfg.profile, "seed": cfg.seed, "protocol": cfg.protocol_name(), "sampling": cfg.sampling_rule()}
+    same = {"profile": cfg.profile, "seed": cfg.seed, "protocol": cfg.protocol_name()}
 
     def position(row: Mapping) -> int | None:
-        if any(row.get(k) != v for k, v in same.items()):
+        if any(row.get(k) != v for k, v in same.items()) or _rule(row.get("sampling")) != cfg.sampling_rule():
             return None
         return index.get((row.get("dataset"), row.get("model"), row.get("attack"), float(row.get("eps", -1)),
                           int(row.get("n_requested", -1))))
@@ -442,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         done = {"computed": run.computed, "reused": run.reused}
     rows = load_scores(store)
     mine = rows[(rows.model == model.name) & (rows.protocol == cfg.protocol_name())
-                & (rows.n_requested == cfg.n_samples) & (rows.sampling == cfg.sampling_rule())]
+                & (rows.n_requested == cfg.n_samples) & (rows.sampling.map(_rule) == cfg.sampling_rule())]
     for name, table in scoreboard(mine, n_boot=cfg.bootstrap, seed=cfg.seed, gap_flag=cfg.gap_flag).items():
         print(f"{name}:\n{table.T.to_string()}")
     print(json.dumps({**done, "cells": len(cells), "store": str(store), "name": cfg.name,
