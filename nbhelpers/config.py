@@ -1064,7 +1064,6 @@ NOTEBOOK_CONFIGS: dict[str, type[BaseConfig]] = {
     "05_evaluation": EvaluationConfig,
     "06_study": StudyConfig,
     "07_laat": LAATConfig,
-    "08_scoreboard": ScoreboardConfig,
 }
 
 

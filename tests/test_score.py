@@ -174,3 +174,24 @@ def test_intervals_cover_the_accuracy_and_the_gap_flag_follows_its_rule():
     (name, wide), = board.items()
     assert name == "tecoa / random / paper" and list(wide.index) == ["M", "Big"]  # sorted by robust average
     assert list(wide["gap flag"]) == [False, True] and wide["datasets"].tolist() == [3, 3]
+
+
+def test_the_models_of_this_project_go_through_the_same_store_and_beside_the_published_numbers(tmp_path):
+    """Notebook 08's path on mini: zero-shot CLIP built as 05 builds it, scored into the store; a rerun reuses it."""
+    cfg = ScoreboardConfig(models=["zero_shot"], configs="knobs", datasets=["shapes"], n_samples=4, attacks=["pgd1", "aa1"],
+                           eps_list=[4.0], bootstrap=20, batch_size=16)
+    store = tmp_path / "08_scoreboard.jsonl"
+    first = score.score_project_models(cfg, store_path=store, progress=False)
+    again = score.score_project_models(cfg, store_path=store, progress=False)
+    assert (first.computed, again.computed, again.reused) == (3, 0, 3)
+    rows = score.load_scores(store)
+    assert set(rows.model) == {"zero_shot"} and set(rows.protocol) == {"mini"}
+    (name, table), = score.scoreboard(rows, n_boot=20).items()
+    assert name == "mini / first / mini" and table.index.tolist() == ["zero-shot CLIP"]
+    assert "AutoAttack reduced (APGD-CE + APGD-T, 1 steps) @ 4/255" in table.columns
+    published = pd.DataFrame([{"method": "CLIP", "metric": "clean", "attack": "none", "eps": 0.0, "dataset": "average",
+                               "value": 59.98, "source": "PMG-AFT", "table": "Table 2", "protocol": "pmg_aft",
+                               "datasets": 16}])
+    beside = score.published_beside(table, published, names={"zero-shot CLIP": "CLIP"})
+    assert beside.published.tolist() == [59.98]
+    assert beside.ours.iloc[0] == pytest.approx(float(table.loc["zero-shot CLIP", "clean"].split(" ")[0]))
