@@ -734,7 +734,7 @@ class ScoreKnobs(Config):
     attacks: list[str] = knob(["pgd100", "aa"], "attacks at every eps on the same images: " + ", ".join(ATTACKS) + ", pgdN, aaN (reduced AutoAttack, N steps)")
     n_samples: int = knob(SCORE_DEFAULT_N, "images per dataset (paper: the seeded subset rule of 'sampling'; mini: the first N); every attack on the same images")
     bootstrap: int = knob(1000, "image-bootstrap resamples of every interval (95%, percentile, seeded)")
-    gap_flag: float = knob(3.0, "flag a model whose PGD-minus-AutoAttack gap, averaged over its datasets, exceeds this many accuracy points at an eps")
+    gap_flag: float = knob(3.0, "flag a model whose PGD-minus-AutoAttack gap, averaged over its datasets, exceeds this many accuracy points at an eps (and whose 95% interval lies above 0)")
     rerun: bool = knob(False, "recompute cells already in the scoreboard's store")
     fast_attacks: bool = knob(True, "same-math faster layers in the attacks (nbhelpers/fastpath.py)")
     sampling: str = knob("auto", 'paper: which n_samples images of each dataset: "random" (seeded, "auto"), "balanced" (class round-robin) or "first"; mini: "auto"')

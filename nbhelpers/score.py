@@ -18,7 +18,8 @@ The tables (:func:`score_table`, :func:`scoreboard`): per model and protocol, ac
 the datasets with 95% image-bootstrap intervals (images resampled within each dataset), and the PGD-minus-AutoAttack
 gap with its paired interval. **The gap rule**: a model is flagged when its average gap (PGD's accuracy minus
 AutoAttack's on the same images, averaged over its datasets) exceeds ``gap_flag`` accuracy points (default 3) at
-some eps: AutoAttack finds adversarial examples that PGD misses there, the sign of a masked gradient, and the
+some eps and the gap's 95% paired image-bootstrap interval lies above 0 (so that a few images of a small subset do
+not raise it): AutoAttack finds adversarial examples that PGD misses there, the sign of a masked gradient, and the
 PGD numbers of that model (and of papers that report only PGD for it) overstate its robustness.
 ``--plan`` prints the cells and an estimate of the device time (a measured forward-backward pass of the model
 times the passes each attack takes at most) and computes nothing; ``--dispatch`` splits the datasets into jobs
@@ -289,7 +290,7 @@ def gap_table(rows: pd.DataFrame, *, pgd: str = "pgd100", aa: str = "aa", n_boot
               gap_flag: float = 3.0, level: float = LEVEL) -> pd.DataFrame:
     """Per protocol, model and eps: PGD's accuracy minus AutoAttack's (points, the same images), averaged over the
     datasets both ran on, with its paired image-bootstrap interval, the largest dataset's gap and the flag
-    (average gap > gap_flag: the module docstring's rule). Falls back to the pgdN / aaN with the most steps when
+    (average gap > gap_flag and its interval above 0: the module docstring's rule). Falls back to the pgdN / aaN with the most steps when
     `pgd` / `aa` was not run."""
     out = []
     for key, sub in rows.groupby(["protocol", "sampling", "profile", "model", "seed"], sort=False):
@@ -317,7 +318,8 @@ def gap_table(rows: pd.DataFrame, *, pgd: str = "pgd100", aa: str = "aa", n_boot
             out.append({"protocol": key[0], "sampling": key[1], "profile": key[2], "model": key[3],
                         "label": b.model_label.iloc[0], "eps": float(eps), "pgd": a.attack_label.iloc[0],
                         "gap": mean, "gap_low": lo, "gap_high": hi, "datasets": len(common),
-                        "largest_gap_dataset": worst, "largest_gap": gaps[worst], "flag": mean > gap_flag})
+                        "largest_gap_dataset": worst, "largest_gap": gaps[worst],
+                        "flag": bool(mean > gap_flag and lo > 0)})
     return pd.DataFrame(out)
 
 

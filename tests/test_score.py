@@ -178,8 +178,8 @@ def test_intervals_cover_the_accuracy_and_the_gap_flag_follows_its_rule():
 
 def test_the_models_of_this_project_go_through_the_same_store_and_beside_the_published_numbers(tmp_path):
     """Notebook 08's path on mini: zero-shot CLIP built as 05 builds it, scored into the store; a rerun reuses it."""
-    cfg = ScoreboardConfig(models=["zero_shot"], configs="knobs", datasets=["shapes"], n_samples=4, attacks=["pgd1", "aa1"],
-                           eps_list=[4.0], bootstrap=20, batch_size=16)
+    cfg = ScoreboardConfig(models=["zero_shot"], configs="knobs", datasets=["shapes"], n_samples=4,
+                           attacks=["pgd1", "aa1"], eps_list=[4.0], bootstrap=20, batch_size=16)
     store = tmp_path / "08_scoreboard.jsonl"
     first = score.score_project_models(cfg, store_path=store, progress=False)
     again = score.score_project_models(cfg, store_path=store, progress=False)
@@ -195,3 +195,13 @@ def test_the_models_of_this_project_go_through_the_same_store_and_beside_the_pub
     beside = score.published_beside(table, published, names={"zero-shot CLIP": "CLIP"})
     assert beside.published.tolist() == [59.98]
     assert beside.ours.iloc[0] == pytest.approx(float(table.loc["zero-shot CLIP", "clean"].split(" ")[0]))
+
+
+def test_dispatched_jobs_write_shards_merged_into_the_store_as_one_process_would(world, capsys, tmp_path):
+    args = command(world, "agft", "agft (jobs)", "--attacks", "pgd2")
+    args[args.index("--store") + 1] = str(tmp_path / "store.jsonl")
+    assert score.main([*args, "--dispatch", "inline", "--workers", "2"]) == 0
+    done = last_json(capsys.readouterr().out)
+    assert (done["computed"], done["merged"], done["pending"]) == (2, 2, 0)
+    assert not (tmp_path / "store.jsonl.shards").exists()  # merged shards are removed
+    assert score.main(args) == 0 and last_json(capsys.readouterr().out)["computed"] == 0
