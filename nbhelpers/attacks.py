@@ -337,7 +337,7 @@ class _Bf16Logits(nn.Module):
 
 def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
                n_classes: int, seed: int = 0, version: str = "apgd", fast: bool = False,
-               amp: bool = False) -> torch.Tensor:
+               amp: bool = False, steps: int = 100) -> torch.Tensor:
     """AutoAttack (torchattacks, L-inf) adversarial images (N, 3, S, S); eps in pixel units.
 
     version 'apgd' (default): the standard version's gradient attacks, APGD-CE then APGD-T on the images still
@@ -348,6 +348,8 @@ def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     classes (standard: the top 9), which costs 111x more than standard at 1000 classes.
     amp: the classifier's forward passes under bf16 autocast, logits handed over in fp32 (for GPUs; its strength
     against fp32 is checked with the paired bound in tests/test_gpu_path.py).
+    steps: APGD's and APGD-T's iterations (100: the standard version; fewer only for the labelled reduced version
+    'aaN' of nbhelpers.evaluation, for quick checks).
     """
     import torchattacks
 
@@ -365,13 +367,13 @@ def autoattack(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
                                       seed=seed)
         parts = atk._autoattack.attacks
     else:
-        parts = [torchattacks.APGD(net, norm="Linf", eps=eps, steps=100, n_restarts=1, loss="ce", seed=seed),
-                 torchattacks.APGDT(net, norm="Linf", eps=eps, steps=100, n_restarts=1, n_classes=n_classes,
+        parts = [torchattacks.APGD(net, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed),
+                 torchattacks.APGDT(net, norm="Linf", eps=eps, steps=steps, n_restarts=1, n_classes=n_classes,
                                     seed=seed)]
         atk = torchattacks.MultiAttack(parts)
     for part in parts:
         if isinstance(part, (torchattacks.APGD, torchattacks.APGDT)):
-            part.steps = 100
+            part.steps = steps
         if isinstance(part, torchattacks.APGDT):
             part.n_target_classes = min(AUTOATTACK_TARGETS, n_classes - 1)
     was_training = classifier.training

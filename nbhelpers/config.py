@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -743,6 +744,86 @@ class EvaluationConfig(StartKnobs, _RunsMixin, ReleasedKnobs, SelectionKnobs, Ad
         """Datasets of the strong attacks: the first n_strong_datasets of grid_datasets (all if 0)."""
         sets = self.grid_datasets()
         return sets[:self.n_strong_datasets] if self.n_strong_datasets else sets
+
+
+SCORE_DEFAULT_N = 1000  # images per dataset of the scoreboard's protocol
+
+
+@dataclass(frozen=True)
+class ScoreKnobs(Config):
+    """The scoreboard's protocol (nbhelpers.score and notebook 08): every scored model is evaluated under it."""
+
+    datasets: list[str] = knob([], "datasets to score on; empty means all of the profile (the 16 of the papers)")
+    eps_list: list[float] = knob([1.0, 4.0], "attack radii, 1/255 units (clean is always added)")
+    attacks: list[str] = knob(["pgd100", "aa"], "attacks at every eps on the same images: " + ", ".join(ATTACKS) + ", pgdN, aaN (reduced AutoAttack, N steps)")
+    n_samples: int = knob(SCORE_DEFAULT_N, "images per dataset (paper: the seeded subset rule of 'sampling'; mini: the first N); every attack on the same images")
+    bootstrap: int = knob(1000, "image-bootstrap resamples of every interval (95%, percentile, seeded)")
+    gap_flag: float = knob(3.0, "flag a model whose PGD-minus-AutoAttack gap, averaged over its datasets, exceeds this many accuracy points at an eps (and whose 95% interval lies above 0)")
+    rerun: bool = knob(False, "recompute cells already in the scoreboard's store")
+    fast_attacks: bool = knob(True, "same-math faster layers in the attacks (nbhelpers/fastpath.py)")
+    sampling: str = knob("auto", 'paper: which n_samples images of each dataset: "random" (seeded, "auto"), "balanced" (class round-robin) or "first"; mini: "auto"')
+
+    def check(self) -> None:
+        super().check()
+        profile = getattr(self, "profile", "mini")
+        self._choice("sampling", ["auto", *SAMPLING_RULES] if profile == "paper" else ["auto", "first"])
+        bad = [a for a in self.attacks if a not in ATTACKS and not re.fullmatch(r"(pgd|aa)[1-9]\d*", a)]
+        if bad or not self.attacks:
+            raise ConfigError(f"parameter 'attacks' has unknown attack(s) {bad} or is empty; choose from "
+                              f"{list(ATTACKS)}, pgdN or aaN (AutoAttack's APGD-CE + APGD-T with N steps: a reduced "
+                              "version for quick checks, labelled so)")
+        self._eps("eps_list")
+        self._increasing("eps_list")
+        if 0.0 in self.eps_list:
+            raise ConfigError("parameter 'eps_list' must not contain 0 (clean is always added)")
+        self._positive("n_samples", "bootstrap")
+        self._non_negative("gap_flag")
+        self._datasets("datasets")
+        if profile == "mini" and self.n_samples > world.TEST_POOL:
+            raise ConfigError(f"parameter 'n_samples' must be <= {world.TEST_POOL} on the mini profile")
+
+    def eval_datasets(self) -> list[str]:
+        """The datasets to score on (all of the profile when the parameter is empty)."""
+        return list(self.datasets) or valid_datasets(getattr(self, "profile", "mini"))
+
+    def sampling_rule(self) -> str:
+        """The subset rule in force: "first" on mini, else the paper rule ("auto" = paper_data.DEFAULT_SAMPLING)."""
+        if getattr(self, "profile", "mini") == "mini":
+            return "first"
+        return DEFAULT_SAMPLING if self.sampling == "auto" else self.sampling
+
+
+@dataclass(frozen=True)
+class ScoreConfig(ScoreKnobs, BaseConfig):
+    """python -m nbhelpers.score: one weights file (checkpoint), scored under the scoreboard's protocol as `name`."""
+
+    name: str = knob("", 'name of the scored model on the scoreboard, e.g. "TeCoA (released)"; one name, one sha256')
+
+    def check(self) -> None:
+        super().check()
+        if not self.name.strip():
+            raise ConfigError("parameter 'name' must name the scored model, e.g. --name \"TeCoA (released)\"")
+        if not self.checkpoint:
+            raise ConfigError("parameter 'checkpoint' must be the weights file to score (any format of "
+                              "nbhelpers.checkpoints)")
+        if not Path(self.checkpoint).expanduser().is_file():
+            raise ConfigError(f"parameter 'checkpoint' = {self.checkpoint!r} is not a file; pass the weights file")
+
+
+@dataclass(frozen=True)
+class ScoreboardConfig(_RunsMixin, ReleasedKnobs, SelectionKnobs, AdaptationKnobs, BaselineKnobs, TAIKnobs, IATKnobs,
+                       FinetuneKnobs, ScoreKnobs, BaseConfig):
+    """08_scoreboard: the models this project trains (and any released checkpoints) scored under the scoreboard's
+    protocol into its store, then every scored model of the store, one table per protocol."""
+
+    models: list[str] = knob(["zero_shot", "tecoa", "pmg_aft", "fare", "tai", "tima"],
+                             "models this project builds, scored beside the checkpoints: " + ", ".join(methods.model_names()))
+
+    def check(self) -> None:
+        super().check()
+        bad = [m for m in self.models if m not in methods.model_names()]
+        if bad:
+            raise ConfigError(f"parameter 'models' has unknown model(s) {bad}; choose from {methods.model_names()}")
 
 
 STUDY_STAGES = ("validation", "test", "strong", "ablation")

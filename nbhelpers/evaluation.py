@@ -10,7 +10,8 @@ lookup and store hooks. Images are first-N in the dataset's order and every cell
 seeds its attack with ``seed``, so a small run is a prefix of a large one.
 
 Attacks: the names of :data:`nbhelpers.attacks.ATTACKS` (pgd10, pgd100, cw10, aa, aa_full) and any ``pgdN`` /
-``cwN`` (our PGD with N steps, cross-entropy or CW-margin loss, random start, step 1/255).
+``cwN`` (our PGD with N steps, cross-entropy or CW-margin loss, random start, step 1/255) and ``aaN`` (AutoAttack's
+APGD-CE + APGD-T with N steps instead of 100: a reduced version for quick checks, labelled as such).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ NUMERICS_VERSION = 1
 
 EmbeddingFn = Callable[[list[str], list[str]], torch.Tensor]
 CLEAN = AttackSpec("clean", "clean")
-_STEPS_NAME = re.compile(r"^(pgd|cw)(\d+)$")
+_STEPS_NAME = re.compile(r"^(pgd|cw|aa)(\d+)$")
 
 
 def text_embedder(text_model: ClipModel, *, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -89,7 +90,11 @@ def resolve_attack(name: str) -> AttackSpec:
         return ATTACKS[name]
     match = _STEPS_NAME.match(name)
     if match is None or int(match[2]) < 1:
-        raise ValueError(f"unknown attack {name!r}; choose from {sorted(ATTACKS)} or pgdN / cwN (N steps >= 1)")
+        raise ValueError(f"unknown attack {name!r}; choose from {sorted(ATTACKS)} or pgdN / cwN / aaN (N steps >= 1; "
+                         "aaN: AutoAttack's APGD-CE + APGD-T with N steps, a reduced version for quick checks)")
+    if match[1] == "aa":  # the reduced AutoAttack of quick checks (CI): labelled with its steps, never "aa"'s label
+        return AttackSpec("autoattack", f"AutoAttack reduced (APGD-CE + APGD-T, {match[2]} steps)",
+                          steps=int(match[2]), version="apgd")
     loss, steps = ("ce", "PGD") if match[1] == "pgd" else ("cw", "CW-PGD")
     return AttackSpec("pgd", f"{steps}-{match[2]}", steps=int(match[2]), loss=loss)
 
@@ -109,7 +114,7 @@ def attack_logits(attack: str, head: ZeroShotClassifier, images: torch.Tensor, l
     out = []
     for _, x, y in metrics.device_batches(images, labels, batch_size=batch_size, device=device):
         adv = attack_mod.autoattack(head, x, y, eps=eps / 255, n_classes=head.num_classes, seed=seed,
-                                    version=spec.version, fast=fast, amp=amp)
+                                    version=spec.version, fast=fast, amp=amp, steps=spec.steps or 100)
         with torch.no_grad():
             out.append(head(adv).float())  # kept on the device: one copy at the end of the call
     return torch.cat(out).cpu()

@@ -93,6 +93,11 @@ class Interval(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------- statistics
+def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (non-finite replicates dropped; NaNs when none is left)."""
+    return _percentile_ci(replicates, level)
+
+
 def _percentile_ci(replicates: np.ndarray, level: float) -> tuple[float, float]:
     """Percentile interval of bootstrap replicates (non-finite replicates dropped)."""
     r = np.asarray(replicates, dtype=float)

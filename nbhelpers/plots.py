@@ -329,3 +329,27 @@ def plot_confirmatory(table, *, sesoi: float, labels: dict[str, str] | None = No
     axes[0][0].invert_yaxis()
     fig.tight_layout()
     return fig
+
+
+def plot_scoreboard(scores, *, title: str = "") -> plt.Figure:
+    """The scoreboard's averages: per model (rows of score.score_table with dataset 'average'), accuracy of clean
+    and each attack and eps as grouped horizontal bars with their bootstrap intervals."""
+    avg = scores[scores.dataset == "average"]
+    columns = list(dict.fromkeys(f"{r.attack_label} @ {r.eps:g}/255" if r.attack != "clean" else "clean"
+                                 for r in avg.itertuples(index=False)))
+    labels = list(dict.fromkeys(avg.label))
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(labels) * max(1, len(columns)) / 2))
+    height = 0.8 / max(1, len(columns))
+    for j, column in enumerate(columns):
+        sub = avg[[(f"{r.attack_label} @ {r.eps:g}/255" if r.attack != "clean" else "clean") == column
+                   for r in avg.itertuples(index=False)]].set_index("label").reindex(labels)
+        err = [(sub.accuracy - sub.low).clip(lower=0).fillna(0), (sub.high - sub.accuracy).clip(lower=0).fillna(0)]
+        ax.barh([i + j * height for i in range(len(labels))], sub.accuracy, height=height, xerr=err, label=column,
+                capsize=2)
+    ax.set_yticks([i + height * (len(columns) - 1) / 2 for i in range(len(labels))], labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy averaged over the datasets (%), 95% image-bootstrap interval")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

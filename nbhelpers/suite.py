@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from nbhelpers import losses, methods, models, notebook, prompts, text_tuning, training, zeroshot
-from nbhelpers.config import (EvaluationConfig, StudyConfig, TAINotebookConfig, TIMAInputsConfig, add_arguments,
+from nbhelpers.config import (EvaluationConfig, ScoreboardConfig, StudyConfig, TAINotebookConfig, TIMAInputsConfig,
+                              add_arguments,
                               cli_parser, config_or_exit)
 from nbhelpers.evaluation import EvalModel, text_embedder
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
@@ -24,7 +25,7 @@ from nbhelpers.utils import content_key, file_fingerprint, numerics_versions, se
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
 NUMERICS_VERSION = 1
 
-RunsConfig = TAINotebookConfig | EvaluationConfig | StudyConfig | TIMAInputsConfig  # the configs with the run knobs
+RunsConfig = TAINotebookConfig | EvaluationConfig | StudyConfig | TIMAInputsConfig | ScoreboardConfig  # the configs with the run knobs
 
 
 def check_names(names: list[str]) -> None:
@@ -139,25 +140,35 @@ def released_name(label: str) -> str:
     return f"released:{label}"
 
 
+def checkpoint_eval_model(label: str, model: ClipModel, path: str | Path, *, formats: list[str] | None = None,
+                          device: torch.device | str = "cpu") -> EvalModel:
+    """A model loaded from a weights file as an EvalModel with its own (original) text side, named
+    released_name(label), tagged 'released' with the file's sha256 and detected format (from the model's load
+    report when formats is None); identities from the sha256, so its cells are reused wherever the file is."""
+    if formats is None:
+        report = getattr(model, "load_report", None)  # paper profile: what was read, and how (mini: one format)
+        formats = [f["format"] for f in report.files if f["role"] == "checkpoint"] if report else ["mini CLIP"]
+    tags = {"model_config": "released", "checkpoint_sha256": file_fingerprint(path),
+            "checkpoint_format": ", ".join(formats) or "unknown"}
+    return EvalModel(released_name(label), label, model, text_embedder(model, device=device), "original", tags=tags,
+                     image_id="checkpoint-" + tags["checkpoint_sha256"],
+                     text_id="checkpoint-text-" + tags["checkpoint_sha256"])
+
+
 def released_models(cfg: RunsConfig, *, device: torch.device | str = "cpu") -> dict[str, EvalModel]:
     """The released checkpoints of cfg ('checkpoints': {label: file}) as EvalModels beside ours: each file loaded
     by create_model_and_transforms as the base would be (any format of nbhelpers.checkpoints; an image-tower file on
     top of cfg.pretrained), with the original text side, tagged with its file's sha256 and detected format."""
     out: dict[str, EvalModel] = {}
     for label, path in cfg.released_checkpoints().items():
+        formats = None
         if prompts.is_prompt_file(path):  # TeCoA's released visual prompts: on top of the base weights
             model, _ = create_model_and_transforms(**cfg.model_spec(), device=device)
             prompts.load_prompts(model, path)
             formats = ["TeCoA visual prompts"]
         else:
             model, _ = create_model_and_transforms(**{**cfg.model_spec(), "checkpoint": path}, device=device)
-            report = getattr(model, "load_report", None)  # paper profile: what was read, and how (mini: one format)
-            formats = [f["format"] for f in report.files if f["role"] == "checkpoint"] if report else ["mini CLIP"]
-        tags = {"model_config": "released", "checkpoint_sha256": file_fingerprint(path),
-                "checkpoint_format": ", ".join(formats) or "unknown"}
-        out[released_name(label)] = EvalModel(released_name(label), label, model, text_embedder(model, device=device),
-                                              "original", tags=tags, image_id="checkpoint-" + tags["checkpoint_sha256"],
-                                              text_id="checkpoint-text-" + tags["checkpoint_sha256"])
+        out[released_name(label)] = checkpoint_eval_model(label, model, path, formats=formats, device=device)
     return out
 
 
