@@ -292,7 +292,11 @@ class Method:
     """One method: every fact the package needs about it, in one place.
 
     engine: the engine method whose objective and attack train the image tower ('' for zero_shot, not trained);
-    objective / training_attack / needs_teacher: the engine's step (engine methods only);
+    objective / training_attack / needs_teacher: the engine's step (engine methods only; the attack a
+    :class:`TrainingAttack`);
+    reads: the config fields its engine step reads beyond the shared fine-tuning recipe (objective, margins, text
+    expansion, trained tensors; its attack's are :attr:`TrainingAttack.reads`): its training cache key holds them and
+    no other method's knobs (engine methods only);
     text: the class text the image tower trains against and is evaluated with (TEXT_SIDES);
     needs_offset: takes the margin offset measured on the pre-trained model (01) as margin_offset;
     needs_iat: trains and is evaluated against IAT-tuned text (03's projection, tuned first);
@@ -316,7 +320,7 @@ class Method:
     engine: str
     text: str = "original"
     objective: Objective | None = None
-    training_attack: str = "pgd_ce"
+    training_attack: TrainingAttack = PGD_CE
     needs_teacher: bool = False
     needs_offset: bool = False
     needs_iat: bool = False
@@ -331,6 +335,7 @@ class Method:
     fixed: tuple[tuple[str, object], ...] = ()
     logit_units: str = "scaled"
     input_norm: str = "clip"
+    reads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.logit_units not in LOGIT_UNITS or self.input_norm not in INPUT_NORMS:
@@ -338,9 +343,11 @@ class Method:
                              f"{self.input_norm!r} not in {LOGIT_UNITS} / {INPUT_NORMS}")
         if self.text not in TEXT_SIDES:
             raise ValueError(f"method {self.name!r}: text {self.text!r} is not one of {TEXT_SIDES}")
-        if self.training_attack not in TRAINING_ATTACKS:
-            raise ValueError(f"method {self.name!r}: training_attack {self.training_attack!r} is not one of "
-                             f"{TRAINING_ATTACKS}")
+        if not isinstance(self.training_attack, TrainingAttack):
+            raise ValueError(f"method {self.name!r}: training_attack must be a methods.TrainingAttack (e.g. "
+                             f"methods.PGD_CE), got {self.training_attack!r}")
+        if self.reads and not self.is_engine:
+            raise ValueError(f"method {self.name!r} reuses engine {self.engine!r}: its reads are its engine's")
         if self.head not in HEADS or self.trainable not in TRAINABLE:
             raise ValueError(f"method {self.name!r}: head {self.head!r} / trainable {self.trainable!r} not in "
                              f"{HEADS} / {TRAINABLE}")
@@ -351,6 +358,11 @@ class Method:
     def is_engine(self) -> bool:
         """Whether FinetuneConfig.method may name it (it trains an image tower by itself)."""
         return self.engine == self.name
+
+    @property
+    def key_fields(self) -> tuple[str, ...]:
+        """The config fields an engine method's step reads beyond the shared recipe: its own and its attack's."""
+        return tuple(dict.fromkeys((*self.reads, *self.training_attack.reads)))
 
     @property
     def trained(self) -> bool:
