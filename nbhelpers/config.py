@@ -48,7 +48,14 @@ class ConfigError(ValueError):
 
 
 def knob(default: object, help: str) -> typing.Any:  # noqa: A002 - 'help' is the natural name here
-    """A config field: its one default and its one-line help (shown in the notebooks' parameters cells)."""
+    """A config field: its one default and its one-line help (shown in the notebooks' parameters cells).
+
+    The help may not hold "=" nor a line break: papermill reads a parameters-cell line `name: type = value  # help`
+    and silently drops a line whose comment holds another "=" (scripts/sync_parameters.py --check also reads every
+    cell back through papermill)."""
+    if "=" in help or "\n" in help:
+        raise ValueError(f"a knob's help may not hold '=' or a line break (papermill would drop its parameter): "
+                         f"{help!r}; write 'is', 'equal to' or ':' instead")
     if isinstance(default, list):
         return field(default_factory=lambda d=tuple(default): list(d), metadata={"help": help})
     return field(default=default, metadata={"help": help})
@@ -882,7 +889,7 @@ class DispatchConfig(Config):
     slurm_account: str = knob("", "slurm: account charged (sbatch --account; empty: your default account)")
     slurm_qos: str = knob("", "slurm: quality of service (sbatch --qos; empty: the default)")
     slurm_gpus_per_job: int = knob(1, "slurm: GPUs per array task (0: a CPU job)")
-    slurm_gpu_flag: str = knob("gpus_per_node", 'slurm: how GPUs are asked for: "gpus_per_node" (--gpus-per-node), "gpus_per_task" (--gpus-per-task; one task per job, so the same count) or "gres" (--gres=gpu:N, for clusters without GPU TRES)')
+    slurm_gpu_flag: str = knob("gpus_per_node", 'slurm: how GPUs are asked for: "gpus_per_node" (--gpus-per-node), "gpus_per_task" (--gpus-per-task; one task per job, so the same count) or "gres" (--gres gpu:N, for clusters without GPU TRES)')
     slurm_cpus_per_task: int = knob(0, "slurm: CPUs per array task (0: the cluster's default)")
     slurm_mem_gb: float = knob(0.0, "slurm: memory per array task, GB (0: the cluster's default)")
     slurm_array_parallelism: int = knob(64, "slurm: array tasks running at once")

@@ -393,6 +393,13 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {method.name!r} is already registered")
     if method.engine and method.engine != method.name and method.engine not in _REGISTRY:
         raise ValueError(f"method {method.name!r}: its engine {method.engine!r} is not registered")
+    for source, _ in method.selection:  # 06 selects only what it searches: another source is never filled
+        record = method if source == method.name else _REGISTRY.get(source)  # (one registered later: by the tests)
+        if record is not None and not record.studied:
+            raise ValueError(f"method {method.name!r} takes its configuration from 06's selection of {source!r}, "
+                             "which 06 does not search (no search grid): give it search= (or lr_only=True), take "
+                             "another method's selection (e.g. selection=((\"tecoa\", (\"finetune_lr\", "
+                             "\"warmup_steps\")),), TeCoA's recipe), or selection=() for the notebook's knobs")
     _REGISTRY[method.name] = method
     return method
 
@@ -513,7 +520,9 @@ def selected_overrides(name: str, selected: Mapping[str, Mapping[str, object]]) 
     out: dict[str, object] = {}
     for source, keys in get(name).selection:
         if source not in selected:
-            raise KeyError(f"{name} takes its configuration from {source!r}, which the selection lacks")
+            raise KeyError(f"{name} takes its configuration from 06's selection of {source!r}, which the selection "
+                           f"lacks (it holds {sorted(selected)}): run 06's study for it (a pending method: "
+                           f"{STUDY_PENDING_ENV}=1), or pass configs=\"knobs\"")
         out.update({k: v for k, v in selected[source].items() if keys is None or k in keys})
     return out
 
