@@ -1,4 +1,5 @@
-"""One adversarial fine-tuning engine for every image-side method; objectives plug in by name.
+"""One adversarial fine-tuning engine for every image-side method; objectives and training attacks plug in through
+the method's record (:mod:`methods`), and a run's cache key holds only the config fields its method reads.
 
 Per step: a batch of the fine-tuning task (a deterministic function of the step, so a resumed run sees the same
 data), a PGD attack on it against the current model (input-only gradients, class text embeddings fixed; FARE's

@@ -21,6 +21,7 @@ CONFIG_FIELDS = set(FinetuneConfig.field_names()) | set(IATKnobs.field_names())
 @pytest.mark.parametrize("method", methods.all_methods(), ids=lambda m: m.name)
 def test_each_record_names_real_knobs_and_a_registered_engine(method):
     assert set(method.knobs) <= CONFIG_FIELDS, f"{method.name}: knobs that no config declares"
+    assert set(method.key_fields) <= set(FinetuneConfig.field_names()), f"{method.name}: reads no config declares"
     assert not method.engine or method.engine in methods.engine_names()
     for source, keys in method.selection:
         assert source in (*study.study_methods(), *methods.STUDY_PENDING) and (keys is None or set(keys) <= CONFIG_FIELDS)
