@@ -808,7 +808,7 @@ class LAATConfig(BaseConfig):
     """07_laat: LAAT in its own setting, a small backbone trained from scratch against frozen text anchors (2x2:
     anchor expansion x CE relaxation, several training seeds). Mini profile only."""
 
-    train_seeds: list[int] = knob([0, 1, 2], "training seeds; every arm trains one backbone per seed")
+    train_seeds: list[int] = knob([0, 1, 2, 3, 4, 5], "training seeds; every arm trains one backbone per seed (six: with three, t over 2 degrees of freedom let a rerun on another CPU flip a verdict)")
     laat_steps: int = knob(400, "SGD steps per backbone (batch laat_batch_size)")
     laat_lr: float = knob(0.1, "peak SGD learning rate (momentum 0.9, warm-up 10 steps, cosine decay)")
     laat_batch_size: int = knob(64, "training batch size")

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from nbhelpers import models, paper_data, paths, world
+from nbhelpers.utils import progress_bar
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
 NUMERICS_VERSION = 1
@@ -98,7 +98,7 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
     ds, classnames = paper_data.load_paper_dataset(dataset, root=data_root or paths.DATA_ROOT, transform=transform)
     partial = paper_data.is_partial(dataset, ds, classnames)  # loaded only where partial data are allowed
     indices = paper_data.subset_indices(dataset, ds, n=n, sampling=rule, seed=sample_seed)
-    items = [ds[i] for i in tqdm(indices, desc=f"load {dataset}", disable=not progress)]
+    items = [ds[i] for i in progress_bar(indices, desc=f"load {dataset}", disable=not progress)]
     images, labels = stack_items(items, what=dataset)
     names, templates = paper_data.text_for(dataset, protocol, classnames)  # the protocol's class text
     return EvalSet(dataset, images, labels, names, templates,
@@ -107,9 +107,10 @@ def load_eval_set(profile: str, dataset: str, *, n: int, seed: int = 0, data_roo
                    sample_seed=None if rule == "first" else sample_seed, protocol=protocol)
 
 
-def classnames_for(profile: str, dataset: str, *, data_root: str | os.PathLike = "") -> tuple[list[str], list[str]]:
-    """(class names, templates) of a dataset without loading its images."""
+def classnames_for(profile: str, dataset: str, *, data_root: str | os.PathLike = "",
+                   protocol: str = paper_data.DEFAULT_PROTOCOL) -> tuple[list[str], list[str]]:
+    """(class names, templates) of a dataset without loading its images, as `protocol` scores it (its class phrases
+    and templates: paper_data.text_for; the mini profile has one text)."""
     if profile == "mini":
         return world.task_spec(dataset).classnames(), [world.PROMPT_TEMPLATE]
-    return (paper_data.get_classnames(dataset, root=data_root or paths.DATA_ROOT),
-            [paper_data.template_for(dataset)])
+    return paper_data.text_for(dataset, protocol, paper_data.get_classnames(dataset, root=data_root or paths.DATA_ROOT))

@@ -47,10 +47,10 @@ from pathlib import Path
 
 import submitit
 import torch
-from tqdm.auto import tqdm
 
 from nbhelpers.config import ConfigError, DispatchConfig
 from nbhelpers.store import JsonlStore
+from nbhelpers.utils import progress_bar
 
 SHARDS_SUFFIX = ".shards"  # <store>.shards/: the jobs' rows until they are merged
 JOBS_SUFFIX = ".jobs"  # <store>.jobs/: submitit's pickles and logs (default job_folder)
@@ -401,7 +401,7 @@ def submit_jobs(fn: Callable[[object], object], specs: Sequence[object], cfg: Di
 def collect_jobs(jobs: Sequence[submitit.Job], names: Sequence[str], *, progress: bool = False,
                  poll_seconds: float = 1.0) -> list[JobOutcome]:
     """Wait for every job; each one's result or error (the end of its log), in submission order."""
-    bar = tqdm(total=len(jobs), desc="jobs", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="jobs", disable=not progress)
     for _ in submitit.helpers.as_completed(list(jobs), poll_frequency=poll_seconds):
         bar.update(1)
     bar.close()
@@ -440,7 +440,7 @@ def collect_slurm_jobs(jobs: Sequence[submitit.Job], names: Sequence[str], *, pr
     """Wait for every Slurm array task without sacct (a cluster may keep no accounting, as the test's does): a task
     is done once its result file is there, or once squeue has not listed it for grace_seconds (the shared filesystem
     may show a result file late) and it still has none: cancelled, timed out or killed. In submission order."""
-    bar = tqdm(total=len(jobs), desc="jobs", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="jobs", disable=not progress)
     waiting, gone = set(range(len(jobs))), {}
     while waiting:
         queued = slurm_queued([jobs[i].job_id for i in waiting])

@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from nbhelpers import analysis, methods, metrics, paper_data
 from nbhelpers import attacks as attack_mod
 from nbhelpers.attacks import ATTACKS, AttackSpec
 from nbhelpers.data import EvalSet, classnames_for, load_eval_set
 from nbhelpers.models import ClipModel
-from nbhelpers.utils import pack_mask, tensor_fingerprint, unpack_mask
+from nbhelpers.utils import pack_mask, progress_bar, tensor_fingerprint, unpack_mask
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build_head, model_fingerprint
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
@@ -208,7 +207,7 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
                        strong_datasets=strong_datasets)
     image_fps: dict[int, str] = {}
     rows = []
-    bar = tqdm(total=len(cells), desc="evaluation cells", disable=not progress)
+    bar = progress_bar(total=len(cells), desc="evaluation cells", disable=not progress)
     for dataset in dict.fromkeys(c[0] for c in cells):
         evalset = None
         for name, model in models.items():
@@ -247,11 +246,13 @@ def evaluate(models: Mapping[str, EvalModel], *, profile: str, datasets: Sequenc
 
 
 def text_structure(text_sides: dict[str, EmbeddingFn], *, profile: str, datasets: list[str],
-                   reference: str = "original", data_root: str = "") -> pd.DataFrame:
-    """Per text side and dataset: inter-class distances and the Spearman consistency with the reference side."""
+                   reference: str = "original", data_root: str = "",
+                   protocol: str = paper_data.DEFAULT_PROTOCOL) -> pd.DataFrame:
+    """Per text side and dataset: inter-class distances and the Spearman consistency with the reference side, on
+    the class text `protocol` scores with."""
     rows = []
     for name in datasets:
-        classnames, templates = classnames_for(profile, name, data_root=data_root)
+        classnames, templates = classnames_for(profile, name, data_root=data_root, protocol=protocol)
         ref = text_sides[reference](classnames, templates)
         for side, embed in text_sides.items():
             emb = embed(classnames, templates)

@@ -1,4 +1,4 @@
-"""The findings layer: one verdict per claim (reproduced / not reproduced / mixed), with numbers and uncertainty.
+"""The findings layer: one verdict per claim (one vocabulary, 00-07), with numbers and uncertainty.
 
 Every notebook ends with a findings section. Before the result it states the claim and the operational
 criterion; after it, one function of this module turns the notebook's tables into :class:`Finding` records and
@@ -14,19 +14,21 @@ here: :func:`effect_interval` (between-run variance plus an image-sampling term,
 freedom), :func:`holm` (family-wise levels), :func:`judge_effect` (with the smallest effect of interest
 :data:`SESOI`) and :func:`judge_noninferior`; every number in them is an accuracy fraction (0.01 = 1 point).
 
-Verdict vocabulary: ``reproduced`` (the criterion holds, interval included), ``not reproduced`` (it fails, or
-the data point the other way), ``mixed`` (holds in part: for some of the sub-criteria, baselines or units, or
-the interval straddles the threshold), and for 06's effects also ``no difference`` (the interval lies inside
-+-SESOI: any effect is smaller than the smallest that matters) and ``inconclusive`` (none of the others: the
-interval is too wide to tell).
+Verdict vocabulary, one for every notebook (:data:`RULE`): ``reproduced`` (every sub-criterion holds, its interval
+on the claimed side), ``not reproduced`` (some sub-criterion fails, its interval on the other side, and none
+holds), ``mixed`` (some hold and some fail: for some sub-criteria, baselines or units and not others; or a
+robustness gain bought with more clean accuracy than the tolerance), ``inconclusive`` (none fails but some
+interval straddles its threshold: the data cannot tell), and, only where a smallest effect of interest is
+declared (06), ``no difference`` (the interval lies inside +-SESOI: any effect is smaller than the smallest that
+matters).
 """
 from __future__ import annotations
 
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -45,6 +47,9 @@ SESOI = 0.01
 FAMILY_ALPHA = 0.05
 FINDINGS_SUFFIX = "_findings.json"
 SEED_NOTE = "one training seed: the intervals cover the sampling of images only, not training variance"
+# the one rule that turns sub-criteria into a verdict (criterion texts quote it; _combine implements it)
+RULE = ("reproduced if every part holds; mixed if some hold and some fail; not reproduced if some fail and none "
+        "holds; inconclusive otherwise (an interval straddles its threshold)")
 
 
 # ----------------------------------------------------------------------------------------------- the record
@@ -64,6 +69,7 @@ class Finding:
     verdict: str  # one of VERDICTS
     figure: str  # e.g. "figures/01_margin_offset.png", or ""
     detail: str = ""  # where it holds and where it does not
+    scope: str = ""  # the world, model and sources of variance the verdict covers ("": write_findings fills it in)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -241,23 +247,22 @@ def _ci(iv: Interval, digits: int = 2, scale: float = 1.0, signed: bool = False)
 
 def judge_ahead(intervals: Sequence[Interval], *, threshold: float = 0.0, clean: Interval | None = None,
                 clean_tolerance: float = 0.01) -> str:
-    """The one 'ahead with a positive interval, clean within tolerance' verdict, every number in one unit: accuracy
-    fractions for differences (0.01 = 1 point; callers in points convert), else the unit of `threshold`.
+    """The one 'ahead with its interval' verdict, every number in one unit: accuracy fractions for differences
+    (0.01 = 1 point; callers in points convert), else the unit of `threshold`.
 
-    not reproduced: some interval lies below threshold (upper end < threshold); reproduced: every interval lies
-    above it (lower end > threshold) and, given `clean` (the clean-accuracy difference), its upper end is finite
-    and >= -clean_tolerance; mixed otherwise (an interval contains threshold or has a NaN end, or the clean cost
-    exceeds the tolerance: a robustness gain bought with clean accuracy is not a refutation, so it stays mixed).
+    Each interval is a part: it holds if it lies above threshold, fails if it lies below, is undecided if it
+    straddles it (or has a NaN end); :func:`_combine` applies :data:`RULE`. Given `clean` (the clean-accuracy
+    difference), a 'reproduced' whose clean upper end lies below -clean_tolerance is mixed (a robustness gain bought
+    with clean accuracy is not a refutation) and one whose clean interval has a NaN end is inconclusive.
     """
-    sides = [_side(iv.low, iv.high, threshold) for iv in intervals]
-    if not sides:
+    if not intervals:
         raise ValueError("judge_ahead needs at least one interval")
-    clean_ok = clean is None or (math.isfinite(clean.high) and clean.high >= -clean_tolerance)
-    if "below" in sides:
-        return NOT_REPRODUCED
-    if all(side == "above" for side in sides) and clean_ok:
-        return REPRODUCED
-    return MIXED
+    verdict = _combine({"above": True, "below": False}.get(_side(iv.low, iv.high, threshold)) for iv in intervals)
+    if verdict != REPRODUCED or clean is None:
+        return verdict
+    if not math.isfinite(clean.high):
+        return INCONCLUSIVE
+    return REPRODUCED if clean.high >= -clean_tolerance else MIXED
 
 
 class Effect(NamedTuple):
@@ -420,19 +425,20 @@ def judge_noninferior(effect: Interval | Effect, *, margin: float) -> str:
 
 
 def _combine(parts: Iterable[bool | None]) -> str:
-    """All True -> reproduced, all False -> not reproduced, anything else -> mixed (None = undecided)."""
+    """:data:`RULE` on sub-criteria (True: holds, False: fails, None: undecided, e.g. its interval straddles)."""
     parts = list(parts)
-    if parts and all(p is True for p in parts):
+    if not parts:
+        raise ValueError("a verdict needs at least one part")
+    if all(p is True for p in parts):
         return REPRODUCED
-    if parts and all(p is False for p in parts):
-        return NOT_REPRODUCED
-    return MIXED
+    if any(p is False for p in parts):
+        return MIXED if any(p is True for p in parts) else NOT_REPRODUCED
+    return INCONCLUSIVE
 
 
 # ---------------------------------------------------------------------------------- 00: the mini CLIP is fit
 def _every_unit_above(intervals: Sequence[Interval], threshold: float) -> tuple[int, str]:
-    """(index of the lowest estimate, verdict): reproduced if every interval lies above threshold, not reproduced
-    if any lies below it, mixed otherwise."""
+    """(index of the lowest estimate, verdict): judge_ahead over every unit's interval against threshold."""
     return int(np.argmin([iv.estimate for iv in intervals])), judge_ahead(intervals, threshold=threshold)
 
 
@@ -463,7 +469,7 @@ def findings_mini_clip(robustness: pd.DataFrame, *, clean_factor: float = 3.0, e
         claim=f"Precondition (not a paper claim): the mini CLIP's clean zero-shot accuracy is at least "
               f"{clean_factor:g}x chance on every task.",
         criterion=f"for every task the Wilson {level:.0%} interval of clean accuracy / chance lies above "
-                  f"{clean_factor:g}; not reproduced if any task's interval lies below it.",
+                  f"{clean_factor:g}; each task is a part (fails if its interval lies below); {RULE}.",
         paper="", ours=f"worst task {rows[worst]['task']}: {_ci(ratio[worst], 1)} x chance",
         estimate=ratio[worst].estimate, ci_low=ratio[worst].low, ci_high=ratio[worst].high, verdict=v1,
         figure=figure,
@@ -478,7 +484,8 @@ def findings_mini_clip(robustness: pd.DataFrame, *, clean_factor: float = 3.0, e
         claim=f"Precondition (not a paper claim): PGD at {eps_half:g}/255 removes at least half of the mini CLIP's "
               f"clean accuracy on every task.",
         criterion=f"for every task 1 - robust/clean lies above 0.5 over the Wilson {level:.0%} interval of the "
-                  f"robust accuracy (clean accuracy taken as fixed); not reproduced if any task lies below 0.5.",
+                  f"robust accuracy (clean accuracy taken as fixed); each task is a part (fails if it lies below "
+                  f"0.5); {RULE}.",
         paper="", ours=f"worst task {rows[worst]['task']}: {_ci(removed[worst], 2)} removed",
         estimate=removed[worst].estimate, ci_low=removed[worst].low, ci_high=removed[worst].high, verdict=v2,
         figure=figure,
@@ -603,8 +610,7 @@ def finding_margin_offset(sweep: pd.DataFrame, *, eps_small: float = 1.0, eps_la
                    f"~1.4 for unrelated margins); stable means rel_spread < {threshold:g} (with slope 1, the small-eps "
                    f"margin then explains >= {1 / (1 + threshold ** 2):.0%} of the large-eps variance), its "
                    f"{level:.0%} bootstrap CI entirely below {threshold:g}. Checked per sample (over images) and per "
-                   f"class (over class-mean margins): reproduced if both hold, not reproduced if both fail "
-                   f"(CI above), mixed otherwise."),
+                   f"class (over class-mean margins), each failing if its CI lies above {threshold:g}; {RULE}."),
         paper="", ours=f"rel_spread {_ci(iv_s)} per sample, {_ci(iv_c)} per class (eps {eps_small:g}->{eps_large:g})",
         estimate=float(s.rel_spread), ci_low=float(s.ci_low), ci_high=float(s.ci_high), verdict=verdict,
         figure=figure, detail=detail)
@@ -637,7 +643,7 @@ def finding_margin_similarity(pairs: pd.DataFrame, *, paper_pearson: float = -0.
     rho = bootstrap_correlation_ci(x, y, method="spearman", groups=groups, n_boot=n_boot, level=level, seed=seed)
     r = bootstrap_correlation_ci(x, y, method="pearson", groups=groups, n_boot=n_boot, level=level, seed=seed)
     naive = fisher_z_ci(r.estimate, len(x), level=level)
-    verdict = _combine(_side(iv.low, iv.high, 0.0) == "below" for iv in (rho, r))
+    verdict = _combine({"below": True, "above": False}.get(_side(iv.low, iv.high, 0.0)) for iv in (rho, r))
     side = _side(rho.low, rho.high, paper_spearman)
     strength = {"below": "stronger than", "above": "weaker than"}.get(side, "consistent with")
     per_class = similarity_correlation_by_class(pairs)
@@ -652,8 +658,8 @@ def finding_margin_similarity(pairs: pd.DataFrame, *, paper_pearson: float = -0.
         id="02_margin_similarity", notebook=notebook,
         claim="TIMA finding 2: the logit margin correlates negatively with inter-class text similarity.",
         criterion=(f"Spearman rho and Pearson r of (similarity, margin) over ordered class pairs, each with a "
-                   f"{level:.0%} bootstrap CI over {'true classes' if unit == 'class' else 'pairs'}; reproduced if "
-                   f"both CIs lie below 0, not reproduced if neither does, mixed otherwise. Strength is compared "
+                   f"{level:.0%} bootstrap CI over {'true classes' if unit == 'class' else 'pairs'}; each part holds if its "
+                   f"CI lies below 0 and fails if above; {RULE}. Strength is compared "
                    f"with the paper's Spearman {paper_spearman} but does not decide the verdict."),
         paper=f"Spearman {paper_spearman}, Pearson {paper_pearson}",
         ours=f"Spearman {_ci(rho)}, Pearson {_ci(r)}",
@@ -685,10 +691,7 @@ def findings_text_structure(structure: pd.DataFrame, *, iat: str = "IAT (SC-MHE 
         level_m = t_interval(both[name], level=level)
         below_iat = {"above": True, "below": False}.get(_side(gap.low, gap.high, 0.0))
         below_floor = {"below": True, "above": False}.get(_side(level_m.low, level_m.high, rho_floor))
-        if below_iat is False or below_floor is False:
-            verdict = NOT_REPRODUCED
-        else:
-            verdict = _combine([below_iat, below_floor])
+        verdict = _combine([below_iat, below_floor])
         key = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
         out.append(Finding(
             id=f"03_{key}_disrupts_consistency", notebook=notebook,
@@ -697,8 +700,7 @@ def findings_text_structure(structure: pd.DataFrame, *, iat: str = "IAT (SC-MHE 
             criterion=(f"consistency rho = Spearman between the pairwise class similarities before and after; "
                        f"'disrupts' means (a) rho below IAT's (paired over datasets, {level:.0%} t-interval of the "
                        f"gap above 0) and (b) rho below the {rho_floor:g} that counts as 'keeps consistency' for "
-                       f"IAT (t-interval below it). Reproduced if both, not reproduced if either points the other "
-                       f"way, mixed otherwise."),
+                       f"IAT (t-interval below it); each fails if its interval lies on the other side; {RULE}."),
             paper="", ours=f"rho {_ci(level_m, 3)}; IAT minus it {_ci(gap, 3, signed=True)}",
             estimate=level_m.estimate, ci_low=level_m.low, ci_high=level_m.high, verdict=verdict, figure=figure,
             detail="per dataset rho " + ", ".join(f"{d} {v:.3f} (IAT {w:.3f})"
@@ -706,13 +708,13 @@ def findings_text_structure(structure: pd.DataFrame, *, iat: str = "IAT (SC-MHE 
                    + f"; {len(both)} datasets, one tuning run each."))
     gains = {col: t_interval(tab[iat] - tab[original], level=level)
              for col, tab in (("min", dmin), ("mean", dmean))}
-    spread = [_side(iv.low, iv.high, 0.0) == "above" for iv in gains.values()]
+    spread = [{"above": True, "below": False}.get(_side(iv.low, iv.high, 0.0)) for iv in gains.values()]
     out.append(Finding(
         id="03_iat_spreads_classes", notebook=notebook,
         claim="IAT increases the inter-class distance of the text embeddings over the original ones.",
         criterion=(f"paired over datasets, the {level:.0%} t-interval of IAT minus original lies above 0, for the "
-                   f"minimum and for the mean inter-class distance: reproduced if both, mixed if one, not "
-                   f"reproduced if neither."),
+                   f"minimum and for the mean inter-class distance (a part fails if its interval lies below 0); "
+                   f"{RULE}."),
         paper="", ours=f"min {_ci(gains['min'], 3, signed=True)}, mean {_ci(gains['mean'], 3, signed=True)}",
         estimate=gains["min"].estimate, ci_low=gains["min"].low, ci_high=gains["min"].high,
         verdict=_combine(spread), figure=figure,
@@ -724,7 +726,7 @@ def findings_text_structure(structure: pd.DataFrame, *, iat: str = "IAT (SC-MHE 
         id="03_iat_keeps_consistency", notebook=notebook,
         claim="IAT keeps the semantic consistency of the pre-trained text embeddings.",
         criterion=(f"mean consistency rho over datasets with its {level:.0%} t-interval above {rho_floor:g} "
-                   f"(reproduced), below it (not reproduced), straddling (mixed)."),
+                   f"(reproduced), below it (not reproduced), straddling it (inconclusive)."),
         paper="", ours=f"rho {_ci(keep, 3)}",
         estimate=keep.estimate, ci_low=keep.low, ci_high=keep.high,
         verdict=judge_ahead([keep], threshold=rho_floor), figure=figure,
@@ -797,8 +799,8 @@ def findings_tima_balance(rows: pd.DataFrame, *, tima: str = "tima", baselines: 
             criterion=(f"{tname} minus {bname}, accuracy points, mean over zero-shot datasets, paired {level:.0%} "
                        f"bootstrap CI over images (within datasets): reproduced if ahead at eps {eps_small:g} and "
                        f"{eps_large:g} ({attack}) with CIs above 0 and clean CI upper end >= -{clean_tolerance:g}; "
-                       f"not reproduced if {bname} is ahead at eps {eps_small:g} or {eps_large:g} with CI below 0; "
-                       f"mixed otherwise."),
+                       f"a part fails if {bname} is ahead there (CI below 0); {RULE}; a clean CI upper end below "
+                       f"-{clean_tolerance:g} makes a reproduced mixed."),
             paper="", ours=(f"TIMA - {bname}, points: eps {eps_small:g} {_ci(small, 1, 100, signed=True)}, "
                             f"eps {eps_large:g} {_ci(large, 1, 100, signed=True)}, "
                             f"clean {_ci(clean, 1, 100, signed=True)}"),
@@ -837,8 +839,8 @@ def finding_onehot_loses_zero_shot(rows: pd.DataFrame, *, onehot: str = "onehot_
         claim=(f"Adversarial training with one-hot labels ({oname}) loses zero-shot clean and robust accuracy "
                f"against {rname} (TeCoA's motivation)."),
         criterion=(f"{rname} minus {oname}, accuracy points, mean over the zero-shot datasets, paired {level:.0%} "
-                   f"bootstrap CI over images (within datasets), at clean and at eps {eps:g} ({attack}): reproduced "
-                   f"if both CIs lie above 0; not reproduced if either lies below 0; mixed otherwise."),
+                   f"bootstrap CI over images (within datasets), at clean and at eps {eps:g} ({attack}): each part "
+                   f"holds if its CI lies above 0 and fails if below; {RULE}."),
         paper="TeCoA README: Standard Adv. Training w/ Finetuning 10.62 robust / 18.49 clean vs TeCoA 38.18 / 55.97",
         ours=(f"{rname} - {oname}, points: clean {_ci(clean, 1, 100, signed=True)}, "
               f"eps {eps:g} {_ci(robust, 1, 100, signed=True)}"),
@@ -874,12 +876,14 @@ def finding_prompting_vs_finetuning(rows: pd.DataFrame, *, pairs: Sequence[tuple
         claim="Visual prompting (CLIP frozen) is less robust and less accurate zero-shot than fine-tuning.",
         criterion=(f"for each method trained both ways ({', '.join(a for a, _ in present)}): fine-tuned minus "
                    f"prompted, accuracy points, mean over the zero-shot datasets, paired {level:.0%} bootstrap CI "
-                   f"over images, at clean and at eps {eps:g} ({attack}): reproduced if every CI lies above 0; not "
-                   f"reproduced if any lies below 0; mixed otherwise."),
+                   f"over images, at clean and at eps {eps:g} ({attack}): each part holds if its CI lies above 0 and "
+                   f"fails if below; {RULE}."),
         paper="TeCoA README: TeCoA w/ Prompting 32.00 robust / 53.00 clean vs fine-tuning 38.18 / 55.97",
         ours="; ".join(parts), estimate=head.estimate * 100, ci_low=head.low * 100, ci_high=head.high * 100,
         verdict=judge_ahead(intervals), figure=figure,
-        detail=f"The estimate is the first pair's difference at eps {eps:g}. {SEED_NOTE}.")
+        detail=f"The estimate is the first pair's difference at eps {eps:g}. {SEED_NOTE}.",
+        scope=(f"{default_scope(notebook)}; the direction only: the prompts are TeCoA's recipe at our budget on a "
+               "32 px ResNet tower, so the size of the gaps is not comparable with TeCoA's"))
 
 
 # ------------------------------------------------------------------------------------------------ storage
@@ -906,12 +910,32 @@ def write_findings(findings: Sequence[Finding], notebook: str, *, config: dict,
     for f in findings:
         if f.notebook != nn:
             raise ValueError(f"finding {f.id!r} belongs to notebook {f.notebook}, not {nn}")
+    scope = default_scope(nn, config)
     payload = {"notebook": nn, "code_version": code_version(), "config": config,
-               "findings": [f.to_dict() for f in findings]}
+               "findings": [(f if f.scope else replace(f, scope=scope)).to_dict() for f in findings]}
     path = findings_path(nn, results_dir=results_dir)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
     return path
+
+
+def default_scope(notebook: str, config: Mapping | None = None) -> str:
+    """What a notebook's verdicts cover (the README's scope column): world, model, and which sources of variance
+    their intervals hold; seed counts from the notebook's config where it has train_seeds."""
+    seeds = len((config or {}).get("train_seeds") or [])
+    world_model = "mini world, mini CLIP"
+    if notebook in ("00", "01", "02"):
+        return f"{world_model} (pre-trained, no training); intervals over test images or classes"
+    if notebook == "03":
+        return f"{world_model}; one IAT tuning per task; intervals over the tasks"
+    if notebook in ("04", "05"):
+        return f"{world_model}; one training seed per model; intervals over test images"
+    if notebook == "06":
+        return (f"{world_model}; {seeds} training seeds in each of two study runs (CPU, H100); intervals over seeds "
+                "and test images")
+    if notebook == "07":
+        return f"mini world, ResNet trained from scratch; {seeds} training seeds; intervals over seeds, images fixed"
+    raise ValueError(f"no default scope for notebook {notebook!r}")
 
 
 def read_findings(notebook: str, *, results_dir: str | Path | None = None) -> list[dict]:

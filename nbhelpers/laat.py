@@ -42,7 +42,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from nbhelpers import findings, losses, world
 from nbhelpers.attacks import pgd_attack
@@ -50,6 +49,7 @@ from nbhelpers.config import LAATConfig
 from nbhelpers.evaluation import EmbeddingFn, EvalModel, text_embedder
 from nbhelpers.findings import Finding, Interval
 from nbhelpers.models import OPENAI_MEAN, OPENAI_STD, ClipModel
+from nbhelpers.utils import progress_bar
 from nbhelpers.zeroshot import build_class_embeddings, build_head
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
@@ -235,7 +235,7 @@ def train_laat(run: LAATRun, *, images: torch.Tensor, labels: torch.Tensor, anch
     per_epoch = n // run.batch_size
     rows = []
     t0 = time.time()
-    for step in tqdm(range(run.steps), desc=f"LAAT {run.arm} seed {run.seed}", disable=not progress, leave=False):
+    for step in progress_bar(range(run.steps), desc=f"LAAT {run.arm} seed {run.seed}", disable=not progress, leave=False):
         epoch, k = divmod(step, per_epoch)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(world.derive_seed(run.seed, "laat-order",
                                                                                               epoch)))
@@ -282,7 +282,7 @@ def train_runs(runs: Sequence[LAATRun], text_model: ClipModel, data: tuple, *, l
     ' @ eps/255' appended when label_eps)."""
     images, labels, classnames, templates = data
     out = {}
-    for run in tqdm(runs, desc="backbones", disable=not progress):
+    for run in progress_bar(runs, desc="backbones", disable=not progress):
         anchors = training_anchors(text_model, classnames, templates, expand=run.expand, spread=run.spread,
                                    device=device)
         key = f"{run.arm} | seed {run.seed}" + (f" @ {run.train_eps:g}/255" if label_eps else "")
@@ -373,7 +373,7 @@ def findings_laat(table: pd.DataFrame, *, attack_label: str, eps: float, figure:
 
     Criterion (ours): with the factor on, mean zero-shot robust accuracy over the test tasks exceeds the arm with it
     off, paired per training seed and at each level of the other factor: the t-interval over seeds of the
-    differences lies above 0 at both levels (reproduced); one below 0 (not reproduced); otherwise mixed
+    differences at each level is a part, holding above 0 and failing below 0, with findings.RULE over the two
     (findings.judge_ahead, clean accuracy within clean_tolerance of the arm without the factor).
     """
     out = []
@@ -398,7 +398,8 @@ def findings_laat(table: pd.DataFrame, *, attack_label: str, eps: float, figure:
             id=fid, notebook="07", claim=claim,
             criterion=(f"{attack_label} at {eps:g}/255, mean over the zero-shot test tasks: the factor-on minus "
                        f"factor-off accuracy, paired per training seed, has a t-interval over {n_seeds} seeds above "
-                       f"0 at both levels of the other factor (clean cost within {clean_tolerance * 100:g} point)"),
+                       f"0 at both levels of the other factor (clean cost within {clean_tolerance * 100:g} point); each "
+                       f"level is a part, failing if its interval lies below 0; {findings.RULE}"),
             paper="improves robust accuracy on unseen classes (LAAT's ablation)",
             ours="on minus off, points: " + "; ".join(parts),
             estimate=pooled.estimate * 100, ci_low=pooled.low * 100, ci_high=pooled.high * 100,
@@ -424,7 +425,8 @@ def precondition_finding(rows: pd.DataFrame, *, eps: float, attack_label: str, f
         claim=(f"Precondition (not a paper claim): the mini world tolerates the training radius {eps:g}/255: the "
                "adversarially trained backbones still classify the fine-tuning task under attack."),
         criterion=(f"{attack_label} at {eps:g}/255 on the fine-tuning task's test images: every arm's accuracy, "
-                   f"t-interval over training seeds, lies above {factor:g}x chance"),
+                   f"t-interval over training seeds, lies above {factor:g}x chance; each arm is a part, failing if "
+                   f"its interval lies below; {findings.RULE}"),
         paper="", ours=f"worst arm {worst}: {findings._ci(ratio, 1)} x chance",
         estimate=ratio.estimate, ci_low=ratio.low, ci_high=ratio.high, verdict=verdict, figure=figure,
         detail="; ".join(f"{a}: {findings._ci(iv, 3)}" for a, iv in ivs.items()))

@@ -11,10 +11,10 @@ import contextlib
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from nbhelpers.attacks import LossName, frozen, pgd_attack
 from nbhelpers.fastpath import fast_forward, wants_channels_last
+from nbhelpers.utils import progress_bar
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -55,7 +55,7 @@ def predict_logits(classifier: nn.Module, images: torch.Tensor, labels: torch.Te
     gen = torch.Generator().manual_seed(seed)
     starts = range(0, len(images), batch_size)
     channels_last = fast and wants_channels_last(classifier)
-    for i in tqdm(starts, desc=desc, disable=not progress, leave=False):
+    for i in progress_bar(starts, desc=desc, disable=not progress, leave=False):
         x = images[i:i + batch_size].to(device)
         y = labels[i:i + batch_size].to(device)
         if eps > 0:
@@ -79,7 +79,7 @@ def margin_sweep(classifier: nn.Module, images: torch.Tensor, labels: torch.Tens
                  progress: bool = False) -> tuple[pd.DataFrame, dict[float, torch.Tensor]]:
     """Attack at each eps (in 1/255 units; 0 = clean): long table (sample, eps, label, margin, correct) + logits per eps."""
     rows, logits_by_eps = [], {}
-    for e in tqdm(eps_list, desc="eps sweep", disable=not progress):
+    for e in progress_bar(eps_list, desc="eps sweep", disable=not progress):
         logits = predict_logits(classifier, images, labels, eps=e / 255, steps=steps, alpha=alpha, loss=loss,
                                 batch_size=batch_size, device=device, seed=seed, desc=f"PGD-{steps} eps {e}/255")
         logits_by_eps[e] = logits

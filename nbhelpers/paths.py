@@ -24,3 +24,12 @@ STUDY_REPLICA_STORE = PROJECT_ROOT / "results" / "06_study_h100.jsonl"
 # issue 22's pre-registered confirmatory experiment (docs/CONFIRMATORY_PLAN.md): round 2 of the search and the
 # confirmatory runs, written by `python -m nbhelpers.confirm --run`; rendered by notebook 06
 CONFIRM_STORE = Path(os.environ.get("TIMA_CONFIRM_STORE", PROJECT_ROOT / "results" / "06_confirmatory.jsonl"))
+
+
+def display_paths(files: "list[str | os.PathLike]") -> list[str]:
+    """Paths as a reader should see them: relative to the project root where they lie under it, else unchanged."""
+    out = []
+    for f in files:
+        path = Path(f).resolve()
+        out.append(str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(f))
+    return out

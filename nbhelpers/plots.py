@@ -185,23 +185,41 @@ def plot_training_curves(histories: dict, *, window: int = 10) -> plt.Figure:
     return fig
 
 
-def plot_tradeoff(summary, *, attack: str) -> plt.Figure:
-    """05: robust vs clean accuracy (%) per model, one panel per eps (as PMG-AFT Fig. 5); summary from grid.summary_table."""
+def plot_tradeoff(summary, *, attack: str, zoom_points: float = 5.0) -> plt.Figure:
+    """05: robust vs clean accuracy (%) per model, one column per eps (as PMG-AFT Fig. 5): the top row every model,
+    the bottom row zoomed on the models within `zoom_points` of the best clean accuracy (where the compared methods
+    sit), each point labelled; summary from grid.summary_table."""
     import seaborn as sns
 
     data = summary[summary.attack == attack]
     eps_values = sorted(data.eps.unique())
-    fig, axes = plt.subplots(1, len(eps_values), figsize=(3.6 * len(eps_values) + 2.2, 3.8), squeeze=False)
-    for ax, e in zip(axes[0], eps_values):
+    models = list(dict.fromkeys(data.model))
+    markers = dict(zip(models, ["o", "X", "s", "P", "D", "*", "^", "v", "<", ">", "p", "h", "H", "d", "8"] * 3))
+    fig, axes = plt.subplots(2, len(eps_values), figsize=(6.0 * len(eps_values) + 1.0, 7.6), squeeze=False)
+    for col, e in enumerate(eps_values):
         sub = data[data.eps == e]
-        sns.scatterplot(data=sub, x="clean", y="robust", hue="model", style="model", s=90, ax=ax,
-                        legend=ax is axes[0][-1])
-        ax.set(title=f"{attack}, eps {e:g}/255", xlabel="clean accuracy (%)", ylabel="robust accuracy (%)")
-    handles = axes[0][-1].get_legend()
-    if handles is not None:
+        top, bottom = axes[0][col], axes[1][col]
+        for ax in (top, bottom):
+            sns.scatterplot(data=sub, x="clean", y="robust", hue="model", style="model", markers=markers,
+                            hue_order=models, style_order=models, s=80, ax=ax, legend=ax is axes[0][-1])
+        top.set(title=f"{attack}, eps {e:g}/255: every model", xlabel="clean accuracy (%)",
+                ylabel="robust accuracy (%)")
+        near = sub[sub.clean >= sub.clean.max() - zoom_points]
+        pad_x = max(0.5, 0.08 * (near.clean.max() - near.clean.min()))
+        pad_y = max(0.5, 0.08 * (near.robust.max() - near.robust.min()))
+        bottom.set(xlim=(near.clean.min() - pad_x, near.clean.max() + pad_x),
+                   ylim=(near.robust.min() - pad_y, near.robust.max() + pad_y),
+                   title=f"zoom: clean within {zoom_points:g} points of the best", xlabel="clean accuracy (%)",
+                   ylabel="robust accuracy (%)")
+        order = near.sort_values("robust").reset_index(drop=True)
+        for i, row in order.iterrows():  # labels in a column right of the panel, in robust order: none collide
+            bottom.annotate(row.model, (row.clean, row.robust), xytext=(1.04, (i + 0.5) / len(order)),
+                            textcoords="axes fraction", fontsize=7, va="center", ha="left",
+                            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
+    if axes[0][-1].get_legend() is not None:
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize="small", title=None)
-    fig.suptitle("robust vs clean, mean over zero-shot datasets (up and right is better)", y=1.02)
-    fig.tight_layout()
+    fig.suptitle("robust vs clean, mean over zero-shot datasets (up and right is better)", y=1.01)
+    fig.tight_layout(w_pad=9.0)
     return fig
 
 
@@ -290,12 +308,14 @@ def plot_ablations(table, *, metric: str) -> plt.Figure:
     return fig
 
 
-def plot_confirmatory(table, *, sesoi: float) -> plt.Figure:
+def plot_confirmatory(table, *, sesoi: float, labels: dict[str, str] | None = None) -> plt.Figure:
     """06's confirmatory experiment: TIMA minus each arm (points) with its interval at its Holm level, one panel per
-    radius, the band of the smallest effect of interest shaded; table: confirm.comparisons (fractions)."""
+    radius, the band of the smallest effect of interest shaded; table: confirm.comparisons (fractions); labels: a
+    reader's name of each arm (confirm.arm_label), else the stored arm names."""
+    labels = labels or {}
     radii = sorted(table.eps.unique(), reverse=True)
-    fig, axes = plt.subplots(1, len(radii), figsize=(4.2 * len(radii), 0.45 * table.arm.nunique() + 1.4), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(radii), figsize=(4.2 * len(radii) + (3.0 if labels else 0.0),
+                                                     0.45 * table.arm.nunique() + 1.4), sharey=True, squeeze=False)
     for ax, eps in zip(axes[0], radii):
         sub = table[table.eps == eps].reset_index(drop=True)
         y = range(len(sub))
@@ -303,7 +323,7 @@ def plot_confirmatory(table, *, sesoi: float) -> plt.Figure:
         ax.axvline(0, color="0.4", lw=0.8)
         ax.errorbar(100 * sub.estimate, y, xerr=[100 * (sub.estimate - sub.low), 100 * (sub.high - sub.estimate)],
                     fmt="o", color="C0", capsize=3)
-        ax.set_yticks(list(y), [f"TIMA - {a}" for a in sub.arm])
+        ax.set_yticks(list(y), [f"TIMA - {labels.get(a, a)}" for a in sub.arm])
         ax.set(xlabel="difference in PGD-10 accuracy (points)\nshaded: +-smallest effect of interest",
                title=f"{eps:g}/255 (Holm-level intervals)")
     axes[0][0].invert_yaxis()

@@ -20,13 +20,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from nbhelpers import paths, world
 from nbhelpers.config import cli_parser
 from nbhelpers.models import MINI_MODEL_NAME, ClipModel, build_mini_clip, mini_model_config
 from nbhelpers.zeroshot import build_class_embeddings, build_head
-from nbhelpers.utils import atomic_path, code_version, select_device, sha256_file
+from nbhelpers.utils import atomic_path, code_version, progress_bar, select_device, sha256_file
 
 DEFAULTS: dict[str, float | int] = {"steps": 1000, "batch_size": 256, "lr": 2e-3, "weight_decay": 0.05,
                                     "warmup": 100, "seed": 0}
@@ -76,7 +75,7 @@ def train_mini_clip(*, steps: int = 1200, batch_size: int = 256, lr: float = 2e-
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(s, steps) / steps)))
     losses: list[float] = []
-    bar = tqdm(range(steps), desc="pretrain mini CLIP", disable=not progress, mininterval=2)
+    bar = progress_bar(range(steps), desc="pretrain mini CLIP", disable=not progress, mininterval=2)
     for step in bar:
         images, captions = world.generate_pairs(batch_size, seed=world.derive_seed(seed, "pretrain", step))
         tokens = model.tokenize(captions, device=device)

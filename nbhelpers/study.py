@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tqdm.auto import tqdm
 
 from nbhelpers import methods
 from nbhelpers.config import STUDY_STAGES, FinetuneKnobs, IATKnobs, TAIKnobs
@@ -35,7 +34,7 @@ from nbhelpers.findings import (FAMILY_ALPHA, MIXED, NOT_REPRODUCED, REPRODUCED,
                                 measured_image_variance, paired_bootstrap_diff_ci, paired_image_variance,
                                 t_interval)
 from nbhelpers.store import JsonlStore
-from nbhelpers.utils import content_key, unpack_mask
+from nbhelpers.utils import content_key, progress_bar, unpack_mask
 
 STAGES: tuple[str, ...] = STUDY_STAGES  # validation (selection), test (seeds), strong (AutoAttack), ablation
 LR_GRID: dict[str, tuple[float, ...]] = {"mini": (1e-4, 3e-4, 1e-3), "paper": (3e-6, 1e-5, 3e-5)}  # peak SGD lr
@@ -308,7 +307,7 @@ def run_planned(store: StudyStore, run_config: RunConfig, todo: Sequence[Planned
                 evaluation: Mapping[str, object], progress: bool = False) -> int:
     """Run the planned runs in order, appending one row each to the store (a dispatched job's: its shard);
     returns how many were run."""
-    bar = tqdm(todo, desc=f"study {stage}", disable=not progress)
+    bar = progress_bar(todo, desc=f"study {stage}", disable=not progress)
     for key, seed, method, overrides in bar:
         bar.set_postfix_str(f"seed {seed} {method}", refresh=False)
         t0 = time.time()

@@ -570,6 +570,31 @@ def seed_table(rows: list[dict]) -> pd.DataFrame:
     return summary.pivot_table(index="method", columns="metric", values="cell", aggfunc="first", sort=False)
 
 
+def describe_config(cfg, names: list[str] | None = None) -> str:
+    """cfg's repr as a reader should read it: each knob the run replaces says so (04/05 taking 06's selection: which
+    of the compared models `names` take it from the selection, each one's value being in the models' table; 06: the
+    knobs its search grids set per configuration)."""
+    replaced: dict[str, list[str]] = {}
+    if isinstance(cfg, StudyConfig):
+        space = study.search_space(profile=cfg.profile, finetune_steps=cfg.finetune_steps)
+        replaced = {k: [] for grid in space.values() for config in grid for k in config}
+    elif hasattr(cfg, "uses_selection") and cfg.uses_selection():
+        selected = selected_configurations()
+        for name in names or []:
+            if methods.get(name).selection:
+                for k in methods.selected_overrides(name, selected):
+                    replaced.setdefault(k, []).append(name)
+    parts = []
+    for k, v in cfg.to_dict().items():
+        if k not in replaced:
+            parts.append(f"{k}={v!r}")
+        elif isinstance(cfg, StudyConfig):
+            parts.append(f"{k}={v!r} (searched per method)")
+        else:
+            parts.append(f"{k}={v!r} (06's selection replaces it for {', '.join(replaced[k])})")
+    return f"{type(cfg).__name__}(\n    " + ",\n    ".join(parts) + ")"
+
+
 def prepare_models(cfg, names: list[str], *, base, preprocess=None, device: torch.device | str = "cpu",
                    margin_offset: dict | None = None, progress: bool = True) -> tuple[dict[str, EvalModel], dict]:
     """04/05's compared models: each named method built by suite.build_eval_model, at the configuration 06 selected

@@ -18,12 +18,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from nbhelpers import losses, models, paths
 from nbhelpers.config import IATConfig
 from nbhelpers.models import ClipModel, weights_identity
-from nbhelpers.utils import atomic_path, code_version, content_key, numerics_versions
+from nbhelpers.utils import atomic_path, code_version, content_key, numerics_versions, progress_bar
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions)
 NUMERICS_VERSION = 1
@@ -53,7 +52,7 @@ def tune_text(base: ClipModel, cfg: IATConfig, *, classnames: list[str], templat
     opt = torch.optim.Adam([model.clip.text_projection], lr=cfg.iat_lr)
     rows = []
     t0 = time.time()
-    for step in tqdm(range(cfg.iat_steps), desc="IAT", disable=not progress, mininterval=2):
+    for step in progress_bar(range(cfg.iat_steps), desc="IAT", disable=not progress, mininterval=2):
         tuned = _class_mean(model.encode_text(tokens), n_t)
         mhe = losses.mhe_energy(tuned, power=cfg.mhe_power, bounded=cfg.mhe_bounded)
         sc = losses.consistency_loss(tuned, original, kind=cfg.sc_kind, temperature=cfg.sc_temperature)

@@ -40,7 +40,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from nbhelpers import (analysis, attacks, fastpath, losses, methods, metrics, models, paper_data, paths, prompts, world,
                        zeroshot)
@@ -50,7 +49,7 @@ from nbhelpers.data import stack_items
 from nbhelpers.methods import StepContext
 from nbhelpers.models import ClipModel, create_model_and_transforms, preprocess_for, weights_identity
 from nbhelpers.utils import (atomic_path, code_version, content_key, file_fingerprint, fp32_at_least, numerics_versions,
-                             select_device)
+                             progress_bar, select_device)
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings, build_head, model_fingerprint
 
 # bump with any change to the numbers this module computes (see utils.numerics_versions); 3 = the engine version
@@ -569,7 +568,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     ddp_visual = torch.nn.parallel.DistributedDataParallel(visual) if world_size > 1 else visual
     engine = make_engine(cfg, student, emb, opt, teacher=teacher, scale=scale, visual=ddp_visual, device=device,
                          head=head)
-    bar = tqdm(desc=f"finetune {cfg.method}", disable=not progress or rank != 0, initial=start,
+    bar = progress_bar(desc=f"finetune {cfg.method}", disable=not progress or rank != 0, initial=start,
                total=cfg.finetune_steps, mininterval=2)
     remeasure = method.needs_offset and cfg.margin_kind == "asam" and cfg.offset_every > 0
     offset = (float(history[-1].get("margin_offset", cfg.margin_offset)) if history else cfg.margin_offset

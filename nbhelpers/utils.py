@@ -16,8 +16,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm as auto_tqdm
+from tqdm.std import tqdm as text_tqdm
 
 from nbhelpers import __version__, paths
+
+
+# how progress bars render: "auto" (tqdm.auto: widgets in Jupyter, text elsewhere) or "text" (plain text everywhere:
+# scripts/run_notebooks.py renders the committed notebooks so, since a stored widget shows only its first frame)
+PROGRESS_ENV = "TIMA_PROGRESS"
+PROGRESS_MODES = ("auto", "text")
+
+
+def progress_bar(iterable: object = None, **kwargs: object) -> auto_tqdm:
+    """A tqdm.auto progress bar, or a plain-text one where the environment sets TIMA_PROGRESS=text (kwargs: tqdm's)."""
+    mode = os.environ.get(PROGRESS_ENV, "auto")
+    if mode not in PROGRESS_MODES:
+        raise ValueError(f"environment variable {PROGRESS_ENV} must be one of {PROGRESS_MODES}, got {mode!r}")
+    return (text_tqdm if mode == "text" else auto_tqdm)(iterable, **kwargs)
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:

@@ -22,7 +22,7 @@ START, END = "<!-- findings:start -->", "<!-- findings:end -->"
 CLAIMS = ("<!-- findings:claims:start -->", "<!-- findings:claims:end -->")
 TARGETS = (ROOT / "README.md", ROOT / "docs" / "FINDINGS.md")
 PATTERN = "[0-9][0-9]_findings.json"
-COLUMNS = ("finding / claim", "paper", "ours", "verdict", "figure")
+COLUMNS = ("finding / claim", "paper", "ours", "verdict", "scope", "figure")
 
 
 def _cell(text: object) -> str:
@@ -62,7 +62,7 @@ def render_table(findings: list[dict], *, link_prefix: str = "") -> str:
         fig_cell = f"[{Path(fig).name}]({link_prefix}{fig})" if fig else "—"
         lines.append("| " + " | ".join([
             f"**{_cell(f['notebook'])}** {_cell(f['claim'])}", _cell(f.get("paper")), _cell(f.get("ours")),
-            f"**{_cell(f['verdict'])}**", fig_cell]) + " |")
+            f"**{_cell(f['verdict'])}**", _cell(f.get("scope")), fig_cell]) + " |")
     return "\n".join(lines)
 
 

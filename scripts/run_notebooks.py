@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import nbformat
 import papermill as pm
 
 from nbhelpers.config import NOTEBOOK_CONFIGS, ConfigError, cli_parser
+from nbhelpers.utils import PROGRESS_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -48,8 +50,21 @@ def unknown_parameters(notebooks: list[Path], params: dict) -> list[str]:
     return problems
 
 
+def final_frames(text: str) -> str:
+    """A stream's text as a terminal shows it at the end: each line's last carriage-return frame (a text progress
+    bar's final state), lines a bar cleared (leave=False) dropped."""
+    lines = []
+    for line in text.split("\n"):
+        last = line.split("\r")[-1]
+        if "\r" in line and not last.strip():
+            continue
+        lines.append(last)
+    return "\n".join(lines)
+
+
 def strip_volatile(path: Path) -> None:
-    """Remove run-to-run noise from an executed notebook (timestamps, durations, paths) so diffs stay readable."""
+    """Remove run-to-run noise from an executed notebook (timestamps, durations, paths) so diffs stay readable, and
+    keep each text progress bar's final frame only."""
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
     for key in VOLATILE_PAPERMILL_KEYS:
@@ -57,7 +72,25 @@ def strip_volatile(path: Path) -> None:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = coalesce_streams(cell.outputs)
     nbformat.write(nb, path)
+
+
+def coalesce_streams(outputs: list) -> list:
+    """Consecutive outputs of one stream merged into one (as a Jupyter front end shows them), each reduced to what
+    a terminal shows at the end (final_frames); outputs that end up empty dropped."""
+    merged: list = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == out.get("name")):
+            merged[-1]["text"] += out["text"]
+        else:
+            merged.append(out)
+    for out in merged:
+        if out.get("output_type") == "stream":
+            out["text"] = final_frames(out["text"])
+    return [o for o in merged if o.get("output_type") != "stream" or o["text"].strip()]
 
 
 def _fmt(seconds: float) -> str:
@@ -125,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = NOTEBOOKS if in_place else Path(args.out_dir or NOTEBOOKS / "executed")
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = json.loads(TIMINGS.read_text()) if TIMINGS.is_file() else {}
+    # text progress bars in the kernels: a stored widget shows only its first frame ("0/200") to a later reader
+    os.environ[PROGRESS_ENV] = "text"
     total = time.time()
     for i, nb in enumerate(notebooks):
         left = sum(timings.get(n.stem, 0.0) for n in notebooks[i:])

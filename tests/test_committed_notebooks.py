@@ -82,3 +82,19 @@ def test_the_prose_after_the_findings_names_every_verdict_as_stored(notebook):
               json.loads((ROOT / "results" / f"{notebook.stem[:2]}_findings.json").read_text())["findings"]}
     named = dict(re.findall(r"`(\d\d_[a-z0-9_]+)` \u2014 \*([a-z ]+)\*", after[0].source))
     assert named == stored
+
+
+ABSOLUTE_PATH = re.compile(r"PosixPath\(|(?<![\w.~])/(tmp|home|work|root|Users|private|var)/")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_outputs_read_the_same_on_any_machine(notebook):
+    """Issue 29: no output names a folder of the machine that rendered it, and progress bars are stored as their
+    final text frame (a stored widget shows only its first frame, "0/200", to a later reader)."""
+    nb = nbformat.read(notebook, as_version=4)
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        for out in cell.outputs:
+            assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), f"code cell {i}: a widget"
+            text = out.get("text", "") if out.get("output_type") == "stream" else out.get("data", {}).get("text/plain", "")
+            assert not ABSOLUTE_PATH.search(text), f"code cell {i} shows a machine's path: {text[:200]!r}"
+            assert "\r" not in text, f"code cell {i} keeps every frame of a progress bar"

@@ -280,7 +280,8 @@ def test_write_read_round_trip(tmp_path):
     payload = json.loads(path.read_text())  # strict JSON: NaN stored as null
     assert payload["notebook"] == "00" and payload["config"] == {"seed": 0} and payload["code_version"]
     back = F.read_findings("00", results_dir=tmp_path)
-    assert back == [f.to_dict() for f in fs]
+    scope = F.default_scope("00", {"seed": 0})
+    assert back == [{**f.to_dict(), "scope": scope} for f in fs]  # write_findings fills each empty scope in
     assert back[-1]["ci_low"] is None
     frame = F.findings_frame(back)
     assert list(frame.columns) == ["claim", "paper", "ours", "verdict"] and len(frame) == 3
@@ -318,7 +319,7 @@ def test_readme_table_render_check_and_drift(tmp_path):
     assert _script("--readme", str(readme), "--results", str(results)).returncode == 0
     text = readme.read_text()
     assert text.startswith("# Title\n\nFirst paragraph.\n") and text.endswith("<!-- findings:end -->\n\nRest.\n")
-    assert "| finding / claim | paper | ours | verdict | figure |" in text
+    assert "| finding / claim | paper | ours | verdict | scope | figure |" in text
     assert "[00_mini_clip_robustness.png](figures/00_mini_clip_robustness.png)" in text
     assert text.count("**reproduced**") == 4
     done = _script("--readme", str(readme), "--results", str(results), "--check")
@@ -350,19 +351,35 @@ def test_the_project_readme_table_matches_the_findings_files(tmp_path):
 def test_judge_ahead_is_the_one_verdict_rule_in_fractions():
     up, down, straddle = F.Interval(0.02, 0.01, 0.03), F.Interval(-0.02, -0.03, -0.01), F.Interval(0.0, -0.01, 0.01)
     assert F.judge_ahead([up]) == "reproduced"
-    assert F.judge_ahead([up, down]) == "not reproduced"
-    assert F.judge_ahead([up, straddle]) == "mixed"
-    assert F.judge_ahead([up, F.Interval(0.02, math.nan, math.nan)]) == "mixed"
+    assert F.judge_ahead([up, down]) == "mixed"  # holds in part, fails in part
+    assert F.judge_ahead([down, straddle]) == "not reproduced"  # fails somewhere, holds nowhere
+    assert F.judge_ahead([up, straddle]) == "inconclusive"  # a straddling interval: the data cannot tell
+    assert F.judge_ahead([straddle]) == "inconclusive"
+    assert F.judge_ahead([up, F.Interval(0.02, math.nan, math.nan)]) == "inconclusive"
     assert F.judge_ahead([up], clean=F.Interval(-0.01, -0.02, -0.005)) == "reproduced"  # -0.5 point: within 1
     costly = F.Interval(-0.05, -0.06, -0.02)
     assert F.judge_ahead([up], clean=costly) == "mixed"  # clean cost beyond tolerance: mixed, not refuted
     assert F.judge_ahead([up], clean=costly, clean_tolerance=0.03) == "reproduced"
-    assert F.judge_ahead([up], clean=F.Interval(0.0, math.nan, math.nan)) == "mixed"
+    assert F.judge_ahead([up], clean=F.Interval(0.0, math.nan, math.nan)) == "inconclusive"
     assert F.judge_ahead([down], clean=costly) == "not reproduced"
     assert F.judge_ahead([F.Interval(5.0, 4.0, 6.0)], threshold=3.0) == "reproduced"
-    assert F.judge_ahead([F.Interval(5.0, 2.0, 6.0)], threshold=3.0) == "mixed"
+    assert F.judge_ahead([F.Interval(5.0, 2.0, 6.0)], threshold=3.0) == "inconclusive"
     with pytest.raises(ValueError, match="at least one interval"):
         F.judge_ahead([])
+
+
+def test_one_vocabulary_a_straddling_interval_is_inconclusive_in_every_notebook():
+    """00-07 and 06 agree: no rule outside 06 calls a straddling interval 'mixed' or 'not reproduced', and every
+    criterion that combines parts quotes the one rule."""
+    straddle = F.Interval(0.0, -0.01, 0.01)
+    assert F.judge_effect(straddle, sesoi=0.001) == F.judge_ahead([straddle]) == "inconclusive"
+    assert F._combine([True, None]) == F._combine([None]) == "inconclusive"
+    assert F._combine([True, False, None]) == "mixed" and F._combine([False, None]) == "not reproduced"
+    for nn in ("00", "01", "02", "03", "04", "05", "07"):
+        for found in F.read_findings(nn):
+            assert found["verdict"] != "no difference", f"{found['id']}: 'no difference' needs a declared margin"
+            if " part" in found["criterion"]:
+                assert F.RULE in found["criterion"], f"{found['id']}'s criterion does not quote the one rule"
 
 
 def test_tima_balance_converts_its_point_tolerance_for_the_one_rule():

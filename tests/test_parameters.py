@@ -3,6 +3,7 @@ unknown names are refused (by the notebook itself and by scripts/run_notebooks.p
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from nbhelpers import config
+from nbhelpers import config, utils
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -105,3 +106,24 @@ def test_a_help_with_an_equals_sign_is_refused_and_check_catches_a_line_papermil
     assert path.read_bytes() == before
     monkeypatch.setattr(sync_parameters, "NOTEBOOK_CONFIGS", {path.stem: config.AnalysisConfig})
     assert sync_parameters.main(["--check"]) == 0  # the declared config reads back whole
+
+
+def test_rendered_progress_bars_keep_their_final_frame_only(monkeypatch):
+    """scripts/run_notebooks.py renders with text bars (TIMA_PROGRESS=text) and keeps each bar's last frame, dropping
+    the lines a bar cleared (leave=False), so the committed notebook reads like the end of a terminal session."""
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.final_frames("a\n  0%|  | 0/200\r 50%| | 100/200\r100%|#| 200/200\nb\n") == "a\n100%|#| 200/200\nb\n"
+    assert module.final_frames("inner 0/5\rinner 5/5\r         \r\ndone\n") == "done\n"
+    assert module.final_frames("no bar here\n") == "no bar here\n"
+    frames = [{"output_type": "stream", "name": "stderr", "text": f"\rbar {i}/2"} for i in range(3)]
+    outputs = [{"output_type": "stream", "name": "stdout", "text": "hello\n"}, *frames,
+               {"output_type": "stream", "name": "stderr", "text": "\n"}, {"output_type": "display_data", "data": {}}]
+    tidy = module.coalesce_streams(outputs)
+    assert [o.get("text") for o in tidy] == ["hello\n", "bar 2/2\n", None]  # one bar, its last frame
+    monkeypatch.setenv(utils.PROGRESS_ENV, "text")
+    assert type(utils.progress_bar(range(2), disable=True)).__module__ == "tqdm.std"
+    monkeypatch.setenv(utils.PROGRESS_ENV, "widgets")
+    with pytest.raises(ValueError, match="TIMA_PROGRESS"):
+        utils.progress_bar(range(2))

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from nbhelpers import models, paper_data
+from nbhelpers import data, models, paper_data
 from nbhelpers.zeroshot import ZeroShotClassifier, build_class_embeddings
 
 TINY224 = "tiny-vit-protocol-test"
@@ -311,3 +311,11 @@ def test_clip_benchmark_scores_with_its_template_ensembles():
         models.preprocess_for_protocol("clip", "cifar10").__repr__()
     rows = (paper_data.PROTOCOL_TEXT_DIR / "clip_benchmark.csv").read_text().splitlines()[1:]
     assert len(rows) == 200 and all("en_zeroshot_classification_templates.json" in r for r in rows)
+
+
+def test_text_without_images_follows_the_protocol():
+    """data.classnames_for (03's text structure) reads the protocol's class text, as the evaluation does."""
+    names = paper_data.get_classnames("pcam")
+    assert data.classnames_for("paper", "pcam", protocol="tga_zsr") == paper_data.text_for("pcam", "tga_zsr", names)
+    assert data.classnames_for("paper", "pcam", protocol="tga_zsr") != data.classnames_for("paper", "pcam")
+    assert data.classnames_for("paper", "pcam") == (list(names), [paper_data.template_for("pcam")])
