@@ -51,8 +51,15 @@ class ConfigError(ValueError):
 def knob(default: object, help: str, *, in_repr: bool = True) -> typing.Any:  # noqa: A002 - 'help' is natural here
     """A config field: its one default and its one-line help (shown in the notebooks' parameters cells).
 
-    in_repr=False leaves the field out of the config's repr, which the rendered notebooks print: a knob added later
-    then moves no committed notebook output (it is still a parameter, listed in the parameters cell)."""
+    The help may not hold "=" nor a line break: papermill reads a parameters-cell line `name: type = value  # help`
+    and silently drops a line whose comment holds another "=" (scripts/sync_parameters.py --check also reads every
+    cell back through papermill). in_repr=False leaves the field out of the config's repr, which the rendered
+    notebooks print: a knob added later then moves no committed notebook output (it is still a parameter, listed in
+    the parameters cell)."""
+    if "=" in help or "
+" in help:
+        raise ValueError(f"a knob's help may not hold '=' or a line break (papermill would drop its parameter): "
+                         f"{help!r}; write 'is', 'equal to' or ':' instead")
     if isinstance(default, list):
         return field(default_factory=lambda d=tuple(default): list(d), metadata={"help": help}, repr=in_repr)
     return field(default=default, metadata={"help": help}, repr=in_repr)
@@ -987,7 +994,7 @@ class DispatchConfig(Config):
     slurm_account: str = knob("", "slurm: account charged (sbatch --account; empty: your default account)")
     slurm_qos: str = knob("", "slurm: quality of service (sbatch --qos; empty: the default)")
     slurm_gpus_per_job: int = knob(1, "slurm: GPUs per array task (0: a CPU job)")
-    slurm_gpu_flag: str = knob("gpus_per_node", 'slurm: how GPUs are asked for: "gpus_per_node" (--gpus-per-node), "gpus_per_task" (--gpus-per-task; one task per job, so the same count) or "gres" (--gres=gpu:N, for clusters without GPU TRES)')
+    slurm_gpu_flag: str = knob("gpus_per_node", 'slurm: how GPUs are asked for: "gpus_per_node" (--gpus-per-node), "gpus_per_task" (--gpus-per-task; one task per job, so the same count) or "gres" (--gres gpu:N, for clusters without GPU TRES)')
     slurm_cpus_per_task: int = knob(0, "slurm: CPUs per array task (0: the cluster's default)")
     slurm_mem_gb: float = knob(0.0, "slurm: memory per array task, GB (0: the cluster's default)")
     slurm_array_parallelism: int = knob(64, "slurm: array tasks running at once")

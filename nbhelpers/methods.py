@@ -11,8 +11,13 @@ Names: an *engine* method trains an image tower by itself (``FinetuneConfig.meth
 a composite method reuses another's engine with another text side (TIMA = TAI's engine against IAT-tuned text;
 IAT + TeCoA = TeCoA's engine against IAT-tuned text); ``zero_shot`` is the pre-trained model, not trained.
 
-This module sits low in the package (above :mod:`losses`, below :mod:`config`): it holds the objectives as pure
-functions of a :class:`StepContext` and imports nothing of the package but :mod:`losses`.
+A method declares the config fields its step reads beyond the shared fine-tuning recipe (:attr:`Method.reads`, and
+its training attack's :attr:`TrainingAttack.reads`): the training cache key holds those and no other method knob,
+so a knob of one method never moves another's key (``tests/test_methods.py`` runs one step of every method with a
+config that records what is read, and fails on an undeclared read).
+
+This module sits low in the package (above :mod:`attacks`, below :mod:`config`): it holds the objectives and the
+training attacks as functions of a :class:`StepContext` / :class:`AttackContext`.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nbhelpers import losses
+from nbhelpers import attacks, losses
 from nbhelpers.paper_data import PROTOCOL_LOGIT_UNITS, PROTOCOL_NORMS
 
 # bump with any change to the numbers the objectives compute (see utils.numerics_versions); the objectives moved
@@ -33,8 +38,6 @@ from nbhelpers.paper_data import PROTOCOL_LOGIT_UNITS, PROTOCOL_NORMS
 NUMERICS_VERSION = 1
 
 TEXT_SIDES = ("original", "iat", "laat_expanded")  # the class text an image tower trains against and is scored with
-# no attack; PGD on the training head's CE; FARE's label-free PGD; CoAdv's label-free PGD on its InfoNCE
-TRAINING_ATTACKS = ("none", "pgd_ce", "pgd_embedding", "pgd_contrastive")
 # the logits a method's objective and training attack use (CLIP's scale x cosine, or the raw cosine: PMG-AFT's released
 # code re-normalises the scaled text features) and the mean/std its model's inputs are normalised with: the protocols'
 # own vocabularies, declared once in paper_data
@@ -63,6 +66,55 @@ class StepContext:
 
 
 Objective = Callable[[StepContext], torch.Tensor]
+
+
+@dataclass
+class AttackContext:
+    """What a training attack may use at one step (all on the training device)."""
+
+    cfg: Any  # the run's config.FinetuneConfig
+    images: torch.Tensor  # (N, 3, S, S) in [0, 1]
+    labels: torch.Tensor  # (N,)
+    head: torch.nn.Module  # images -> logits (N, C): the zero-shot head at the method's scale, or its linear head
+    encoder: torch.nn.Module  # images -> the student's unnormalised embeddings (N, D)
+    clean_targets: torch.Tensor | None  # frozen pre-trained embeddings of the clean images (N, D), if the attack asks
+    budget: dict[str, Any]  # eps, alpha, steps (attack units), start_noise (N, 3, S, S) in [-1, 1], fast, amp
+
+
+def pgd_ce_attack(ctx: AttackContext) -> torch.Tensor:
+    """PGD on the cross-entropy of the training head with the labels (TeCoA and most methods)."""
+    return attacks.pgd_attack(ctx.head, ctx.images, ctx.labels, **ctx.budget)
+
+
+def fare_attack(ctx: AttackContext) -> torch.Tensor:
+    """FARE (label-free): PGD maximising ||f_student(x_adv) - f_pretrained(x)||_2^2 on the clean targets."""
+    return attacks.embedding_pgd_attack(ctx.encoder, ctx.images, ctx.clean_targets, **ctx.budget)
+
+
+def coadv_attack(ctx: AttackContext) -> torch.Tensor:
+    """CoAdv (label-free): PGD away from the clean view of the same image, among the batch's images (InfoNCE)."""
+    with torch.no_grad():
+        clean = ctx.encoder(ctx.images) if ctx.clean_targets is None else ctx.clean_targets
+    return attacks.contrastive_pgd_attack(ctx.encoder, ctx.images, clean, temperature=ctx.cfg.coadv_temperature,
+                                          **ctx.budget)
+
+
+@dataclass(frozen=True)
+class TrainingAttack:
+    """A training attack: its name, the callable that makes the adversarial images (None: no attack), the config
+    fields it reads beyond the shared budget (train_eps, train_alpha, train_pgd_steps, amp), and whether it needs
+    the frozen pre-trained embeddings of the clean images (made by the engine, also handed to the objective)."""
+
+    name: str
+    run: Callable[[AttackContext], torch.Tensor] | None
+    reads: tuple[str, ...] = ()
+    clean_targets: bool = False
+
+
+NO_ATTACK = TrainingAttack("none", None)
+PGD_CE = TrainingAttack("pgd_ce", pgd_ce_attack)
+PGD_EMBEDDING = TrainingAttack("pgd_embedding", fare_attack, clean_targets=True)
+PGD_CONTRASTIVE = TrainingAttack("pgd_contrastive", coadv_attack, reads=("coadv_temperature",))
 # (default knob values {field: value}, fine-tuning steps) -> the method's own knob settings, one dict per point
 SearchGrid = Callable[[Mapping[str, object], int], list[dict[str, object]]]
 # (round-1 pick's overrides, knob defaults, the profile's lr grid, finetune_steps) -> round-2 override dicts
@@ -240,7 +292,11 @@ class Method:
     """One method: every fact the package needs about it, in one place.
 
     engine: the engine method whose objective and attack train the image tower ('' for zero_shot, not trained);
-    objective / training_attack / needs_teacher: the engine's step (engine methods only);
+    objective / training_attack / needs_teacher: the engine's step (engine methods only; the attack a
+    :class:`TrainingAttack`);
+    reads: the config fields its engine step reads beyond the shared fine-tuning recipe (objective, margins, text
+    expansion, trained tensors; its attack's are :attr:`TrainingAttack.reads`): its training cache key holds them and
+    no other method's knobs (engine methods only);
     text: the class text the image tower trains against and is evaluated with (TEXT_SIDES);
     needs_offset: takes the margin offset measured on the pre-trained model (01) as margin_offset;
     needs_iat: trains and is evaluated against IAT-tuned text (03's projection, tuned first);
@@ -264,7 +320,7 @@ class Method:
     engine: str
     text: str = "original"
     objective: Objective | None = None
-    training_attack: str = "pgd_ce"
+    training_attack: TrainingAttack = PGD_CE
     needs_teacher: bool = False
     needs_offset: bool = False
     needs_iat: bool = False
@@ -279,6 +335,7 @@ class Method:
     fixed: tuple[tuple[str, object], ...] = ()
     logit_units: str = "scaled"
     input_norm: str = "clip"
+    reads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.logit_units not in LOGIT_UNITS or self.input_norm not in INPUT_NORMS:
@@ -286,9 +343,11 @@ class Method:
                              f"{self.input_norm!r} not in {LOGIT_UNITS} / {INPUT_NORMS}")
         if self.text not in TEXT_SIDES:
             raise ValueError(f"method {self.name!r}: text {self.text!r} is not one of {TEXT_SIDES}")
-        if self.training_attack not in TRAINING_ATTACKS:
-            raise ValueError(f"method {self.name!r}: training_attack {self.training_attack!r} is not one of "
-                             f"{TRAINING_ATTACKS}")
+        if not isinstance(self.training_attack, TrainingAttack):
+            raise ValueError(f"method {self.name!r}: training_attack must be a methods.TrainingAttack (e.g. "
+                             f"methods.PGD_CE), got {self.training_attack!r}")
+        if self.reads and not self.is_engine:
+            raise ValueError(f"method {self.name!r} reuses engine {self.engine!r}: its reads are its engine's")
         if self.head not in HEADS or self.trainable not in TRAINABLE:
             raise ValueError(f"method {self.name!r}: head {self.head!r} / trainable {self.trainable!r} not in "
                              f"{HEADS} / {TRAINABLE}")
@@ -299,6 +358,11 @@ class Method:
     def is_engine(self) -> bool:
         """Whether FinetuneConfig.method may name it (it trains an image tower by itself)."""
         return self.engine == self.name
+
+    @property
+    def key_fields(self) -> tuple[str, ...]:
+        """The config fields an engine method's step reads beyond the shared recipe: its own and its attack's."""
+        return tuple(dict.fromkeys((*self.reads, *self.training_attack.reads)))
 
     @property
     def trained(self) -> bool:
@@ -329,6 +393,13 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {method.name!r} is already registered")
     if method.engine and method.engine != method.name and method.engine not in _REGISTRY:
         raise ValueError(f"method {method.name!r}: its engine {method.engine!r} is not registered")
+    for source, _ in method.selection:  # 06 selects only what it searches: another source is never filled
+        record = method if source == method.name else _REGISTRY.get(source)  # (one registered later: by the tests)
+        if record is not None and not record.studied:
+            raise ValueError(f"method {method.name!r} takes its configuration from 06's selection of {source!r}, "
+                             "which 06 does not search (no search grid): give it search= (or lr_only=True), take "
+                             "another method's selection (e.g. selection=((\"tecoa\", (\"finetune_lr\", "
+                             "\"warmup_steps\")),), TeCoA's recipe), or selection=() for the notebook's knobs")
     _REGISTRY[method.name] = method
     return method
 
@@ -387,41 +458,44 @@ def baseline_names() -> list[str]:
 
 
 register(Method("zero_shot", "zero-shot CLIP", "the pre-trained model, not fine-tuned", engine="",
-                training_attack="none"))
+                training_attack=NO_ATTACK))
 register(Method("ft_standard", "FT-Standard", "clean fine-tuning with cross-entropy over the zero-shot head (no attack)",
-                engine="ft_standard", objective=clean_ce, training_attack="none"))
+                engine="ft_standard", objective=clean_ce, training_attack=NO_ATTACK))
 register(Method("tecoa", "TeCoA", "TeCoA: PGD on image-text cross-entropy, train on the adversarial images with it",
                 engine="tecoa", objective=tecoa_objective, knobs=("warmup_steps",), search=_tecoa_grid, round2=_tecoa_round2,
                 baseline=True, selection=(("tecoa", None),)))
 register(Method("pmg_aft", "PMG-AFT", "PMG-AFT: TeCoA + alpha KL(pre-trained(adv) || adv) + beta KL(clean || adv)",
                 engine="pmg_aft", objective=pmg_aft_objective, needs_teacher=True, knobs=("pmg_alpha", "pmg_beta"),
-                search=_pmg_grid, round2=_pmg_round2, baseline=True, selection=(("pmg_aft", None),)))
+                reads=("pmg_alpha", "pmg_beta"), search=_pmg_grid, round2=_pmg_round2, baseline=True, selection=(("pmg_aft", None),)))
 register(Method("pmg_aft_code", "PMG-AFT (released code)", "PMG-AFT as PMG_AFT.py (a53fdd8) runs it: TeCoA + "
                 "alpha KL_sum(pre-trained(adv) || adv) + beta KL_sum(clean || adv) summed over the batch, clean branch "
                 "with gradient, cosine logits (no logit scale) in its losses and training attack, ImageNet "
                 "mean/std normalisation", engine="pmg_aft_code", objective=pmg_aft_code_objective, needs_teacher=True,
-                knobs=("pmg_alpha", "pmg_beta"), search=_pmg_grid, round2=_pmg_round2,
-                selection=(("pmg_aft_code", None),), logit_units="cosine", input_norm="imagenet"))
+                knobs=("pmg_alpha", "pmg_beta"), reads=("pmg_alpha", "pmg_beta"), search=_pmg_grid,
+                round2=_pmg_round2, selection=(("pmg_aft_code", None),), logit_units="cosine", input_norm="imagenet"))
 register(Method("laat", "LAAT-style", "LAAT-style: TeCoA's objective against expanded text anchors (rotated to a "
                 "pole, angles spread)", engine="laat", text="laat_expanded", objective=tecoa_objective,
-                knobs=("laat_spread",), search=_laat_grid, round2=_laat_round2, baseline=True, selection=(("laat", None),)))
+                knobs=("laat_spread",), reads=("laat_spread",), search=_laat_grid, round2=_laat_round2, baseline=True,
+                selection=(("laat", None),)))
 register(Method("fare", "FARE", "FARE: unsupervised; label-free PGD maximises the L2 distance to the frozen clean "
                 "embedding, then trains it down", engine="fare", objective=fare_objective,
-                training_attack="pgd_embedding", needs_teacher=True, lr_only=True, round2=_fare_round2, baseline=True,
+                training_attack=PGD_EMBEDDING, needs_teacher=True, lr_only=True, round2=_fare_round2, baseline=True,
                 selection=(("fare", None),)))
 register(Method("tai", "TAI (TIMA w/o IAT)", "TIMA's TAI: TeCoA with text-distance adaptive margins (TAM/ASAM) + "
                 "text-aware distillation", engine="tai", objective=tai_objective, needs_teacher=True,
-                needs_offset=True, knobs=_TAI_KNOBS, search=_tai_grid, round2=_tai_round2, selection=(("tai", None),)))
+                needs_offset=True, knobs=_TAI_KNOBS, reads=(*_TAI_KNOBS, "margin_offset"), search=_tai_grid,
+                round2=_tai_round2, selection=(("tai", None),)))
 register(Method("onehot_at", "Standard AT (one-hot, linear head)", "TeCoA's motivating baseline: PGD on a new "
                 "linear head's cross-entropy over the fine-tuning classes, trained on the adversarial images with it; "
                 "evaluated zero-shot through its image tower", engine="onehot_at", objective=tecoa_objective,
                 head="linear", selection=_TECOA_RECIPE))
 register(Method("coadv", "CoAdv (image-image contrastive AT)", "TeCoA's baseline: label-free PGD on an image-image "
                 "InfoNCE (adversarial vs clean views), trained down with it", engine="coadv", objective=coadv_objective,
-                training_attack="pgd_contrastive", knobs=("coadv_temperature",), selection=_TECOA_RECIPE))
+                training_attack=PGD_CONTRASTIVE, knobs=("coadv_temperature",), selection=_TECOA_RECIPE))
 register(Method("tecoa_partial", "TeCoA, partial fine-tuning", "TeCoA trained on the last partial_last_n parameter "
                 "tensors of the image tower only (TeCoA's --last_num_ft)", engine="tecoa_partial",
-                objective=tecoa_objective, trainable="last_n", knobs=("partial_last_n",), selection=_TECOA_RECIPE))
+                objective=tecoa_objective, trainable="last_n", knobs=("partial_last_n",), reads=("partial_last_n",),
+                selection=_TECOA_RECIPE))
 _PROMPTED = (("adaptation", "visual_prompt"),)
 register(Method("tecoa_vp", "TeCoA (visual prompt)", "TeCoA's objective with CLIP frozen, its visual prompts trained "
                 "(TeCoA's second adaptation)", engine="tecoa", fixed=_PROMPTED, knobs=("prompt_pad", "prompt_tokens",
@@ -446,7 +520,9 @@ def selected_overrides(name: str, selected: Mapping[str, Mapping[str, object]]) 
     out: dict[str, object] = {}
     for source, keys in get(name).selection:
         if source not in selected:
-            raise KeyError(f"{name} takes its configuration from {source!r}, which the selection lacks")
+            raise KeyError(f"{name} takes its configuration from 06's selection of {source!r}, which the selection "
+                           f"lacks (it holds {sorted(selected)}): run 06's study for it (a pending method: "
+                           f"{STUDY_PENDING_ENV}=1), or pass configs=\"knobs\"")
         out.update({k: v for k, v in selected[source].items() if keys is None or k in keys})
     return out
 

@@ -119,13 +119,14 @@ so a few classes only). Each rule is a fixed order of the whole dataset, so a sm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import re
 import sys
 import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -183,6 +184,15 @@ only, never reported)."""
 
 
 @dataclass(frozen=True)
+class OfficialSize:
+    """The official size of one dataset split: its number of classes and of images, and where that is stated."""
+
+    classes: int
+    images: int
+    source: str
+
+
+@dataclass(frozen=True)
 class PaperDatasetSpec:
     """Where one paper-scale dataset lives under the data root, how torchvision reads it and where to get it."""
 
@@ -204,6 +214,221 @@ class PaperDatasetSpec:
     """One of :data:`DATASET_ROLES`."""
     template: str = TEMPLATE
     """The text template its class names are put into (TeCoA's single template unless the module docstring says)."""
+    splits: tuple[str, ...] = ()
+    """Every split its loader accepts, the evaluation split first (empty: the evaluation split only)."""
+    sizes: tuple[tuple[str, OfficialSize], ...] = ()
+    """(split, official size) of every split a paper tool reads (:data:`OFFICIAL_SIZES`)."""
+    required: Required | None = None
+    """The files and folders torchvision needs for a split under the data root (checked before reading)."""
+    construct: Construct | None = None
+    """How its torchvision object is built (None: ``torchvision_class(root, split=split, ...)``)."""
+    downloadable: bool = True
+    """Whether torchvision can fetch it (``download=True``); otherwise files are always checked up front."""
+    needs_rgb: bool = False
+    """Whether its loader returns images in their stored mode (grayscale), converted to RGB here."""
+    classnames: tuple[str, ...] = ()
+    """Class names by label when they need no files (ours or TeCoA's; empty: read from the dataset)."""
+    class_folders: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(split, folder parts under the data root) of a one-folder-per-class layout: the doctor counts it."""
+    doctor_splits: tuple[str, ...] = ()
+    """The splits the data doctor checks (empty: the evaluation split; TinyImageNet's train split too)."""
+
+    def __post_init__(self) -> None:
+        if self.role not in DATASET_ROLES:
+            raise ValueError(f"dataset {self.name!r}: role {self.role!r} is not one of {DATASET_ROLES}")
+        if self.required is None:
+            raise ValueError(f"dataset {self.name!r} needs required= (the files torchvision reads for a split)")
+        if self.splits and self.splits[0] != self.split:
+            raise ValueError(f"dataset {self.name!r}: splits {self.splits} must start with its split {self.split!r}")
+
+    @property
+    def accepted_splits(self) -> tuple[str, ...]:
+        """The splits its loader accepts, the evaluation split first."""
+        return self.splits or (self.split,)
+
+
+# PCAM ships no class names; TeCoA's PCAM prompts are "This is a photo of healthy lymph node tissue." and
+# "This is a photo of lymph node tumor tissue.", whose class parts are these (label 0, label 1).
+_PCAM_CLASSNAMES = ("healthy lymph node tissue", "lymph node tumor tissue")
+
+# GTSRB: torchvision gives ClassIds 0-42 only. Ours: each ClassId's sign (the GTSRB documentation's meaning), in
+# plain words, as "<meaning> sign" so that TeCoA's template reads "This is a photo of a stop sign".
+_GTSRB_SIGNS = (
+    *(f"speed limit {v} km/h" for v in (20, 30, 50, 60, 70, 80)), "end of speed limit 80 km/h",
+    *(f"speed limit {v} km/h" for v in (100, 120)), "no passing", "no passing for vehicles over 3.5 tons",
+    "right of way at the next intersection", "priority road", "yield", "stop", "no vehicles",
+    "vehicles over 3.5 tons prohibited", "no entry", "general caution", "dangerous curve to the left",
+    "dangerous curve to the right", "double curve", "bumpy road", "slippery road", "road narrows on the right",
+    "road work", "traffic signals", "pedestrians", "children crossing", "bicycles crossing", "beware of ice and snow",
+    "wild animals crossing", "end of all speed and passing limits", "turn right ahead", "turn left ahead",
+    "ahead only", "go straight or right", "go straight or left", "keep right", "keep left", "roundabout mandatory",
+    "end of no passing", "end of no passing for vehicles over 3.5 tons",
+)
+_GTSRB_CLASSNAMES = tuple(f"{sign} sign" for sign in _GTSRB_SIGNS)
+# SVHN: torchvision maps the digit 0's label 10 to 0, so label k is the digit k. Ours, after CLIP's MNIST prompt.
+_SVHN_CLASSNAMES = tuple(f"number {k}" for k in range(10))
+# FER2013's labels (the 'emotion' column): 0 angry ... 6 neutral; CLIP's first word per class, in that order.
+_FER2013_EMOTIONS = ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")
+_FER2013_CLASSNAMES = tuple(f"face looking {e}" for e in _FER2013_EMOTIONS)
+
+# ---------------------------------------------------------------------------------- each dataset's files and reader
+# The files torchvision needs for a split under the data root (checked without hashing), and how its dataset object is
+# built (no checks: see load_paper_dataset): one function each per dataset, named in its record below.
+Required = Callable[[Path, str], list[Path]]
+# (data root, split, {"transform": ..., ["download": ...]}, existence-only file checks) -> the torchvision dataset
+Construct = Callable[[Path, str, dict[str, Any], bool], Any]
+
+
+def _tvd() -> Any:
+    """torchvision.datasets (imported when a dataset is read, not when the package is)."""
+    import torchvision.datasets as tvd
+
+    return tvd
+
+
+def _cifar10_files(root: Path, split: str) -> list[Path]:
+    base = root / "cifar-10-batches-py"
+    return [base / f for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")]
+
+
+def _cifar100_files(root: Path, split: str) -> list[Path]:
+    return [root / "cifar-100-python" / f for f in ("train", "test", "meta")]
+
+
+def _stl10_files(root: Path, split: str) -> list[Path]:
+    files = ("train_X.bin", "train_y.bin", "unlabeled_X.bin", "test_X.bin", "test_y.bin", "class_names.txt")
+    return [root / "stl10_binary" / f for f in files]
+
+
+def _imagenet_files(root: Path, split: str) -> list[Path]:
+    return [root / "imagenet" / split]
+
+
+def _caltech101_files(root: Path, split: str) -> list[Path]:
+    return [root / "caltech101" / "101_ObjectCategories"]
+
+
+def _caltech256_files(root: Path, split: str) -> list[Path]:
+    return [root / "caltech256" / "256_ObjectCategories"]
+
+
+def _oxfordpet_files(root: Path, split: str) -> list[Path]:
+    base = root / "oxford-iiit-pet"
+    return [base / "images", base / "annotations" / f"{split}.txt"]
+
+
+def _flowers102_files(root: Path, split: str) -> list[Path]:
+    base = root / "flowers-102"
+    return [base / "jpg", base / "imagelabels.mat", base / "setid.mat"]
+
+
+def _fgvc_aircraft_files(root: Path, split: str) -> list[Path]:
+    data = root / "fgvc-aircraft-2013b" / "data"
+    return [data / "images", data / "variants.txt", data / f"images_variant_{split}.txt"]
+
+
+def _stanfordcars_files(root: Path, split: str) -> list[Path]:
+    base = root / "stanford_cars"
+    if split == "train":
+        return [base / "devkit" / "cars_meta.mat", base / "devkit" / "cars_train_annos.mat", base / "cars_train"]
+    return [base / "devkit" / "cars_meta.mat", base / "cars_test_annos_withlabels.mat", base / "cars_test"]
+
+
+def _sun397_files(root: Path, split: str) -> list[Path]:
+    return [root / "SUN397" / "ClassName.txt", root / "SUN397" / "a"]  # a/abbey/... holds the first class
+
+
+def _food101_files(root: Path, split: str) -> list[Path]:
+    base = root / "food-101"
+    return [base / "images", base / "meta" / f"{split}.json"]
+
+
+def _eurosat_files(root: Path, split: str) -> list[Path]:
+    return [root / "eurosat" / "2750"]
+
+
+def _dtd_files(root: Path, split: str) -> list[Path]:
+    data = root / "dtd" / "dtd"
+    return [data / "images", data / "labels" / f"{split}1.txt"]
+
+
+def _pcam_files(root: Path, split: str) -> list[Path]:
+    stem = "valid" if split == "val" else split
+    return [root / "pcam" / f"camelyonpatch_level_2_split_{stem}_{xy}.h5" for xy in ("x", "y")]
+
+
+def _tinyimagenet_files(root: Path, split: str) -> list[Path]:
+    base = _dataset_dir("tinyimagenet", root)
+    if split == "val" and _tiny_val_is_official(base / "val"):
+        return [base / "val" / "images", base / "val" / "val_annotations.txt"]
+    return [base / split]
+
+
+def _gtsrb_files(root: Path, split: str) -> list[Path]:
+    base = root / "gtsrb"
+    if split == "train":
+        return [base / "GTSRB" / "Training"]
+    return [base / "GTSRB" / "Final_Test" / "Images", base / "GT-final_test.csv"]
+
+
+def _svhn_files(root: Path, split: str) -> list[Path]:
+    return [root / "svhn" / f"{split}_32x32.mat"]
+
+
+def _fer2013_files(root: Path, split: str) -> list[Path]:
+    base = root / "fer2013"  # either file holds the test labels (torchvision prefers fer2013.csv)
+    return [base / ("icml_face_data.csv" if (base / "icml_face_data.csv").is_file()
+                    and not (base / "fer2013.csv").is_file() else "fer2013.csv")]
+
+
+def _country211_files(root: Path, split: str) -> list[Path]:
+    return [root / "country211" / split]
+
+
+def _cifar_reader(cls_name: str) -> Construct:
+    """CIFAR10 / CIFAR100: train= instead of split=."""
+    def construct(root: Path, split: str, kw: dict[str, Any], skip: bool) -> Any:
+        cls = getattr(_tvd(), cls_name)
+        return (_existence_checked(cls) if skip else cls)(root, train=split == "train", **kw)
+    return construct
+
+
+def _checked_reader(cls_name: str, *, folder: str = "") -> Construct:
+    """A torchvision class taking split= whose md5 checks TIMA_SKIP_CHECKSUMS turns into existence checks (in
+    <root>/<folder> when the class reads the folder it is given, e.g. SVHN)."""
+    def construct(root: Path, split: str, kw: dict[str, Any], skip: bool) -> Any:
+        cls = getattr(_tvd(), cls_name)
+        return (_existence_checked(cls) if skip else cls)(root / folder if folder else root, split=split, **kw)
+    return construct
+
+
+def _no_split_reader(cls_name: str) -> Construct:
+    """A torchvision class without splits (the whole set)."""
+    def construct(root: Path, split: str, kw: dict[str, Any], skip: bool) -> Any:
+        return getattr(_tvd(), cls_name)(root, **kw)
+    return construct
+
+
+def _imagenet_reader(root: Path, split: str, kw: dict[str, Any], skip: bool) -> Any:
+    imagenet_dir = root / "imagenet"
+    if _use_torchvision_imagenet(imagenet_dir):
+        return _tvd().ImageNet(imagenet_dir, split=split, **kw)
+    return _tvd().ImageFolder(imagenet_dir / split, **kw)
+
+
+def _tinyimagenet_reader(root: Path, split: str, kw: dict[str, Any], skip: bool) -> Any:
+    split_dir = _dataset_dir("tinyimagenet", root) / split
+    if split == "val" and _tiny_val_is_official(split_dir):
+        return TinyImageNetVal(split_dir, transform=kw["transform"])
+    return _tvd().ImageFolder(split_dir, **kw)
+
+
+def _caltech101_reader(root: Path, split: str, kw: dict[str, Any], skip: bool) -> Any:
+    return _tvd().Caltech101(root, target_type="category", **kw)
+
+
+def _sun397_reader(root: Path, split: str, kw: dict[str, Any], skip: bool) -> Any:
+    return _sorted_sun397(_tvd().SUN397(root, **kw))
 
 
 _NO_DOWNLOAD = " torchvision cannot download it: get it by hand."
@@ -219,18 +444,39 @@ _SPEC_LIST: tuple[PaperDatasetSpec, ...] = (
         "Extract cifar-10-python.tar.gz so that <root>/cifar-10-batches-py/ holds data_batch_1..5, test_batch "
         "and batches.meta." + _download_hint("cifar-10-batches-py"),
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        splits=("test", "train"),
+        sizes=(
+            ("test", OfficialSize(10, 10_000, "https://www.cs.toronto.edu/~kriz/cifar.html")),
+            ("train", OfficialSize(10, 50_000, "https://www.cs.toronto.edu/~kriz/cifar.html")),
+        ),
+        required=_cifar10_files,
+        construct=_cifar_reader("CIFAR10"),
     ),
     PaperDatasetSpec(
         "cifar100", "CIFAR100", "test", True, "cifar-100-python",
         "Extract cifar-100-python.tar.gz so that <root>/cifar-100-python/ holds train, test and meta."
         + _download_hint("cifar-100-python"),
         "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        splits=("test", "train"),
+        sizes=(
+            ("test", OfficialSize(100, 10_000, "https://www.cs.toronto.edu/~kriz/cifar.html")),
+            ("train", OfficialSize(100, 50_000, "https://www.cs.toronto.edu/~kriz/cifar.html")),
+        ),
+        required=_cifar100_files,
+        construct=_cifar_reader("CIFAR100"),
     ),
     PaperDatasetSpec(
         "stl10", "STL10", "test", True, "stl10_binary",
         "Extract stl10_binary.tar.gz so that <root>/stl10_binary/ holds {train,test}_{X,y}.bin, unlabeled_X.bin "
         "and class_names.txt (torchvision checks every file)." + _download_hint("stl10_binary"),
         "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+        splits=("test", "train"),
+        sizes=(
+            ("test", OfficialSize(10, 8_000, "https://cs.stanford.edu/~acoates/stl10/ (800 test images per class)")),
+            ("train", OfficialSize(10, 5_000, "https://cs.stanford.edu/~acoates/stl10/ (500 per class)")),
+        ),
+        required=_stl10_files,
+        construct=_checked_reader("STL10"),
     ),
     PaperDatasetSpec(
         "imagenet", "ImageFolder", "val", True, "imagenet",
@@ -239,36 +485,65 @@ _SPEC_LIST: tuple[PaperDatasetSpec, ...] = (
         "with torchvision.datasets.ImageNet." + _NO_DOWNLOAD,
         "https://image-net.org/challenges/LSVRC/2012/2012-downloads.php (ILSVRC2012_img_val.tar and "
         "ILSVRC2012_devkit_t12.tar.gz; registration needed)",
+        splits=("val", "train"),
+        sizes=(("val", OfficialSize(1_000, 50_000, "ILSVRC2012 (Russakovsky et al. 2015, Table 2: 50,000 val)")),),
+        required=_imagenet_files,
+        construct=_imagenet_reader,
+        downloadable=False,
+        class_folders=(("val", ("imagenet", "val")),),
     ),
     PaperDatasetSpec(
         "caltech101", "Caltech101", "all", True, "caltech101",
         "Extract 101_ObjectCategories.tar.gz to <root>/caltech101/101_ObjectCategories/<category>/image_*.jpg "
         "(no official split: the whole set is used)." + _download_hint("caltech101"),
         "https://data.caltech.edu/records/mzrjq-6wc02 (caltech-101.zip, holding 101_ObjectCategories.tar.gz)",
+        splits=("all",),
+        sizes=(("all", OfficialSize(101, 8_677, "Caltech101 (data.caltech.edu): 9,144 images incl. the 467 of "
+                                        "BACKGROUND_Google, which torchvision leaves out")),),
+        required=_caltech101_files,
+        construct=_caltech101_reader,
+        needs_rgb=True,
+        class_folders=(("all", ("caltech101", "101_ObjectCategories")),),
     ),
     PaperDatasetSpec(
         "caltech256", "Caltech256", "all", True, "caltech256",
         "Extract 256_ObjectCategories.tar to <root>/caltech256/256_ObjectCategories/<NNN.category>/*.jpg "
         "(no official split: the whole set is used)." + _download_hint("caltech256"),
         "https://data.caltech.edu/records/nyy15-4j048/files/256_ObjectCategories.tar",
+        splits=("all",),
+        sizes=(("all", OfficialSize(257, 30_607, "Caltech256 (Griffin et al. 2007): 30,607 images, 256 + clutter")),),
+        required=_caltech256_files,
+        construct=_no_split_reader("Caltech256"),
+        needs_rgb=True,
+        class_folders=(("all", ("caltech256", "256_ObjectCategories")),),
     ),
     PaperDatasetSpec(
         "oxfordpet", "OxfordIIITPet", "test", True, "oxford-iiit-pet",
         "Extract images.tar.gz and annotations.tar.gz into <root>/oxford-iiit-pet/ (images/, annotations/test.txt)."
         + _download_hint("oxford-iiit-pet"),
         "https://www.robots.ox.ac.uk/~vgg/data/pets/ (data/images.tar.gz and data/annotations.tar.gz)",
+        splits=("test", "trainval"),
+        sizes=(("test", OfficialSize(37, 3_669, "Oxford-IIIT Pet annotations/test.txt (3,669 lines)")),),
+        required=_oxfordpet_files,
     ),
     PaperDatasetSpec(
         "flowers102", "Flowers102", "test", True, "flowers-102",
         "Put 102flowers.tgz's jpg/ folder, imagelabels.mat and setid.mat into <root>/flowers-102/."
         + _download_hint("flowers-102"),
         "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, imagelabels.mat, setid.mat)",
+        splits=("test", "val", "train"),
+        sizes=(("test", OfficialSize(102, 6_149, "Oxford Flowers102 setid.mat tstid (6,149)")),),
+        required=_flowers102_files,
+        construct=_checked_reader("Flowers102"),
     ),
     PaperDatasetSpec(
         "fgvc_aircraft", "FGVCAircraft", "test", True, "fgvc-aircraft-2013b",
         "Extract fgvc-aircraft-2013b.tar.gz so that <root>/fgvc-aircraft-2013b/data/ holds images/, variants.txt "
         "and images_variant_test.txt." + _download_hint("fgvc-aircraft-2013b"),
         "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
+        splits=("test", "val", "train", "trainval"),
+        sizes=(("test", OfficialSize(100, 3_333, "FGVC-Aircraft 2013b images_variant_test.txt (3,333)")),),
+        required=_fgvc_aircraft_files,
     ),
     PaperDatasetSpec(
         "stanfordcars", "StanfordCars", "test", True, "stanford_cars",
@@ -276,36 +551,59 @@ _SPEC_LIST: tuple[PaperDatasetSpec, ...] = (
         " The original URL is dead, so" + _NO_DOWNLOAD.lstrip(),
         "mirrors listed in https://github.com/pytorch/vision/issues/7545 (the images from Kaggle's "
         "stanford-cars-dataset, car_devkit.tgz and cars_test_annos_withlabels.mat)",
+        splits=("test", "train"),
+        sizes=(("test", OfficialSize(196, 8_041, "Stanford Cars cars_test_annos_withlabels.mat (8,041)")),),
+        required=_stanfordcars_files,
+        downloadable=False,
     ),
     PaperDatasetSpec(
         "sun397", "SUN397", "all", True, "SUN397",
         "Extract SUN397.tar.gz so that <root>/SUN397/ holds ClassName.txt and the a/, b/, ... image folders "
         "(no official split in torchvision: the whole set is used)." + _download_hint("SUN397"),
         "http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",
+        splits=("all",),
+        sizes=(("all", OfficialSize(397, 108_754, "SUN397 (Xiao et al. 2010): 108,754 images of 397 categories")),),
+        required=_sun397_files,
+        construct=_sun397_reader,
     ),
     PaperDatasetSpec(
         "food101", "Food101", "test", True, "food-101",
         "Extract food-101.tar.gz so that <root>/food-101/ holds images/ and meta/test.json."
         + _download_hint("food-101"),
         "http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz",
+        splits=("test", "train"),
+        sizes=(("test", OfficialSize(101, 25_250, "Food-101 meta/test.json (250 per class)")),),
+        required=_food101_files,
     ),
     PaperDatasetSpec(
         "eurosat", "EuroSAT", "all", True, "eurosat",
         "Extract EuroSAT.zip (RGB) so that <root>/eurosat/2750/<Class>/*.jpg exists "
         "(no official split: the whole set is used)." + _download_hint("eurosat"),
         "https://huggingface.co/datasets/torchgeo/eurosat (EuroSAT.zip, the RGB version)",
+        splits=("all",),
+        sizes=(("all", OfficialSize(10, 27_000, "EuroSAT RGB (Helber et al. 2019): 27,000 images")),),
+        required=_eurosat_files,
+        construct=_no_split_reader("EuroSAT"),
+        class_folders=(("all", ("eurosat", "2750")),),
     ),
     PaperDatasetSpec(
         "dtd", "DTD", "test", True, "dtd",
         "Extract dtd-r1.0.1.tar.gz into <root>/dtd/ so that <root>/dtd/dtd/images/ and <root>/dtd/dtd/labels/test1.txt "
         "exist (partition 1)." + _download_hint("dtd"),
         "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
+        splits=("test", "val", "train"),
+        sizes=(("test", OfficialSize(47, 1_880, "DTD labels/test1.txt (40 per class)")),),
+        required=_dtd_files,
     ),
     PaperDatasetSpec(
         "pcam", "PCAM", "test", True, "pcam",
         "Put the decompressed camelyonpatch_level_2_split_test_{x,y}.h5 files into <root>/pcam/ (reading them needs "
         "`pip install h5py`)." + _download_hint("pcam"),
         "https://github.com/basveeling/pcam (Google Drive links to the .h5.gz files)",
+        splits=("test", "val", "train"),
+        sizes=(("test", OfficialSize(2, 32_768, "PCam camelyonpatch_level_2_split_test (32,768 patches)")),),
+        required=_pcam_files,
+        classnames=_PCAM_CLASSNAMES,
     ),
     PaperDatasetSpec(
         "tinyimagenet", "ImageFolder", "val", False, "tinyimagenet",
@@ -313,6 +611,15 @@ _SPEC_LIST: tuple[PaperDatasetSpec, ...] = (
         "train/<wnid>/images/, val/images/ and val/val_annotations.txt), or put class folders in "
         "<root>/tinyimagenet/train/<wnid>/ and <root>/tinyimagenet/val/<wnid>/." + _NO_DOWNLOAD,
         "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+        splits=("val", "train"),
+        sizes=(
+            ("val", OfficialSize(200, 10_000, "tiny-imagenet-200.zip val/val_annotations.txt (50 per class)")),
+            ("train", OfficialSize(200, 100_000, "tiny-imagenet-200.zip train/ (500 per class)")),
+        ),
+        required=_tinyimagenet_files,
+        doctor_splits=("val", "train"),  # the fine-tuning set's train split too
+        construct=_tinyimagenet_reader,
+        downloadable=False,
     ),
     # ---- validation datasets of 06's paper study (selection only, never reported; module docstring)
     PaperDatasetSpec(
@@ -322,6 +629,10 @@ _SPEC_LIST: tuple[PaperDatasetSpec, ...] = (
         + _download_hint("gtsrb"),
         "https://benchmark.ini.rub.de/gtsrb_dataset.html (GTSRB_Final_Test_Images.zip and GTSRB_Final_Test_GT.zip)",
         role="validation",
+        splits=("test", "train"),
+        sizes=(("test", OfficialSize(43, 12_630, "GTSRB GT-final_test.csv (12,630)")),),
+        required=_gtsrb_files,
+        classnames=_GTSRB_CLASSNAMES,
     ),
     PaperDatasetSpec(
         "svhn", "SVHN", "test", True, "svhn",
@@ -329,6 +640,13 @@ _SPEC_LIST: tuple[PaperDatasetSpec, ...] = (
         "internet (torchvision writes the file into <root>/svhn/).",
         "http://ufldl.stanford.edu/housenumbers/ (test_32x32.mat)",
         role="validation",
+        splits=("test", "train", "extra"),
+        sizes=(
+            ("test", OfficialSize(10, 26_032, "http://ufldl.stanford.edu/housenumbers/ test_32x32.mat (26,032)")),
+        ),
+        required=_svhn_files,
+        construct=_checked_reader("SVHN", folder="svhn"),
+        classnames=_SVHN_CLASSNAMES,
     ),
     PaperDatasetSpec(
         "fer2013", "FER2013", "test", True, "fer2013",
@@ -337,6 +655,13 @@ _SPEC_LIST: tuple[PaperDatasetSpec, ...] = (
         "https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge "
         "(icml_face_data.csv; an account is needed)",
         role="validation",
+        splits=("test", "train"),
+        sizes=(("test", OfficialSize(7, 7_178, "FER2013 PublicTest + PrivateTest rows (3,589 each)")),),
+        required=_fer2013_files,
+        construct=_checked_reader("FER2013"),
+        downloadable=False,
+        needs_rgb=True,
+        classnames=_FER2013_CLASSNAMES,
     ),
     PaperDatasetSpec(
         "country211", "Country211", "test", True, "country211",
@@ -344,6 +669,10 @@ _SPEC_LIST: tuple[PaperDatasetSpec, ...] = (
         + _download_hint("country211"),
         "https://openaipublic.azureedge.net/clip/data/country211.tgz (OpenAI's CLIP repository, data/country211.md)",
         role="validation", template="A photo I took in {}.",
+        splits=("test", "valid", "train"),
+        sizes=(("test", OfficialSize(211, 21_100, "OpenAI CLIP data/country211.md (100 test images per country)")),),
+        required=_country211_files,
+        class_folders=(("test", ("country211", "test")),),
     ),
 )
 
@@ -351,82 +680,39 @@ PAPER_DATASETS: dict[str, PaperDatasetSpec] = {spec.name: spec for spec in _SPEC
 """Every paper-scale dataset by key: the 16 reported ones (TinyImageNet, the fine-tuning set, plus the 15 zero-shot
 ones; :func:`list_paper_datasets`), then the validation datasets of 06's paper study (:func:`list_validation_datasets`)."""
 
-# Splits each loader accepts; the first one is the declared evaluation split.
-_SPLITS: dict[str, tuple[str, ...]] = {
-    "cifar10": ("test", "train"),
-    "cifar100": ("test", "train"),
-    "stl10": ("test", "train"),
-    "imagenet": ("val", "train"),
-    "caltech101": ("all",),
-    "caltech256": ("all",),
-    "oxfordpet": ("test", "trainval"),
-    "flowers102": ("test", "val", "train"),
-    "fgvc_aircraft": ("test", "val", "train", "trainval"),
-    "stanfordcars": ("test", "train"),
-    "sun397": ("all",),
-    "food101": ("test", "train"),
-    "eurosat": ("all",),
-    "dtd": ("test", "val", "train"),
-    "pcam": ("test", "val", "train"),
-    "tinyimagenet": ("val", "train"),
-    "gtsrb": ("test", "train"),
-    "svhn": ("test", "train", "extra"),
-    "fer2013": ("test", "train"),
-    "country211": ("test", "valid", "train"),
-}
-
-@dataclass(frozen=True)
-class OfficialSize:
-    """The official size of one dataset split: its number of classes and of images, and where that is stated."""
-
-    classes: int
-    images: int
-    source: str
+# (dataset, split) -> official size, for every split a paper tool reads (evaluation splits, the fine-tuning splits),
+# from the records. A split with fewer classes or images than this is incomplete (module docstring, "Complete or
+# refused").
+OFFICIAL_SIZES: dict[tuple[str, str], OfficialSize] = {(spec.name, split): size for spec in _SPEC_LIST
+                                                       for split, size in spec.sizes}
 
 
-# (dataset, split) -> official size, for every split a paper tool reads (evaluation splits, the fine-tuning splits).
-# A split with fewer classes or images than this is incomplete (see the module docstring, "Complete or refused").
-OFFICIAL_SIZES: dict[tuple[str, str], OfficialSize] = {
-    ("cifar10", "test"): OfficialSize(10, 10_000, "https://www.cs.toronto.edu/~kriz/cifar.html"),
-    ("cifar10", "train"): OfficialSize(10, 50_000, "https://www.cs.toronto.edu/~kriz/cifar.html"),
-    ("cifar100", "test"): OfficialSize(100, 10_000, "https://www.cs.toronto.edu/~kriz/cifar.html"),
-    ("cifar100", "train"): OfficialSize(100, 50_000, "https://www.cs.toronto.edu/~kriz/cifar.html"),
-    ("stl10", "test"): OfficialSize(10, 8_000, "https://cs.stanford.edu/~acoates/stl10/ (800 test images per class)"),
-    ("stl10", "train"): OfficialSize(10, 5_000, "https://cs.stanford.edu/~acoates/stl10/ (500 per class)"),
-    ("imagenet", "val"): OfficialSize(1_000, 50_000, "ILSVRC2012 (Russakovsky et al. 2015, Table 2: 50,000 val)"),
-    ("caltech101", "all"): OfficialSize(101, 8_677, "Caltech101 (data.caltech.edu): 9,144 images incl. the 467 of "
-                                        "BACKGROUND_Google, which torchvision leaves out"),
-    ("caltech256", "all"): OfficialSize(257, 30_607, "Caltech256 (Griffin et al. 2007): 30,607 images, 256 + clutter"),
-    ("oxfordpet", "test"): OfficialSize(37, 3_669, "Oxford-IIIT Pet annotations/test.txt (3,669 lines)"),
-    ("flowers102", "test"): OfficialSize(102, 6_149, "Oxford Flowers102 setid.mat tstid (6,149)"),
-    ("fgvc_aircraft", "test"): OfficialSize(100, 3_333, "FGVC-Aircraft 2013b images_variant_test.txt (3,333)"),
-    ("stanfordcars", "test"): OfficialSize(196, 8_041, "Stanford Cars cars_test_annos_withlabels.mat (8,041)"),
-    ("sun397", "all"): OfficialSize(397, 108_754, "SUN397 (Xiao et al. 2010): 108,754 images of 397 categories"),
-    ("food101", "test"): OfficialSize(101, 25_250, "Food-101 meta/test.json (250 per class)"),
-    ("eurosat", "all"): OfficialSize(10, 27_000, "EuroSAT RGB (Helber et al. 2019): 27,000 images"),
-    ("dtd", "test"): OfficialSize(47, 1_880, "DTD labels/test1.txt (40 per class)"),
-    ("pcam", "test"): OfficialSize(2, 32_768, "PCam camelyonpatch_level_2_split_test (32,768 patches)"),
-    ("tinyimagenet", "val"): OfficialSize(200, 10_000, "tiny-imagenet-200.zip val/val_annotations.txt (50 per class)"),
-    ("tinyimagenet", "train"): OfficialSize(200, 100_000, "tiny-imagenet-200.zip train/ (500 per class)"),
-    ("gtsrb", "test"): OfficialSize(43, 12_630, "GTSRB GT-final_test.csv (12,630)"),
-    ("svhn", "test"): OfficialSize(10, 26_032, "http://ufldl.stanford.edu/housenumbers/ test_32x32.mat (26,032)"),
-    ("fer2013", "test"): OfficialSize(7, 7_178, "FER2013 PublicTest + PrivateTest rows (3,589 each)"),
-    ("country211", "test"): OfficialSize(211, 21_100, "OpenAI CLIP data/country211.md (100 test images per country)"),
-}
+def register_dataset(spec: PaperDatasetSpec) -> PaperDatasetSpec:
+    """Add a paper dataset's record (a new name) to PAPER_DATASETS and its official sizes to OFFICIAL_SIZES."""
+    if spec.name in PAPER_DATASETS:
+        raise ValueError(f"paper dataset {spec.name!r} is already registered")
+    PAPER_DATASETS[spec.name] = spec
+    OFFICIAL_SIZES.update({(spec.name, split): size for split, size in spec.sizes})
+    return spec
+
+
+@contextlib.contextmanager
+def registered_dataset(spec: PaperDatasetSpec) -> Iterator[PaperDatasetSpec]:
+    """A paper dataset's record registered for the duration of a block (tests), then removed."""
+    register_dataset(spec)
+    try:
+        yield spec
+    finally:
+        PAPER_DATASETS.pop(spec.name, None)
+        for split, _ in spec.sizes:
+            OFFICIAL_SIZES.pop((spec.name, split), None)
+
 
 ALLOW_PARTIAL_ENV = "TIMA_ALLOW_PARTIAL_DATA"
 """Environment variable: "1" lets :func:`load_paper_dataset` read an incomplete split (fewer classes or images than
 :data:`OFFICIAL_SIZES`); the evaluation set then says so (``data.EvalSet.sampling`` ends in :data:`PARTIAL_MARK`)."""
 PARTIAL_MARK = "+partial"
 
-# Layouts of one folder per class holding the images: the doctor counts them (folders, files) without reading any.
-_CLASS_FOLDERS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("imagenet", "val"): ("imagenet", "val"),
-    ("caltech101", "all"): ("caltech101", "101_ObjectCategories"),
-    ("caltech256", "all"): ("caltech256", "256_ObjectCategories"),
-    ("eurosat", "all"): ("eurosat", "2750"),
-    ("country211", "test"): ("country211", "test"),
-}
 _NOT_A_CLASS = frozenset({"BACKGROUND_Google"})  # torchvision's Caltech101 leaves this folder out
 
 
@@ -459,7 +745,7 @@ def _shortfall(name: str, split: str, *, classes: int, images: int) -> str:
 
 def _count_class_folders(name: str, root: Path, split: str) -> tuple[int, int] | None:
     """(class folders, image files) of a class-folder layout, by directory reads only; None for other layouts."""
-    where = _CLASS_FOLDERS.get((name, split))
+    where = dict(PAPER_DATASETS[name].class_folders).get(split)
     if where is None:
         return None
     folder = root.joinpath(*where)
@@ -474,40 +760,6 @@ def _count_class_folders(name: str, root: Path, split: str) -> tuple[int, int] |
                     images += sum(1 for f in files if f.is_file())
     return classes, images
 
-
-# Datasets torchvision cannot fetch: ``download=True`` is ignored and files are always checked up front.
-_NOT_DOWNLOADABLE = frozenset({"imagenet", "tinyimagenet", "stanfordcars", "fer2013"})
-
-# Datasets whose torchvision loader returns images in their stored mode (Caltech has grayscale JPEGs, FER2013 is
-# grayscale).
-_NEEDS_RGB = frozenset({"caltech101", "caltech256", "fer2013"})
-
-# PCAM ships no class names; TeCoA's PCAM prompts are "This is a photo of healthy lymph node tissue." and
-# "This is a photo of lymph node tumor tissue.", whose class parts are these (label 0, label 1).
-_PCAM_CLASSNAMES = ("healthy lymph node tissue", "lymph node tumor tissue")
-
-# GTSRB: torchvision gives ClassIds 0-42 only. Ours: each ClassId's sign (the GTSRB documentation's meaning), in
-# plain words, as "<meaning> sign" so that TeCoA's template reads "This is a photo of a stop sign".
-_GTSRB_SIGNS = (
-    *(f"speed limit {v} km/h" for v in (20, 30, 50, 60, 70, 80)), "end of speed limit 80 km/h",
-    *(f"speed limit {v} km/h" for v in (100, 120)), "no passing", "no passing for vehicles over 3.5 tons",
-    "right of way at the next intersection", "priority road", "yield", "stop", "no vehicles",
-    "vehicles over 3.5 tons prohibited", "no entry", "general caution", "dangerous curve to the left",
-    "dangerous curve to the right", "double curve", "bumpy road", "slippery road", "road narrows on the right",
-    "road work", "traffic signals", "pedestrians", "children crossing", "bicycles crossing", "beware of ice and snow",
-    "wild animals crossing", "end of all speed and passing limits", "turn right ahead", "turn left ahead",
-    "ahead only", "go straight or right", "go straight or left", "keep right", "keep left", "roundabout mandatory",
-    "end of no passing", "end of no passing for vehicles over 3.5 tons",
-)
-_GTSRB_CLASSNAMES = tuple(f"{sign} sign" for sign in _GTSRB_SIGNS)
-# SVHN: torchvision maps the digit 0's label 10 to 0, so label k is the digit k. Ours, after CLIP's MNIST prompt.
-_SVHN_CLASSNAMES = tuple(f"number {k}" for k in range(10))
-# FER2013's labels (the 'emotion' column): 0 angry ... 6 neutral; CLIP's first word per class, in that order.
-_FER2013_EMOTIONS = ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")
-_FER2013_CLASSNAMES = tuple(f"face looking {e}" for e in _FER2013_EMOTIONS)
-# Datasets whose class names need no files (indexed by label).
-_FIXED_CLASSNAMES = {"pcam": _PCAM_CLASSNAMES, "gtsrb": _GTSRB_CLASSNAMES, "svhn": _SVHN_CLASSNAMES,
-                     "fer2013": _FER2013_CLASSNAMES}
 
 # Caltech101's two face folders differ only in framing; CLIP's evaluation names them like this.
 _CALTECH101_RENAMES = {"faces": "off-center face", "faces easy": "centered face"}
@@ -544,7 +796,7 @@ def _spec(name: str) -> PaperDatasetSpec:
 
 def _resolve_split(spec: PaperDatasetSpec, split: str | None) -> str:
     split = spec.split if split is None else split
-    allowed = _SPLITS[spec.name]
+    allowed = spec.accepted_splits
     if split not in allowed:
         raise ValueError(f"{spec.name}: unknown split {split!r}; allowed: {', '.join(allowed)}")
     return split
@@ -567,70 +819,19 @@ def _tiny_val_is_official(val_dir: Path) -> bool:
 
 
 def _required_paths(name: str, root: Path, split: str) -> list[Path]:
-    """Files/folders torchvision needs for ``name``/``split`` under ``root`` (checked without hashing)."""
-    if name == "cifar10":
-        base = root / "cifar-10-batches-py"
-        return [base / f for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")]
-    if name == "cifar100":
-        base = root / "cifar-100-python"
-        return [base / f for f in ("train", "test", "meta")]
-    if name == "stl10":
-        base = root / "stl10_binary"
-        files = ("train_X.bin", "train_y.bin", "unlabeled_X.bin", "test_X.bin", "test_y.bin", "class_names.txt")
-        return [base / f for f in files]
-    if name == "imagenet":
-        return [root / name / split]
-    if name == "tinyimagenet":
-        base = _dataset_dir(name, root)
-        if split == "val" and _tiny_val_is_official(base / "val"):
-            return [base / "val" / "images", base / "val" / "val_annotations.txt"]
-        return [base / split]
-    if name == "caltech101":
-        return [root / "caltech101" / "101_ObjectCategories"]
-    if name == "caltech256":
-        return [root / "caltech256" / "256_ObjectCategories"]
-    if name == "oxfordpet":
-        base = root / "oxford-iiit-pet"
-        return [base / "images", base / "annotations" / f"{split}.txt"]
-    if name == "flowers102":
-        base = root / "flowers-102"
-        return [base / "jpg", base / "imagelabels.mat", base / "setid.mat"]
-    if name == "fgvc_aircraft":
-        data = root / "fgvc-aircraft-2013b" / "data"
-        return [data / "images", data / "variants.txt", data / f"images_variant_{split}.txt"]
-    if name == "stanfordcars":
-        base = root / "stanford_cars"
-        if split == "train":
-            return [base / "devkit" / "cars_meta.mat", base / "devkit" / "cars_train_annos.mat", base / "cars_train"]
-        return [base / "devkit" / "cars_meta.mat", base / "cars_test_annos_withlabels.mat", base / "cars_test"]
-    if name == "sun397":
-        return [root / "SUN397" / "ClassName.txt", root / "SUN397" / "a"]  # a/abbey/... holds the first class
-    if name == "food101":
-        base = root / "food-101"
-        return [base / "images", base / "meta" / f"{split}.json"]
-    if name == "eurosat":
-        return [root / "eurosat" / "2750"]
-    if name == "dtd":
-        data = root / "dtd" / "dtd"
-        return [data / "images", data / "labels" / f"{split}1.txt"]
-    if name == "pcam":
-        stem = "valid" if split == "val" else split
-        base = root / "pcam"
-        return [base / f"camelyonpatch_level_2_split_{stem}_{xy}.h5" for xy in ("x", "y")]
-    if name == "gtsrb":
-        base = root / "gtsrb"
-        if split == "train":
-            return [base / "GTSRB" / "Training"]
-        return [base / "GTSRB" / "Final_Test" / "Images", base / "GT-final_test.csv"]
-    if name == "svhn":
-        return [root / "svhn" / f"{split}_32x32.mat"]
-    if name == "fer2013":  # either file holds the test labels (torchvision prefers fer2013.csv)
-        base = root / "fer2013"
-        return [base / ("icml_face_data.csv" if (base / "icml_face_data.csv").is_file()
-                        and not (base / "fer2013.csv").is_file() else "fer2013.csv")]
-    if name == "country211":
-        return [root / "country211" / split]
-    raise AssertionError(f"no layout for {name!r}")  # pragma: no cover - every spec has a branch
+    """Files/folders torchvision needs for ``name``/``split`` under ``root`` (its record's ``required``)."""
+    return PAPER_DATASETS[name].required(root, split)
+
+
+def _construct(name: str, root: Path, split: str, transform: Callable[[Any], Any] | None, download: bool) -> Any:
+    """Build the torchvision dataset object for ``name`` (its record's ``construct``; no checks: see
+    :func:`load_paper_dataset`)."""
+    spec = PAPER_DATASETS[name]
+    kw: dict[str, Any] = {"transform": transform, **({"download": download} if spec.downloadable else {})}
+    skip = _skip_checksums() and not download
+    if spec.construct is not None:
+        return spec.construct(root, split, kw, skip)
+    return getattr(_tvd(), spec.torchvision_class)(root, split=split, **kw)  # the class takes split= with our names
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -693,7 +894,7 @@ def available_paper_datasets(root: str | os.PathLike[str], *, split: str | None 
     present under ``root``; datasets without such a split are left out."""
     present = []
     for name in PAPER_DATASETS:
-        if split is not None and split not in _SPLITS[name]:
+        if split is not None and split not in PAPER_DATASETS[name].accepted_splits:
             continue
         try:
             check_dataset_files(name, root=root, split=split)
@@ -711,9 +912,6 @@ def _check_files(spec: PaperDatasetSpec, root: Path, split: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- data doctor
-
-# Splits the doctor checks per dataset: the evaluation split, and TinyImageNet's train split (the fine-tuning set).
-_DOCTOR_SPLITS: dict[str, tuple[str, ...]] = {"tinyimagenet": ("val", "train")}
 
 DATA_STATUSES = ("found", "missing", "incomplete")
 """What :func:`diagnose_data_root` says of a dataset: all files there, its folder absent, or folder there but not
@@ -765,7 +963,7 @@ def diagnose_data_root(root: str | os.PathLike[str], *, datasets: Sequence[str] 
     out = []
     for name in names:
         spec = PAPER_DATASETS[name]
-        splits = _DOCTOR_SPLITS.get(name, (spec.split,))
+        splits = spec.doctor_splits or (spec.split,)
         expected: list[Path] = []
         problems: list[str] = []
         for split in splits:
@@ -918,43 +1116,6 @@ def _sorted_sun397(dataset: Any) -> Any:
     return dataset
 
 
-def _construct(name: str, root: Path, split: str, transform: Callable[[Any], Any] | None, download: bool) -> Any:
-    """Build the torchvision dataset object for ``name`` (no checks; see :func:`load_paper_dataset`)."""
-    import torchvision.datasets as tvd
-
-    kw: dict[str, Any] = {"transform": transform}
-    if name not in _NOT_DOWNLOADABLE:
-        kw["download"] = download
-    skip = _skip_checksums() and not download
-    if name in ("cifar10", "cifar100"):
-        cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-        return (_existence_checked(cls) if skip else cls)(root, train=split == "train", **kw)
-    if name in ("stl10", "flowers102") and skip:
-        return _existence_checked(getattr(tvd, PAPER_DATASETS[name].torchvision_class))(root, split=split, **kw)
-    if name == "svhn":  # torchvision's SVHN reads its .mat files in the folder it is given: <root>/svhn
-        return (_existence_checked(tvd.SVHN) if skip else tvd.SVHN)(root / "svhn", split=split, **kw)
-    if name == "fer2013":  # no download (Kaggle)
-        return (_existence_checked(tvd.FER2013) if skip else tvd.FER2013)(root, split=split, **kw)
-    if name == "imagenet":
-        imagenet_dir = root / "imagenet"
-        if _use_torchvision_imagenet(imagenet_dir):
-            return tvd.ImageNet(imagenet_dir, split=split, **kw)
-        return tvd.ImageFolder(imagenet_dir / split, **kw)
-    if name == "tinyimagenet":
-        split_dir = _dataset_dir(name, root) / split
-        if split == "val" and _tiny_val_is_official(split_dir):
-            return TinyImageNetVal(split_dir, transform=transform)
-        return tvd.ImageFolder(split_dir, **kw)
-    if name == "caltech101":
-        return tvd.Caltech101(root, target_type="category", **kw)
-    if name == "sun397":
-        return _sorted_sun397(tvd.SUN397(root, **kw))
-    if name in ("caltech256", "eurosat"):
-        return getattr(tvd, PAPER_DATASETS[name].torchvision_class)(root, **kw)
-    # The remaining classes all take split= with our split names.
-    return getattr(tvd, PAPER_DATASETS[name].torchvision_class)(root, split=split, **kw)
-
-
 def _looks_like_missing_data(exc: RuntimeError) -> bool:
     """True for torchvision's "Dataset not found or corrupted" family of errors (not e.g. "Scipy is not found")."""
     message = str(exc).lower()
@@ -989,7 +1150,7 @@ def load_paper_dataset(
     spec = _spec(name)
     split = _resolve_split(spec, split)
     data_root = Path(root).expanduser()
-    will_download = download and name not in _NOT_DOWNLOADABLE
+    will_download = download and spec.downloadable
     if not will_download:
         _check_files(spec, data_root, split)
     if name == "pcam":
@@ -997,7 +1158,7 @@ def load_paper_dataset(
             import h5py  # noqa: F401 - only checking that torchvision's PCAM can read the files
         except ImportError as exc:
             raise ImportError("pcam is stored as HDF5 files and needs h5py: `pip install h5py`.") from exc
-    if name in _NEEDS_RGB:
+    if spec.needs_rgb:
         transform = _ToRGB(transform)
     expected = _required_paths(name, data_root, split)
     try:
@@ -1370,8 +1531,8 @@ def get_classnames(
     """
     spec = _spec(name)
     data_root = None if root is None else Path(root).expanduser()
-    if name in _FIXED_CLASSNAMES:
-        return list(_FIXED_CLASSNAMES[name])
+    if spec.classnames:
+        return list(spec.classnames)
     if name == "flowers102" and dataset is None:
         from torchvision.datasets import Flowers102
 

@@ -1,4 +1,5 @@
-"""One adversarial fine-tuning engine for every image-side method; objectives plug in by name.
+"""One adversarial fine-tuning engine for every image-side method; objectives and training attacks plug in through
+the method's record (:mod:`methods`), and a run's cache key holds only the config fields its method reads.
 
 Per step: a batch of the fine-tuning task (a deterministic function of the step, so a resumed run sees the same
 data), a PGD attack on it against the current model (input-only gradients, class text embeddings fixed; FARE's
@@ -43,7 +44,6 @@ from torch import nn
 
 from nbhelpers import (analysis, attacks, fastpath, losses, methods, metrics, models, paper_data, paths, prompts, world,
                        zeroshot)
-from nbhelpers.attacks import contrastive_pgd_attack, embedding_pgd_attack, pgd_attack
 from nbhelpers.checkpoints import load_safetensors_file, load_torch_file
 from nbhelpers.config import DeviceKnobs, FinetuneConfig, add_arguments, cli_parser, config_or_exit
 from nbhelpers.data import stack_items
@@ -61,14 +61,37 @@ NUMERICS_VERSION = 3
 AMP_NUMERICS_VERSION = 2
 # config fields that never change the trained weights beyond float rounding or where they are stored: not keyed
 SPEED_ONLY = ("device", "checkpoint_every", "data_root", "seed", "batch_size", *DeviceKnobs.field_names())
+INPUT_FILES = ("checkpoint", "iat_projection")  # keyed by their content (sha256), never by their path
+# the fields every method's run reads: the backbone, the run's kind and the shared fine-tuning recipe (and its budget)
+SHARED_RECIPE = ("profile", "model", "pretrained", "protocol", "amp", "method", "text_source", "adaptation",
+                 "train_task", "finetune_steps", "finetune_lr", "train_batch_size", "warmup_steps", "momentum",
+                 "weight_decay", "train_eps", "train_pgd_steps", "train_alpha", "train_seed")
+# the fields an adaptation reads besides (visual prompts: their shape and their learning rate)
+ADAPTATION_READS = {"finetune": (), "visual_prompt": ("prompt_pad", "prompt_tokens", "prompt_lr")}
+# Every key's payload starts from these values of the method knobs, a constant: the knobs' values when a key held
+# every config field (until issue 31). A method's key then overrides those it reads (Method.key_fields) and no
+# other, so a knob moves only its readers' keys, a new knob (absent here) enters only its readers' keys, and every
+# key of a config whose unread knobs sit at these values is the key it had before (05's committed store needed no
+# rewrite: tests/test_cache_keys.py). Never edit it (that would move keys); never add a new knob to it.
+KEY_BASE: dict[str, object] = {
+    "pmg_alpha": 1.0, "pmg_beta": 1.0, "laat_spread": 1.5, "margin_offset": 0.0, "margin_kind": "asam",
+    "asam_base": 0.0, "asam_gain": 0.05, "offset_weight": 0.2, "offset_eps": 4.0, "offset_every": 0,
+    "tam_threshold": 0.5, "tam_margin": 0.1, "takd_weight": 1.0, "takd_temperature": 1.0, "takd_target": "clean",
+    "partial_last_n": 9, "coadv_temperature": 0.1, "prompt_pad": -1, "prompt_tokens": 100, "prompt_lr": 40.0}
+
+
+def key_fields(cfg: FinetuneConfig) -> tuple[str, ...]:
+    """The config fields a run of cfg reads, so its cache key holds: the shared recipe, its method's own and its
+    training attack's (methods.Method.key_fields), its adaptation's."""
+    return tuple(dict.fromkeys((*SHARED_RECIPE, *methods.get(cfg.method).key_fields,
+                                *ADAPTATION_READS[cfg.adaptation])))
 
 
 def cache_key(cfg: FinetuneConfig) -> str:
-    """Key of a run's trained weights: every config field that changes them, the numerics versions of the engine,
-    its objectives, attacks and zero-shot head, and the content (sha256) of every input file: base weights and IAT
-    projection (a file rewritten in place with other bytes gives another key)."""
-    d = {k: v for k, v in cfg.to_dict().items()
-         if k not in (*SPEED_ONLY, "checkpoint", "iat_projection", "attack_start")}
+    """Key of a run's trained weights: the config fields the run reads (key_fields, over KEY_BASE), the numerics
+    versions of the engine, its objectives, attacks and zero-shot head, and the content (sha256) of every input
+    file: base weights and IAT projection (a file rewritten in place with other bytes gives another key)."""
+    d = {**KEY_BASE, **{k: getattr(cfg, k) for k in key_fields(cfg)}}
     if cfg.start_scheme() != "legacy":  # the counter start draws other noise: only its runs' keys hold it
         d["attack_start"] = cfg.start_scheme()
     d["numerics"] = numerics_versions(sys.modules[__name__], methods, losses, attacks, zeroshot, models)
@@ -276,10 +299,12 @@ def _save(path: Path, *, student: ClipModel, opt: torch.optim.Optimizer, step: i
         torch.save(state, tmp)
 
 
-def _run_fields(config: dict) -> dict:
-    """A run's config without its device knobs (config.DeviceKnobs): a run may resume with other ones. A checkpoint
-    written before attack_start existed ran the "auto" scheme."""
-    return {k: v for k, v in {"attack_start": "auto", **config}.items() if k not in DeviceKnobs.field_names()}
+def _run_fields(config: dict, fields: tuple[str, ...]) -> dict:
+    """The fields of a run's config (as a dict) that its weights depend on (key_fields, the input files and the
+    random-start scheme): a run may resume with other device knobs and other values of knobs its method does not
+    read. A checkpoint written before attack_start existed ran the "auto" scheme."""
+    config = {"attack_start": "auto", **config}
+    return {k: config.get(k) for k in (*fields, *INPUT_FILES, "attack_start")}
 
 
 def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None) -> dict:
@@ -337,6 +362,11 @@ class Engine:
     fast_attack: bool = False  # pgd_attack(fast=True); finetune keeps the default path (bit-identical runs)
     image_encoder: ImageEncoder | None = None  # the student's unnormalised embeddings: FARE's attack ascends on them
     head: nn.Module | None = None  # the linear head of a method with Method.head == "linear" (trained with the tower)
+    method: methods.Method | None = None  # cfg.method's record (looked up once, by make_engine)
+
+    def __post_init__(self) -> None:
+        if self.method is None:
+            self.method = methods.get(self.cfg.method)
 
 
 class LinearHeadClassifier(nn.Module):
@@ -410,29 +440,21 @@ def fare_targets(engine: Engine, x: torch.Tensor) -> torch.Tensor:
 
 def training_attack(engine: Engine, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor, *,
                     clean_targets: torch.Tensor | None = None) -> torch.Tensor | None:
-    """The method's training attack: adversarial images (N, 3, S, S) in [0, 1] at train eps from the start noise
-    (N, 3, S, S) in [-1, 1]; None for ft_standard (no attack).
+    """The method's training attack (its record's :class:`methods.TrainingAttack`): adversarial images
+    (N, 3, S, S) in [0, 1] at train eps from the start noise (N, 3, S, S) in [-1, 1]; None for a method without one.
 
-    FARE (label-free, Schlarmann et al. 2024): PGD maximising ||f_student(x_adv) - f_pretrained(x)||_2^2, its own
-    loss, on clean_targets (N, D) (default: :func:`fare_targets`); y is not used. Every other method: PGD on the
-    cross-entropy of the zero-shot head over the class embeddings it trains against, with labels y (N,).
+    clean_targets (N, D): the frozen pre-trained embeddings of x for an attack that asks for them (FARE's; default:
+    :func:`fare_targets`); y (N,) is what a label-using attack (PGD on the training head's cross-entropy) reads.
     """
-    cfg = engine.cfg
-    kind = methods.get(cfg.method).training_attack
-    if kind == "none":
+    cfg, attack = engine.cfg, engine.method.training_attack
+    if attack.run is None:
         return None
+    if attack.clean_targets and clean_targets is None:
+        clean_targets = fare_targets(engine, x)
     budget = dict(eps=cfg.train_eps / 255, alpha=cfg.train_alpha / 255, steps=cfg.train_pgd_steps,
                   start_noise=noise, fast=engine.fast_attack, amp=cfg.amp)
-    if kind == "pgd_contrastive":  # CoAdv: away from the clean view of the same image, among the batch's images
-        with torch.no_grad():
-            clean = engine.image_encoder(x) if clean_targets is None else clean_targets
-        return contrastive_pgd_attack(engine.image_encoder, x, clean, temperature=cfg.coadv_temperature, **budget)
-    if kind == "pgd_embedding":
-        if engine.image_encoder is None:
-            raise ValueError("FARE's attack needs Engine.image_encoder (make_engine builds it)")
-        targets = fare_targets(engine, x) if clean_targets is None else clean_targets
-        return embedding_pgd_attack(engine.image_encoder, x, targets, **budget)
-    return pgd_attack(engine.attack_head, x, y, **budget)
+    return attack.run(methods.AttackContext(cfg, x, y, engine.attack_head, engine.image_encoder, clean_targets,
+                                            budget))
 
 
 def measure_head_offset(head: ZeroShotClassifier, data: TrainData, cfg: FinetuneConfig, *, eps_large: float,
@@ -530,9 +552,8 @@ def train_step(engine: Engine, step: int, x: torch.Tensor, y: torch.Tensor, nois
     """One step: the method's training attack from the given start noise (N, 3, S, S) in [-1, 1], the method's
     objective on images x (N, 3, S, S) in [0, 1] with labels y (N,), SGD update at the scheduled lr; returns the
     loss (scalar)."""
-    cfg, opt = engine.cfg, engine.opt
-    method = methods.get(cfg.method)
-    targets = fare_targets(engine, x) if method.training_attack == "pgd_embedding" else None
+    cfg, opt, method = engine.cfg, engine.opt, engine.method
+    targets = fare_targets(engine, x) if method.training_attack.clean_targets else None
     adv = training_attack(engine, x, y, noise, clean_targets=targets)
     for group in opt.param_groups:
         group["lr"] = _lr_at(step, cfg)
@@ -587,7 +608,7 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     start = 0
     if resume and out_path.is_file():
         state = load_checkpoint(out_path, expect_model=student.model_name)
-        if _run_fields(json.loads(state["config"])) != _run_fields(cfg.to_dict()):
+        if _run_fields(json.loads(state["config"]), key_fields(cfg)) != _run_fields(cfg.to_dict(), key_fields(cfg)):
             raise ValueError(f"{out_path} was written by another config; remove it or choose another output")
         if cfg.adaptation == "visual_prompt":
             prompts.assign_prompts(student, state)
@@ -604,7 +625,8 @@ def finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu", out: st
     bar = progress_bar(desc=f"finetune {cfg.method}", disable=not progress or rank != 0, initial=start,
                total=cfg.finetune_steps, mininterval=2)
     remeasure = method.needs_offset and cfg.margin_kind == "asam" and cfg.offset_every > 0
-    offset = float(history[-1].get("margin_offset", cfg.margin_offset)) if history else cfg.margin_offset
+    offset = (float(history[-1].get("margin_offset", cfg.margin_offset)) if history else cfg.margin_offset
+              ) if remeasure else None
     stop = cfg.finetune_steps if stop_after is None else min(cfg.finetune_steps, max(start + 1, stop_after))
     batches = iter_train_batches(data, cfg, start=start, stop=stop, device=device, rank=rank, world_size=world_size,
                                  prefetch=cfg.prefetch_on(device.type))
@@ -644,8 +666,9 @@ def load_or_finetune(cfg: FinetuneConfig, *, device: torch.device | str = "cpu",
                 prompts.load_prompts(base, state)
             else:
                 base.visual.load_state_dict(state["visual"])
-            if methods.get(cfg.method).input_norm != "clip":  # the model it trained as (finetune)
-                models.set_input_norm(base, methods.get(cfg.method).input_norm)
+            input_norm = methods.get(cfg.method).input_norm
+            if input_norm != "clip":  # the model it trained as (finetune)
+                models.set_input_norm(base, input_norm)
             for p in base.parameters():
                 p.requires_grad_(False)
             return FinetuneResult(base.eval(), pd.DataFrame(json.loads(state["history"])), path, cfg, 0.0,

@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nbhelpers import evaluation, methods, paths, study, study_runs, suite, training, world
+from test_method_keys import ONE_STEP, model_ids, undeclared_reads
+
+from nbhelpers import attacks, config, evaluation, methods, paths, study, study_runs, suite, training, world
 from nbhelpers.config import (ConfigError, EvaluationConfig, FinetuneConfig, FinetuneKnobs, IATKnobs, StudyConfig,
-                              TAIKnobs)
+                              TAIKnobs, knob)
 
 CONFIG_FIELDS = set(FinetuneConfig.field_names()) | set(IATKnobs.field_names())
 
@@ -19,6 +21,7 @@ CONFIG_FIELDS = set(FinetuneConfig.field_names()) | set(IATKnobs.field_names())
 @pytest.mark.parametrize("method", methods.all_methods(), ids=lambda m: m.name)
 def test_each_record_names_real_knobs_and_a_registered_engine(method):
     assert set(method.knobs) <= CONFIG_FIELDS, f"{method.name}: knobs that no config declares"
+    assert set(method.key_fields) <= set(FinetuneConfig.field_names()), f"{method.name}: reads no config declares"
     assert not method.engine or method.engine in methods.engine_names()
     for source, keys in method.selection:
         assert source in (*study.study_methods(), *methods.STUDY_PENDING) and (keys is None or set(keys) <= CONFIG_FIELDS)
@@ -70,23 +73,44 @@ def test_selected_overrides_follow_the_records_selection():
         methods.selected_overrides("pmg_aft", selected)
 
 
-def test_a_toy_method_trains_and_is_evaluated_through_the_ordinary_path(mini_model, tmp_path, monkeypatch):
-    """Registered inside the test: half TeCoA, half clean cross-entropy. Config validation accepts it, the engine
-    trains it with its own objective, the builder pairs it with its text, and evaluate scores it."""
+@dataclasses.dataclass(frozen=True)
+class ToyFinetuneConfig(FinetuneConfig):
+    """FinetuneConfig with one more knob, as a contributor adds one to nbhelpers/config.py (README "Adding a method")."""
+
+    toy_clean_weight: float = knob(0.5, "toy: weight of the clean cross-entropy (the rest: the adversarial one)")
+
+
+def test_a_toy_method_with_its_own_knob_and_attack_trains_and_is_evaluated_through_the_ordinary_path(
+        mini_model, tmp_path, monkeypatch):
+    """The README's "Adding a method", done inside a test: a new knob (a config field), an objective that reads it,
+    a training attack of its own (one FGSM-like step), one register call. Config validation accepts it, the engine
+    trains it with its objective and attack, the builder pairs it with its text, evaluate scores it, its knob is in
+    its key only: no other method's key and no 05 model's ids move, and its one step reads only what it declares."""
     monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
-    calls = []
+    five = EvaluationConfig().models
+    stand_in = str(paths.MINI_CHECKPOINT)  # any file stands in for the IAT projection: it enters ids by content
+    keys_before = {m: training.cache_key(FinetuneConfig(method=m)) for m in methods.engine_names()}
+    ids_before = {m: model_ids(EvaluationConfig(), m, iat_path=stand_in) for m in five}
+    calls = {"objective": 0, "attack": 0}
 
     def toy_objective(ctx: methods.StepContext) -> torch.Tensor:
-        calls.append(ctx.adv is not None)
-        return 0.5 * F.cross_entropy(ctx.logits(ctx.adv), ctx.labels) + 0.5 * F.cross_entropy(
+        calls["objective"] += ctx.adv is not None
+        w = ctx.cfg.toy_clean_weight
+        return (1 - w) * F.cross_entropy(ctx.logits(ctx.adv), ctx.labels) + w * F.cross_entropy(
             ctx.logits(ctx.images), ctx.labels)
 
-    toy = methods.Method("toy", "Toy (half TeCoA)", "test method", engine="toy", objective=toy_objective)
+    def toy_attack(ctx: methods.AttackContext) -> torch.Tensor:
+        calls["attack"] += 1
+        return attacks.pgd_attack(ctx.head, ctx.images, ctx.labels, **{**ctx.budget, "steps": 1})
+
+    monkeypatch.setattr(config, "FinetuneConfig", ToyFinetuneConfig)  # the knob, as if declared in config.py
+    toy = methods.Method("toy", "Toy (half TeCoA)", "test method", engine="toy", objective=toy_objective,
+                         training_attack=methods.TrainingAttack("toy_fgsm", toy_attack), reads=("toy_clean_weight",))
     with methods.registered(toy):
         cfg = EvaluationConfig.from_params(models=["zero_shot", "toy"], finetune_steps=2, train_batch_size=16,
                                            warmup_steps=1, configs="knobs")
         model = suite.build_eval_model("toy", cfg, mini_model, progress=False)
-        assert calls == [True, True]  # its objective ran at each step, on adversarial images
+        assert calls == {"objective": 2, "attack": 2}  # its attack and its objective ran at each step
         assert model.run.config.method == "toy" and model.label == "Toy (half TeCoA)"
         assert model.image_id.startswith("finetune-") and model.text_id.startswith("text-")
         changed = [not torch.equal(a, b) for a, b in zip(model.image_model.visual.parameters(),
@@ -97,9 +121,28 @@ def test_a_toy_method_trains_and_is_evaluated_through_the_ordinary_path(mini_mod
                                    attacks=["pgd10"], eps_list=[4.0], n=16, batch_size=16)
         assert set(rows.model) == {"zero_shot", "toy"} and rows.accuracy.between(0, 1).all()
         again = suite.build_eval_model("toy", cfg, mini_model, progress=False)  # from the cache: same weights
-        assert again.image_id == model.image_id and len(calls) == 2
+        assert again.image_id == model.image_id and calls["objective"] == 2
+        # its knob is in its key, and nowhere else
+        other = suite.finetune_config_for("toy", cfg, toy_clean_weight=0.9)
+        assert "finetune-" + training.cache_key(other) != model.image_id
+        assert {m: training.cache_key(ToyFinetuneConfig(method=m)) for m in keys_before} == keys_before
+        assert {m: model_ids(EvaluationConfig(), m, iat_path=stand_in) for m in five} == ids_before
+        assert undeclared_reads(ToyFinetuneConfig.from_params(method="toy", **ONE_STEP), tmp_path) == set()
     with pytest.raises(ConfigError):  # gone after the block
         EvaluationConfig.from_params(models=["toy"])
+
+
+def test_a_selection_06_cannot_fill_is_refused_at_registration():
+    """A method that takes its configuration from 06's selection of a method 06 does not search would fail later
+    with a KeyError in 04/05: refused when registered, naming the ways out."""
+    with pytest.raises(ValueError, match="which 06 does not search"):
+        methods.register(methods.Method("toy", "T", "d", engine="toy", objective=methods.clean_ce,
+                                        selection=(("toy", None),)))
+    with pytest.raises(ValueError, match="which 06 does not search"):
+        methods.register(methods.Method("toy", "T", "d", engine="tecoa", selection=(("ft_standard", None),)))
+    assert "toy" not in methods.model_names()
+    with pytest.raises(KeyError, match='configs="knobs"'):
+        methods.selected_overrides("tecoa", {"pmg_aft": {}})
 
 
 def test_the_builder_pairs_each_method_with_its_text(mini_model, tmp_path, monkeypatch):

@@ -77,6 +77,37 @@ def test_run_notebooks_refuses_unknown_parameter_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_help_with_an_equals_sign_is_refused_and_check_catches_a_line_papermill_drops(tmp_path, monkeypatch):
+    """papermill silently drops a parameters-cell line whose comment or value holds another "=": a knob's help may
+    not hold one (refused where it is declared), and sync_parameters (--check or not) fails on any parameter papermill
+    would not read back, writing nothing."""
+    import dataclasses
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import sync_parameters
+
+    with pytest.raises(ValueError, match="papermill"):
+        config.knob(1, "1 = on")
+
+    @dataclasses.dataclass(frozen=True)
+    class WithOddDefault(config.AnalysisConfig):
+        label: str = config.knob("a=b", "a label whose default holds an equals sign")
+
+    copy = tmp_path / "notebooks"
+    copy.mkdir()
+    path = copy / "02_margin_vs_similarity.ipynb"
+    path.write_bytes((ROOT / "notebooks" / path.name).read_bytes())
+    before = path.read_bytes()
+    monkeypatch.setattr(sync_parameters, "NOTEBOOKS", copy)
+    monkeypatch.setattr(sync_parameters, "NOTEBOOK_CONFIGS", {path.stem: WithOddDefault})
+    assert sync_parameters.dropped_by_papermill(config.parameters_cell(WithOddDefault),
+                                                WithOddDefault.field_names()) == ["label"]
+    assert sync_parameters.main(["--check"]) == 2 and sync_parameters.main([]) == 2
+    assert path.read_bytes() == before
+    monkeypatch.setattr(sync_parameters, "NOTEBOOK_CONFIGS", {path.stem: config.AnalysisConfig})
+    assert sync_parameters.main(["--check"]) == 0  # the declared config reads back whole
+
+
 def test_rendered_progress_bars_keep_their_final_frame_only(monkeypatch):
     """scripts/run_notebooks.py renders with text bars (TIMA_PROGRESS=text) and keeps each bar's last frame, dropping
     the lines a bar cleared (leave=False), so the committed notebook reads like the end of a terminal session."""

@@ -89,7 +89,7 @@ def test_coadv_is_label_free_and_leaves_the_text(base, tmp_path, monkeypatch):
     assert any(_tower_changes(first, base))
     assert all(torch.equal(a, b) for a, b in zip(first.model.visual.parameters(), second.model.visual.parameters()))
     assert torch.equal(first.model.clip.text_projection, base.clip.text_projection)
-    assert methods.get("coadv").training_attack == "pgd_contrastive"
+    assert methods.get("coadv").training_attack is methods.PGD_CONTRASTIVE
 
 
 def _rows(acc: dict[tuple[str, str], float], n: int = 200) -> pd.DataFrame:
