@@ -56,8 +56,7 @@ def knob(default: object, help: str, *, in_repr: bool = True) -> typing.Any:  # 
     cell back through papermill). in_repr=False leaves the field out of the config's repr, which the rendered
     notebooks print: a knob added later then moves no committed notebook output (it is still a parameter, listed in
     the parameters cell)."""
-    if "=" in help or "
-" in help:
+    if "=" in help or "\n" in help:
         raise ValueError(f"a knob's help may not hold '=' or a line break (papermill would drop its parameter): "
                          f"{help!r}; write 'is', 'equal to' or ':' instead")
     if isinstance(default, list):
