@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from nbhelpers import config, fastpath, training, world
+from nbhelpers import attacks, config, fastpath, training, world
 from nbhelpers.attacks import pgd_attack
 from nbhelpers.config import ConfigError, FinetuneConfig
 from nbhelpers.metrics import accuracy, predict_logits
@@ -108,8 +108,8 @@ def test_amp_reaches_the_training_attack_and_the_objective_stays_fp32(monkeypatc
     x, y = data.batch(0, cfg.train_batch_size)
     noise = 2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) - 1
     seen_amp: list[bool] = []
-    real_attack = training.pgd_attack
-    monkeypatch.setattr(training, "pgd_attack", lambda *a, **k: (seen_amp.append(k["amp"]), real_attack(*a, **k))[1])
+    real_attack = attacks.pgd_attack  # TAI's training attack (its record's TrainingAttack) calls it
+    monkeypatch.setattr(attacks, "pgd_attack", lambda *a, **k: (seen_amp.append(k["amp"]), real_attack(*a, **k))[1])
     losses = {}
     for amp in (False, True):
         run = cfg.replace(amp=amp)
