@@ -245,6 +245,13 @@ def _ci(iv: Interval, digits: int = 2, scale: float = 1.0, signed: bool = False)
     return f"{e} [{lo}, {hi}]"
 
 
+def _part(iv: Interval, threshold: float, *, claimed: Literal["above", "below"] = "above") -> bool | None:
+    """One part of a verdict: True if iv lies on the claimed side of threshold, False if on the other, None if it
+    straddles it (or has a NaN end)."""
+    side = _side(iv.low, iv.high, threshold)
+    return None if side not in ("above", "below") else side == claimed
+
+
 def judge_ahead(intervals: Sequence[Interval], *, threshold: float = 0.0, clean: Interval | None = None,
                 clean_tolerance: float = 0.01) -> str:
     """The one 'ahead with its interval' verdict, every number in one unit: accuracy fractions for differences
@@ -257,7 +264,7 @@ def judge_ahead(intervals: Sequence[Interval], *, threshold: float = 0.0, clean:
     """
     if not intervals:
         raise ValueError("judge_ahead needs at least one interval")
-    verdict = _combine({"above": True, "below": False}.get(_side(iv.low, iv.high, threshold)) for iv in intervals)
+    verdict = _combine(_part(iv, threshold) for iv in intervals)
     if verdict != REPRODUCED or clean is None:
         return verdict
     if not math.isfinite(clean.high):
@@ -643,7 +650,7 @@ def finding_margin_similarity(pairs: pd.DataFrame, *, paper_pearson: float = -0.
     rho = bootstrap_correlation_ci(x, y, method="spearman", groups=groups, n_boot=n_boot, level=level, seed=seed)
     r = bootstrap_correlation_ci(x, y, method="pearson", groups=groups, n_boot=n_boot, level=level, seed=seed)
     naive = fisher_z_ci(r.estimate, len(x), level=level)
-    verdict = _combine({"below": True, "above": False}.get(_side(iv.low, iv.high, 0.0)) for iv in (rho, r))
+    verdict = _combine(_part(iv, 0.0, claimed="below") for iv in (rho, r))
     side = _side(rho.low, rho.high, paper_spearman)
     strength = {"below": "stronger than", "above": "weaker than"}.get(side, "consistent with")
     per_class = similarity_correlation_by_class(pairs)
@@ -689,8 +696,8 @@ def findings_text_structure(structure: pd.DataFrame, *, iat: str = "IAT (SC-MHE 
         both = rho[[iat, name]].dropna()
         gap = t_interval(both[iat] - both[name], level=level)
         level_m = t_interval(both[name], level=level)
-        below_iat = {"above": True, "below": False}.get(_side(gap.low, gap.high, 0.0))
-        below_floor = {"below": True, "above": False}.get(_side(level_m.low, level_m.high, rho_floor))
+        below_iat = _part(gap, 0.0)
+        below_floor = _part(level_m, rho_floor, claimed="below")
         verdict = _combine([below_iat, below_floor])
         key = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
         out.append(Finding(
@@ -708,7 +715,7 @@ def findings_text_structure(structure: pd.DataFrame, *, iat: str = "IAT (SC-MHE 
                    + f"; {len(both)} datasets, one tuning run each."))
     gains = {col: t_interval(tab[iat] - tab[original], level=level)
              for col, tab in (("min", dmin), ("mean", dmean))}
-    spread = [{"above": True, "below": False}.get(_side(iv.low, iv.high, 0.0)) for iv in gains.values()]
+    spread = [_part(iv, 0.0) for iv in gains.values()]
     out.append(Finding(
         id="03_iat_spreads_classes", notebook=notebook,
         claim="IAT increases the inter-class distance of the text embeddings over the original ones.",

@@ -324,8 +324,8 @@ def plot_confirmatory(table, *, sesoi: float, labels: dict[str, str] | None = No
         ax.errorbar(100 * sub.estimate, y, xerr=[100 * (sub.estimate - sub.low), 100 * (sub.high - sub.estimate)],
                     fmt="o", color="C0", capsize=3)
         ax.set_yticks(list(y), [f"TIMA - {labels.get(a, a)}" for a in sub.arm])
-        ax.set(xlabel="difference in PGD-10 accuracy (points)\nshaded: +-smallest effect of interest",
-               title=f"{eps:g}/255 (Holm-level intervals)")
+        ax.set(title=f"{eps:g}/255 (Holm-level intervals)")
     axes[0][0].invert_yaxis()
+    fig.supxlabel("difference in PGD-10 accuracy (points); shaded: +-smallest effect of interest", fontsize="medium")
     fig.tight_layout()
     return fig

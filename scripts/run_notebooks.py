@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 import time
 from pathlib import Path
 
@@ -93,6 +95,15 @@ def coalesce_streams(outputs: list) -> list:
     return [o for o in merged if o.get("output_type") != "stream" or o["text"].strip()]
 
 
+def execute_one(notebook: Path, out: Path, params: dict) -> None:
+    """papermill on one notebook, with text progress bars in its kernel (a stored widget shows only its first
+    frame, "0/200", to a later reader). main runs each call in a fresh process: one client process driving a
+    second kernel after a first notebook's text bars hung, waiting for a reply its kernel had sent."""
+    os.environ[PROGRESS_ENV] = "text"
+    pm.execute_notebook(str(notebook), str(out), parameters=params, cwd=str(NOTEBOOKS), progress_bar=True,
+                        kernel_name="python3")
+
+
 def _fmt(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
@@ -158,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = NOTEBOOKS if in_place else Path(args.out_dir or NOTEBOOKS / "executed")
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = json.loads(TIMINGS.read_text()) if TIMINGS.is_file() else {}
-    # text progress bars in the kernels: a stored widget shows only its first frame ("0/200") to a later reader
-    os.environ[PROGRESS_ENV] = "text"
     total = time.time()
     for i, nb in enumerate(notebooks):
         left = sum(timings.get(n.stem, 0.0) for n in notebooks[i:])
@@ -168,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         target = out_dir / nb.name
         tmp = target.with_name(f".{nb.stem}.running.ipynb")
-        pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(NOTEBOOKS), progress_bar=True,
-                            kernel_name="python3")
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool.submit(execute_one, nb, tmp, params).result()
         strip_volatile(tmp)
         tmp.replace(target)
         seconds = time.time() - t0
