@@ -103,7 +103,8 @@ def test_committed_outputs_read_the_same_on_any_machine(notebook):
 
 
 def test_06_prose_on_pmg_aft_as_released_holds_on_its_tables():
-    """06's paragraph on pmg_aft_code (PMG-AFT as its released code runs it) says what results/ holds: its pick at
+    """06's paragraph on pmg_aft_code (PMG-AFT as its released code runs it), the README's and FINDINGS.md's say
+    what results/ holds: its pick at
     the top of the learning-rate grid, round 2's larger alpha = beta all below the clean floor, less robust than
     pmg_aft at every radius and less accurate on clean images, never the most robust baseline, and a
     PGD-minus-APGD gap within the range of the other methods'."""
@@ -116,6 +117,8 @@ def test_06_prose_on_pmg_aft_as_released_holds_on_its_tables():
                for c in nb.cells)
     selected = json.loads((ROOT / "results" / "06_selected.json").read_text())["selected"]
     assert selected["pmg_aft_code"]["finetune_lr"] == max(study.LR_GRID["mini"])
+    assert selected["pmg_aft_code"] == {"finetune_lr": 1e-3, "pmg_alpha": 2.0, "pmg_beta": 2.0}  # docs/FINDINGS.md
+    assert "less robust than `pmg_aft` at every radius" in " ".join((ROOT / "README.md").read_text().split())
     search = pd.read_csv(ROOT / "results" / "06_confirmatory_search.csv")
     round2 = search[(search.method == "pmg_aft_code") & (search["round"] == 2)]
     assert len(round2) == 3 and not round2.eligible.any()
