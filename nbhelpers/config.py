@@ -854,7 +854,7 @@ class StudyConfig(StartKnobs, _RunsMixin, TAIKnobs, IATKnobs, FinetuneKnobs, Bas
     pgd_steps: int = knob(10, "evaluation PGD steps (random start, step 1/255)")
     select_eps: float = knob(4.0, "radius of the selection score, 1/255 units")
     clean_tolerance: float = knob(0.01, "selection: clean accuracy within this of the best TeCoA's (fraction)")
-    strong_methods: list[str] = knob(["tecoa", "pmg_aft", "laat", "fare", "tai", "tima"],
+    strong_methods: list[str] = knob(["tecoa", "pmg_aft", "pmg_aft_code", "laat", "fare", "tai", "tima"],
                                      "selected models checked with AutoAttack (TeCoA is the reference)")
     strong_seeds: list[int] = knob([0, 1, 2], "training seeds checked with AutoAttack")
     strong_images: int = knob(256, "first-N test images per task under AutoAttack (APGD-CE + APGD-T)")

@@ -76,6 +76,10 @@ class Plan:
 
 
 PLAN = Plan()
+# Studied methods registered after the plan's commit (docs/CONFIRMATORY_PLAN.md, "Deviations"): round 2 gives them
+# its 3 configurations by their record's rule, on a later commit, so that every method of 06's search has the same
+# budget; they are no arm, so the confirmatory phases and their analysis are the plan's, unchanged.
+ADDED_AFTER_PLAN: tuple[str, ...] = ("pmg_aft_code",)
 
 
 @dataclass(frozen=True)

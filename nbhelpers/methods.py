@@ -440,7 +440,7 @@ def engine_names() -> list[str]:
 # study_names() (so the committed selection, 04/05/06 stay current) unless the environment variable below is "1",
 # which plans and runs them with the others (e.g. `TIMA_STUDY_PENDING=1 python -m nbhelpers.study_runs --plan`).
 # Remove a name here once its runs are in the committed store.
-STUDY_PENDING: tuple[str, ...] = ("pmg_aft_code",)
+STUDY_PENDING: tuple[str, ...] = ()
 STUDY_PENDING_ENV = "TIMA_STUDY_PENDING"
 
 

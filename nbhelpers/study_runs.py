@@ -514,13 +514,16 @@ def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
 def compare_replication(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
                         replica_path: str | Path = paths.STUDY_REPLICA_STORE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The study against its end-to-end rerun elsewhere (same code, same keys): (selected configuration per method
-    in each; per finding the verdict with estimate [interval at its Holm level] in each store alone and pooled over
+    in each, "not run there" for a method the replica lacks; per finding the verdict with estimate [interval at its Holm level] in each store alone and pooled over
     both, and whether the two stores' verdicts agree). The pooled column is the decisive one."""
-    sel = {name: selected_configurations(cfg, store_path=path)
-           for name, path in (("study", store_path), ("replica", replica_path))}
-    selection = pd.DataFrame({m: {"study": study.config_id(sel["study"][m]),
-                                  "replica": study.config_id(sel["replica"][m]),
-                                  "same": sel["study"][m] == sel["replica"][m]} for m in study.study_methods()}).T
+    ours = selected_configurations(cfg, store_path=store_path)
+    rows = current_rows(study.StudyStore(replica_path), cfg, "validation")
+    if not rows:
+        raise FileNotFoundError(f"{replica_path} has no validation rows for this code: rerun the study there")
+    theirs = study.select(rows, rule=selection_rule(cfg))  # a replica made before a method existed lacks it
+    selection = pd.DataFrame({m: {"study": study.config_id(ours[m]),
+                                  "replica": study.config_id(theirs[m]) if m in theirs else "not run there",
+                                  "same": ours[m] == theirs[m] if m in theirs else None} for m in study.study_methods()}).T
     table = store_verdicts(cfg, store_path=store_path, replica_path=replica_path)
     lines = []
     for fid in dict.fromkeys(table.finding):

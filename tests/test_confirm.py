@@ -135,7 +135,7 @@ def test_evaluation_specs_fresh_seeds_and_round1_comparability(tmp_path):
 def test_status_cli_before_round2(tmp_path, capsys):
     assert confirm.main(["--status", "--store", str(tmp_path / "c.jsonl")]) == 0
     out = capsys.readouterr().out
-    assert "round2" in out and "18" in out
+    assert "round2" in out and f"{3 * len(study.study_methods())}" in out  # 21: 3 per studied method
     with pytest.raises(SystemExit):
         confirm.main(["--worker", "3", "--workers", "2", "--store", str(tmp_path / "c.jsonl")])
 
@@ -219,7 +219,9 @@ def test_committed_store_ran_on_the_plan_commit():
     rows = store.rows()
     if not rows:
         pytest.skip("the confirmatory store is empty")
-    codes = {r["code"] for r in rows}
+    later = [r for r in rows if r["method"] in confirm.ADDED_AFTER_PLAN]  # round 2 only, never an arm
+    assert {r["stage"] for r in later} <= {confirm.ROUND2} and all(not r["code"].endswith("+dirty") for r in later)
+    codes = {r["code"] for r in rows if r["method"] not in confirm.ADDED_AFTER_PLAN}
     assert len(codes) == 1 and not next(iter(codes)).endswith("+dirty"), codes
     try:
         listed = subprocess.run(["git", "ls-tree", "--name-only", next(iter(codes)), "docs/"],

@@ -38,12 +38,15 @@ def test_config_choices_are_the_registry():
     assert EvaluationConfig.from_params(models=methods.model_names()).models == tuple(methods.model_names())
     with pytest.raises(ConfigError, match="unknown model"):
         EvaluationConfig.from_params(models=["tecoa", "toy"])
-    assert set(study.study_methods()) == {"tecoa", "pmg_aft", "laat", "fare", "tai", "tima"}
+    assert set(study.study_methods()) == {"tecoa", "pmg_aft", "pmg_aft_code", "laat", "fare", "tai", "tima"}
 
 
 def test_a_pending_method_joins_the_study_only_when_asked(monkeypatch):
-    """pmg_aft_code has PMG-AFT's grid but no committed runs yet: the study takes it with TIMA_STUDY_PENDING=1."""
-    assert methods.get("pmg_aft_code").studied and "pmg_aft_code" in methods.STUDY_PENDING
+    """A studied method without committed runs (as pmg_aft_code was before its runs landed) stays out of the study
+    unless TIMA_STUDY_PENDING=1."""
+    assert methods.STUDY_PENDING == ()  # every studied method's runs are in the committed store
+    monkeypatch.setattr(methods, "STUDY_PENDING", ("pmg_aft_code",))
+    assert "pmg_aft_code" not in study.study_methods()
     monkeypatch.setenv(methods.STUDY_PENDING_ENV, "1")
     assert study.study_methods() == ("tecoa", "pmg_aft", "pmg_aft_code", "laat", "fare", "tai", "tima")
     monkeypatch.setenv(methods.STUDY_PENDING_ENV, "true")

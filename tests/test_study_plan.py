@@ -32,7 +32,7 @@ def test_the_plan_is_the_committed_study_run_for_run():
     assert plan.attrs["selection"] == "from the store"
     counts = plan.groupby("stage", sort=False).size().to_dict()
     n_seeds = len(cfg.train_seeds)
-    assert counts == {"validation": len(study.study_methods()) * study.BUDGET, "test": 6 * n_seeds,
+    assert counts == {"validation": len(study.study_methods()) * study.BUDGET, "test": len(study.study_methods()) * n_seeds,
                       "strong": len(cfg.strong_methods) * len(cfg.strong_seeds),
                       "ablation": (len(study.ABLATIONS) + len(study.ABLATION_REFERENCES)) * n_seeds}
     selected = study_runs.selected_configurations(cfg)
@@ -77,7 +77,9 @@ def test_mini_plan_from_a_measured_calibration_writes_nothing(monkeypatch, tmp_p
     summary = study_runs.plan_summary(plan).set_index("stage")
     assert summary.loc["total", "hours"] == pytest.approx(
         (plan.seconds.sum() + plan.attrs["setup_seconds"]) / 3600, abs=2e-3)
-    assert summary.loc["total", "trainings"] == plan.trains.sum() == 105
+    # 116 with the seven studied methods (105 before pmg_aft_code): a studied method trains its 9 validation
+    # configurations and 2 more test seeds (seed 0 reuses its selection run)
+    assert summary.loc["total", "trainings"] == plan.trains.sum() == 116
     with pytest.raises(ValueError, match="calibrate them"):
         study_runs.estimate_plan(plan, cfg, study_runs.StudyCalibration(**{**cal, "train_step_seconds": {}}))
 
@@ -97,7 +99,7 @@ def test_plan_cli_prints_every_run_and_the_estimate(monkeypatch, tmp_path, capsy
     cal = study_runs.load_calibration(str(tmp_path / "cal.json"), StudyConfig())  # for --calibration
     assert cal.device == "cpu" and set(cal.train_step_seconds) == set(study_runs._engine_methods())
     runs = [line for line in out.splitlines() if line.split()[:1] in (["validation"], ["test"])]
-    assert len(runs) == 54 + 18 + 2  # every run, and the summary's two stage lines
+    assert len(runs) == len(study.study_methods()) * (9 + 3) + 2  # every run, and the summary's two stage lines
     assert not store.exists() and not (tmp_path / "cache").exists()
     with pytest.raises(SystemExit, match="06_study_paper.jsonl"):
         study_runs.main(["--profile", "paper", "--stages", "validation"])
@@ -137,7 +139,7 @@ def test_paper_plan_calibrates_vit_b32_on_the_fixtures(paper_root, monkeypatch, 
     with pytest.raises(ValueError, match="calibrate them"):
         study_runs.plan_study(cfg, calibration=cal)
     cal = dataclasses.replace(cal, train_step_seconds={e: cal.train_step_seconds["tai"] for e in
-                                                       ("tecoa", "pmg_aft", "laat", "fare", "tai")})
+                                                       ("tecoa", "pmg_aft", "pmg_aft_code", "laat", "fare", "tai")})
     plan = study_runs.plan_study(cfg, calibration=cal)
     assert not (tmp_path / "cache").exists()
     val = plan[plan.stage == "validation"]

@@ -76,8 +76,9 @@ def test_later_stages_need_the_selection(tmp_path):
 def test_tiny_study_runs_every_stage_resumes_and_ignores_other_code(tiny, monkeypatch):
     cfg, store_path = tiny
     done = study_runs.run_study(cfg, store_path=store_path, progress=False)
-    n_ablation = len(study.ABLATIONS) + len(study.ABLATION_REFERENCES)
-    assert done == {"validation": 6, "test": 12, "strong": 1, "ablation": 2 * n_ablation}
+    n_ablation, n_methods = len(study.ABLATIONS) + len(study.ABLATION_REFERENCES), len(study.study_methods())
+    assert n_methods == 7  # tecoa, pmg_aft, pmg_aft_code, laat, fare, tai, tima
+    assert done == {"validation": n_methods, "test": 2 * n_methods, "strong": 1, "ablation": 2 * n_ablation}
     rows = [json.loads(line) for line in store_path.read_text().splitlines()]
     val = [r for r in rows if r["stage"] == "validation"]
     assert {tuple(r["evaluation"]["tasks"]) for r in val} == {tuple(cfg.validation_datasets())}
@@ -118,7 +119,7 @@ def test_tiny_study_runs_every_stage_resumes_and_ignores_other_code(tiny, monkey
     # rows computed by other code are not this code's: they count as 'other' and would be recomputed
     monkeypatch.setattr(study_runs, "numerics_fingerprint", lambda: "0123456789ab")
     status = study_runs.store_status(cfg, store_path=store_path).set_index("stage")
-    assert status.loc["validation", "current"] == 0 and status.loc["validation", "other"] == 6
+    assert status.loc["validation", "current"] == 0 and status.loc["validation", "other"] == n_methods
     with pytest.raises(FileNotFoundError, match="make study"):
         study_runs.selected_configurations(cfg, store_path=store_path)
 
