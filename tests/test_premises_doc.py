@@ -1,0 +1,48 @@
+"""docs/WORLD2_PREMISES.md (issue 32, item 1): the criteria a second world must meet, committed before that world
+exists. The numbers it quotes from this repository are the repository's."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from nbhelpers import world
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "WORLD2_PREMISES.md"
+
+
+def _text() -> str:
+    return " ".join(DOC.read_text().split())
+
+
+def test_premises_are_declared_with_a_verdict_for_a_failed_premise():
+    text = _text()
+    assert "before the second world exists" in text and "## Deviations" in text
+    premises = sorted(set(re.findall(r"\*\*(P\d)\. ", text)))
+    assert premises == [f"P{i}" for i in range(1, 8)]
+    assert text.count('"not testable here"') >= 5  # a failed premise's verdict, never "not reproduced"
+
+
+def test_the_mini_world_values_it_quotes_are_the_committed_ones():
+    """Section 1's calibration line: mean pairwise cosine of each zero-shot task's original class text
+    (results/03_text_structure.csv), the tasks' class counts and the fine-tuning task's."""
+    text = _text()
+    table = pd.read_csv(ROOT / "results" / "03_text_structure.csv")
+    cosine = table[table.text == "original"].set_index("dataset").mean_cosine
+    for task in ("shapes", "colours", "patterns", "objects", "colour_patterns"):
+        assert f"{task} {cosine[task]:.2f}" in text, task
+    assert f"Fine-tuning task `{world.FINETUNE_TASK}`: {len(world.task_spec(world.FINETUNE_TASK).classnames())} classes" in text
+    assert len(world.task_spec("objects").classnames()) == 80 and "objects 0.16 (80 classes)" in text
+    assert "colour_patterns 0.27 (60 classes)" in text
+    assert len(world.task_spec("colour_patterns").classnames()) == 60
+    assert f"{len(world.task_spec(world.FINETUNE_TASK).classnames())} -> fails" in text  # P1 on the mini world
+
+
+def test_the_published_numbers_it_quotes_are_in_the_published_table():
+    text = _text()
+    published = pd.read_csv(ROOT / "nbhelpers" / "published" / "published_results.csv")
+    clip = published[(published.method == "CLIP") & published.source.str.startswith("PMG-AFT")
+                     & (published.dataset == "average")].set_index("table").value
+    assert f"{clip['Table 1']:.2f} / {clip['Table 2']:.2f}" in text  # R6: robust / clean of CLIP ViT-B/32
