@@ -83,6 +83,23 @@ def text_distance_stats(emb: torch.Tensor) -> dict[str, float]:
             "mean_cosine": float((e @ e.T)[off].mean())}
 
 
+def text_crowding_stats(emb: torch.Tensor) -> dict[str, float]:
+    """How crowded class text embeddings (C, D) are (docs/WORLD2_PREMISES.md, section 0): over class pairs of the
+    unit embeddings, the mean cosine, the mean over classes of the cosine to the nearest other class, the minimum
+    Euclidean distance, and the spread of the pairwise cosines (std; 90th minus 50th percentile)."""
+    e = torch.nn.functional.normalize(emb.double().cpu(), dim=-1)
+    if len(e) < 2:
+        raise ValueError(f"need at least 2 classes, got {len(e)}")
+    cos = e @ e.T
+    iu = torch.triu_indices(len(e), len(e), offset=1)
+    pairs = cos[iu[0], iu[1]].numpy()
+    nearest = cos.masked_fill(torch.eye(len(e), dtype=torch.bool), -2.0).max(dim=1).values
+    p50, p90 = np.percentile(pairs, [50, 90])
+    return {"classes": float(len(e)), "mean_cosine": float(pairs.mean()), "nn_cosine": float(nearest.mean()),
+            "min_distance": float(np.sqrt(np.clip(2 - 2 * pairs.max(), 0, None))), "cosine_std": float(pairs.std()),
+            "cosine_p90_p50": float(p90 - p50)}
+
+
 def semantic_consistency_rho(reference: torch.Tensor, tuned: torch.Tensor) -> float:
     """Spearman rho between the off-diagonal pairwise cosine similarities of reference and tuned embeddings (C, D)."""
     r = torch.nn.functional.normalize(reference.float().cpu(), dim=-1)

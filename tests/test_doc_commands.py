@@ -253,7 +253,7 @@ def test_the_check_refuses_drifted_commands_and_passes_good_ones():
 # ---------------------------------------------------------------------------------------------- --help
 CLI_MODULES = ["nbhelpers.training", "nbhelpers.study_runs", "nbhelpers.grid_runs", "nbhelpers.grid",
                "nbhelpers.confirm", "nbhelpers.pretrain", "nbhelpers.paper_data", "nbhelpers.suite", "nbhelpers.score"]
-CLI_SCRIPTS = ["run_notebooks", "sync_parameters", "findings_table", "gpu_check"]
+CLI_SCRIPTS = ["run_notebooks", "sync_parameters", "findings_table", "gpu_check", "text_premises"]
 
 
 def _parser(name: str) -> argparse.ArgumentParser:

@@ -46,3 +46,46 @@ def test_the_published_numbers_it_quotes_are_in_the_published_table():
     clip = published[(published.method == "CLIP") & published.source.str.startswith("PMG-AFT")
                      & (published.dataset == "average")].set_index("table").value
     assert f"{clip['Table 1']:.2f} / {clip['Table 2']:.2f}" in text  # R6: robust / clean of CLIP ViT-B/32
+
+
+def test_crowding_statistics_on_embeddings_whose_answer_is_known():
+    import math
+
+    import torch
+
+    from nbhelpers import analysis
+
+    stats = analysis.text_crowding_stats(torch.eye(4, 8))  # orthogonal classes: nothing crowded
+    assert stats["mean_cosine"] == 0 and stats["nn_cosine"] == 0 and stats["cosine_std"] == 0
+    assert math.isclose(stats["min_distance"], math.sqrt(2)) and stats["classes"] == 4
+    pair = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 3.0]])  # two identical classes, one orthogonal (unnormalised)
+    stats = analysis.text_crowding_stats(pair)
+    assert math.isclose(stats["mean_cosine"], 1 / 3) and math.isclose(stats["nn_cosine"], 2 / 3)
+    assert stats["min_distance"] == 0
+
+
+def test_the_premise_script_agrees_with_03_and_reads_an_embeddings_file(tmp_path, capsys):
+    import json
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import text_premises
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert text_premises.main([]) == 0
+    rows = {r["task"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    table = pd.read_csv(ROOT / "results" / "03_text_structure.csv")
+    committed = table[table.text == "original"].set_index("dataset")
+    for task in world.ZERO_SHOT_TASKS:  # the same embeddings 03 measured
+        assert abs(rows[task]["mean_cosine"] - committed.mean_cosine[task]) < 1e-3
+        assert abs(rows[task]["min_distance"] - committed.min_distance[task]) < 1e-3
+    assert rows[world.FINETUNE_TASK]["classes"] == len(world.task_spec(world.FINETUNE_TASK).classnames())
+    np.save(tmp_path / "e.npy", np.eye(3, 5, dtype=np.float32))
+    assert text_premises.main(["--embeddings", str(tmp_path / "e.npy")]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_cosine"] == 0
+    np.save(tmp_path / "flat.npy", np.ones(5))
+    assert text_premises.main(["--embeddings", str(tmp_path / "flat.npy")]) == 2
+    assert "(C, D)" in capsys.readouterr().err
