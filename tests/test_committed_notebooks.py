@@ -6,7 +6,10 @@ import re
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
+
+from nbhelpers import study
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -108,10 +111,6 @@ def test_06_prose_on_pmg_aft_as_released_holds_on_its_tables():
     the top of the learning-rate grid, round 2's larger alpha = beta all below the clean floor, less robust than
     pmg_aft at every radius and less accurate on clean images, never the most robust baseline, and a
     PGD-minus-APGD gap within the range of the other methods'."""
-    import pandas as pd
-
-    from nbhelpers import study
-
     nb = nbformat.read(ROOT / "notebooks" / "06_study.ipynb", as_version=4)
     assert any(c.cell_type == "markdown" and c.source.startswith("**PMG-AFT as its released code runs it**")
                for c in nb.cells)

@@ -2,15 +2,29 @@
 exists. The numbers it quotes from this repository are the repository's."""
 from __future__ import annotations
 
+import importlib.util
+import json
+import math
 import re
 from pathlib import Path
+from types import ModuleType
 
+import numpy as np
 import pandas as pd
+import torch
 
-from nbhelpers import world
+from nbhelpers import analysis, world
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "WORLD2_PREMISES.md"
+
+
+def _script(name: str) -> ModuleType:
+    """A script of scripts/ imported as a module (its main and helpers)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _text() -> str:
@@ -49,12 +63,6 @@ def test_the_published_numbers_it_quotes_are_in_the_published_table():
 
 
 def test_crowding_statistics_on_embeddings_whose_answer_is_known():
-    import math
-
-    import torch
-
-    from nbhelpers import analysis
-
     stats = analysis.text_crowding_stats(torch.eye(4, 8))  # orthogonal classes: nothing crowded
     assert stats["mean_cosine"] == 0 and stats["nn_cosine"] == 0 and stats["cosine_std"] == 0
     assert math.isclose(stats["min_distance"], math.sqrt(2)) and stats["classes"] == 4
@@ -65,16 +73,7 @@ def test_crowding_statistics_on_embeddings_whose_answer_is_known():
 
 
 def test_the_premise_script_agrees_with_03_and_reads_an_embeddings_file(tmp_path, capsys):
-    import json
-    import sys
-
-    import numpy as np
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import text_premises
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    text_premises = _script("text_premises")
     assert text_premises.main([]) == 0
     rows = {r["task"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     table = pd.read_csv(ROOT / "results" / "03_text_structure.csv")
