@@ -13,18 +13,17 @@ import argparse
 import contextlib
 import functools
 import importlib
-import importlib.util
 import io
 import re
 import shlex
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import papermill.cli
 import pytest
 
 from nbhelpers import config, methods, study_runs, training
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -77,14 +76,7 @@ def extract_commands(markdown: str) -> list[tuple[str, list[str]]]:
 
 
 # ---------------------------------------------------------------------------------------------- checking
-@functools.cache
-def _script(name: str) -> ModuleType:
-    """scripts/<name>.py as a module (imported, not run)."""
-    spec = importlib.util.spec_from_file_location(f"_doc_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is imported
-    spec.loader.exec_module(module)
-    return module
+_script = functools.cache(load_script)  # each script imported once per session
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

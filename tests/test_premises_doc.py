@@ -2,29 +2,20 @@
 exists. The numbers it quotes from this repository are the repository's."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import torch
 
 from nbhelpers import analysis, world
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "WORLD2_PREMISES.md"
-
-
-def _script(name: str) -> ModuleType:
-    """A script of scripts/ imported as a module (its main and helpers)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _text() -> str:
@@ -73,7 +64,7 @@ def test_crowding_statistics_on_embeddings_whose_answer_is_known():
 
 
 def test_the_premise_script_agrees_with_03_and_reads_an_embeddings_file(tmp_path, capsys):
-    text_premises = _script("text_premises")
+    text_premises = load_script("text_premises")
     assert text_premises.main([]) == 0
     rows = {r["task"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     table = pd.read_csv(ROOT / "results" / "03_text_structure.csv")
