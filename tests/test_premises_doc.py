@@ -7,11 +7,12 @@ import math
 import re
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 import torch
 
-from nbhelpers import analysis, world
+from nbhelpers import analysis, premises, world
 from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,3 +80,59 @@ def test_the_premise_script_agrees_with_03_and_reads_an_embeddings_file(tmp_path
     np.save(tmp_path / "flat.npy", np.ones(5))
     assert text_premises.main(["--embeddings", str(tmp_path / "flat.npy")]) == 2
     assert "(C, D)" in capsys.readouterr().err
+
+
+def test_the_code_holds_the_documents_thresholds():
+    """premises.THRESHOLDS is docs/WORLD2_PREMISES.md's section 2, number for number."""
+    t, text = premises.THRESHOLDS, _text()
+    for phrase in (f"**>= {t.finetune_classes} classes**", f"mean pairwise cosine **>= {t.mean_cosine:.2f}**",
+                   f"mean NN cosine **>= {t.nn_cosine:.2f}**", f"at least **{t.large_tasks}** zero-shot tasks with "
+                   f"**>= {t.large_task_classes}** classes", f"**>= {t.auc:.2f}**", f"Spearman(text cosine, ground "
+                   f"truth) **>= {t.spearman:.2f}**", f"std of pairwise cosine **>= {t.spread:.2f}**",
+                   f"**[{t.attack_ratio[0]:.2f}, {t.attack_ratio[1]:.2f}]**", f"**>= {t.patch_tokens} patch tokens**",
+                   f"with >= {t.crowd_task_classes} classes"):
+        assert phrase in text, phrase
+
+
+def test_judging_the_premises_on_known_worlds():
+    def stats(role: str, task: str, classes: int, mean: float, nn: float, auc: float = 0.9) -> dict:
+        return {"task": task, "role": role, "classes": classes, "mean_cosine": mean, "nn_cosine": nn,
+                "cosine_std": 0.1, "cosine_p90_p50": 0.1, "auc": auc, "spearman": float("nan")}
+
+    crowded = pd.DataFrame([stats("finetune", "ft", 200, 0.7, 0.85),
+                            *[stats("test", f"big{i}", 100, 0.6, 0.8) for i in range(3)],
+                            stats("test", "small", 10, 0.1, 0.2)])  # a small task is not judged for crowding
+    vit = {"tower": "VisionTransformer", "patch_tokens": 49}
+    verdicts = premises.judge_premises(crowded, tower=vit, robust_ratio=0.3).set_index("premise").verdict
+    assert (verdicts == premises.HOLDS).all()
+    claims = premises.testable_claims(verdicts.reset_index())
+    assert claims.set_index("claim").status["IAT spreads crowded class texts"] == "testable"
+    assert claims.set_index("claim").status["IAT helps robustness"] == "premises not all measured here"  # P4: 03
+    sparse = crowded.assign(mean_cosine=lambda d: d.mean_cosine.where(d.task != "big0", 0.2))
+    verdicts = premises.judge_premises(sparse, tower={"tower": "ModifiedResNet", "patch_tokens": 0},
+                                       robust_ratio=None).set_index("premise").verdict
+    assert verdicts["P2"] == premises.FAILS and verdicts["P7"] == premises.FAILS and verdicts["P6"] == premises.UNCLEAR
+    status = premises.testable_claims(verdicts.reset_index()).set_index("claim").status
+    assert status["IAT spreads crowded class texts"] == "not testable here"
+    assert status["finding 1: stable margin offset"] == "premises not all measured here"
+
+
+def test_ground_truth_and_attack_ratio_helpers():
+    truth = premises.shared_attributes("objects")  # colour x shape: a pair shares one attribute or none
+    assert len(truth) == 80 * 79 // 2 and set(truth) == {0, 1}
+    assert (truth == 1).sum() == 80 * (9 + 7) // 2  # each class: 9 others of its shape, 7 of its colour
+    emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    agree = premises.ground_truth_agreement(emb, np.array([1, 0, 0]))  # the close pair is the one that shares
+    assert agree["auc"] == 1 and math.isnan(agree["spearman"])
+    grid = pd.DataFrame({"task": ["a", "a", "b", "b"], "eps": [0.0, 1.0, 0.0, 1.0], "accuracy": [0.8, 0.4, 0.5, 0.1]})
+    assert math.isclose(premises.attack_ratio(grid), (0.5 + 0.2) / 2)
+    assert premises.attack_ratio(grid, eps=4.0) is None
+
+
+def test_00_says_which_premises_hold_as_its_table_does():
+    verdicts = pd.read_csv(ROOT / "results" / "00_premises.csv").set_index("premise").verdict
+    assert set(verdicts[verdicts == premises.HOLDS].index) == {"P3", "P5"}
+    assert set(verdicts[verdicts == premises.FAILS].index) == {"P1", "P2", "P6", "P7"}
+    nb = nbformat.read(ROOT / "notebooks" / "00_mini_world.ipynb", as_version=4)
+    prose = " ".join(" ".join(c.source.split()) for c in nb.cells if c.cell_type == "markdown")
+    assert "P3 and P5 hold" in prose and "P1 (the fine-tuning task" in prose and "P7 (a ResNet image tower) fail" in prose
