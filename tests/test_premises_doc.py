@@ -138,4 +138,6 @@ def test_00_says_which_premises_hold_as_its_table_does():
     assert "P3 and P5 hold" in prose and "P1 (the fine-tuning task" in prose and "P7 (a ResNet image tower) fail" in prose
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "meets the two that finding 2 needs and fails the others" in readme  # P3, P5 hold; P1, P2, P6, P7 fail
+    findings_doc = " ".join((ROOT / "docs" / "FINDINGS.md").read_text().split())
+    assert "The two that finding 2 needs hold" in findings_doc and "The others fail" in findings_doc
     assert set(premises.CLAIMS["finding 2: margin vs inter-class text similarity"]) == {"P3", "P5"}
