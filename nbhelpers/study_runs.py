@@ -514,8 +514,9 @@ def store_findings(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
 def compare_replication(cfg: StudyConfig, *, store_path: str | Path = STORE_PATH,
                         replica_path: str | Path = paths.STUDY_REPLICA_STORE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The study against its end-to-end rerun elsewhere (same code, same keys): (selected configuration per method
-    in each, "not run there" for a method the replica lacks; per finding the verdict with estimate [interval at its Holm level] in each store alone and pooled over
-    both, and whether the two stores' verdicts agree). The pooled column is the decisive one."""
+    in each, "not run there" for a method the replica lacks; per finding the verdict with estimate [interval at its
+    Holm level] in each store alone and pooled over both, and whether the two stores' verdicts agree). The pooled
+    column is the decisive one."""
     ours = selected_configurations(cfg, store_path=store_path)
     rows = current_rows(study.StudyStore(replica_path), cfg, "validation")
     if not rows:

@@ -5,7 +5,7 @@ Without --embeddings: every mini-world task (the zero-shot ones and the fine-tun
 CLIP, its one prompt template and the tasks' class names. With --embeddings FILE: a (C, D) array of class text
 embeddings (.npy, or a tensor saved by torch.save and read with weights_only), e.g. LAAT's released anchors, which
 is how the real-CLIP reference values R2, R3 and R5 of that document were computed. Prints one JSON object per
-line (analysis.text_crowding_stats); computes in seconds.
+line (analysis.text_crowding_stats; on the mini world also the ground-truth agreement); computes in seconds.
 """
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nbhelpers import analysis, data, world
+from nbhelpers import analysis, checkpoints, premises, world
 from nbhelpers.models import create_model_and_transforms
-from nbhelpers.zeroshot import build_class_embeddings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +37,7 @@ def read_embeddings(path: str | Path) -> torch.Tensor:
     if path.suffix == ".npy":
         emb = torch.from_numpy(np.load(path, allow_pickle=False))
     elif path.suffix in (".pt", ".pth"):
-        emb = torch.load(path, map_location="cpu", weights_only=True)
+        emb = checkpoints.load_torch_file(path, role="embeddings")  # the package's one safe torch.load
     else:
         raise ValueError(f"{path}: unknown format {path.suffix!r}; pass .npy or .pt")
     if not isinstance(emb, torch.Tensor) or emb.dim() != 2:
@@ -48,14 +47,11 @@ def read_embeddings(path: str | Path) -> torch.Tensor:
 
 
 def mini_world_stats() -> list[dict[str, object]]:
-    """text_crowding_stats of every zero-shot task and the fine-tuning task, committed mini CLIP, original text."""
+    """The text statistics of every zero-shot task and the fine-tuning task, committed mini CLIP, original text
+    (premises.text_premise_stats, as notebook 00 measures them)."""
     model, _ = create_model_and_transforms("mini")
-    rows = []
-    for task in (*world.ZERO_SHOT_TASKS, world.FINETUNE_TASK):
-        names, templates = data.classnames_for("mini", task)
-        emb = build_class_embeddings(model, names, templates, device="cpu")
-        rows.append({"task": task, **analysis.text_crowding_stats(emb)})
-    return rows
+    stats = premises.text_premise_stats(model, tasks=[*world.ZERO_SHOT_TASKS, world.FINETUNE_TASK])
+    return stats.to_dict(orient="records")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = mini_world_stats()
     for row in rows:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+        print(json.dumps({k: (None if v != v else round(v, 4)) if isinstance(v, float) else v  # NaN: not measured
+                          for k, v in row.items()}))
     return 0
 
 
